@@ -1,0 +1,98 @@
+"""libvirt-guests(8) in roff, generated from the same tables as --help: the
+settings, the commands, the policy attributes and the exit codes."""
+
+from __future__ import annotations
+
+from . import __version__
+from .config import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE
+from .policy import ATTRIBUTES, NAMESPACE
+from .settings import SETTINGS
+
+
+def _esc(text: str) -> str:
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\n".join(("\\&" + line) if line.startswith((".", "'")) else line for line in text.split("\n"))
+
+
+def _section(title: str) -> list[str]:
+    return [f".SH {title}"]
+
+
+def _item(tag: str, body: str) -> list[str]:
+    return [".TP", f".B {_esc(tag)}", _esc(body)]
+
+
+def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
+    lines = [
+        f'.TH LIBVIRT\\-GUESTS 8 "" "libvirt-guests {__version__}" "System Administration"',
+        *_section("NAME"),
+        "libvirt\\-guests \\- save or shut down libvirt guests on host shutdown, restore them on boot",
+        *_section("SYNOPSIS"),
+        ".B libvirt\\-guests",
+        "[\\fIoptions\\fR] \\fIcommand\\fR",
+        *_section("DESCRIPTION"),
+        _esc(
+            "On host shutdown (stop) it lists the running guests of every configured URI, records them in the "
+            "list file, then saves each one with a managed save or asks it to shut down, following ON_SHUTDOWN. "
+            "On boot (start) it restores or starts every recorded guest, whatever the guest's autostart flag. "
+            "It is a drop-in replacement for libvirt's libvirt-guests.sh: same commands, configuration, list "
+            "file, lock file, messages and exit codes. It talks to libvirt through libvirt-python."
+        ),
+        *_section("COMMANDS"),
+    ]
+    for name, text in commands.items():
+        lines += _item(name, text)
+    lines += _section("OPTIONS")
+    for tag, text in (
+        ("--config FILE", "Configuration file (environment LIBVIRT_GUESTS_CONFIG). Default: the first of "
+                          + ", ".join(str(p) for p in CONFIG_CANDIDATES) + " that exists."),
+        ("--list-file FILE", f"List file (LIBVIRT_GUESTS_LIST_FILE). Default: {DEFAULT_LIST_FILE}."),
+        ("--lock-file FILE", f"Lock file marking 'started' (LIBVIRT_GUESTS_LOCK_FILE). Default: {DEFAULT_LOCK_FILE}."),
+        ("--state-file FILE", "Per-guest state journal (LIBVIRT_GUESTS_STATE_FILE). Default: the list file "
+                              "followed by .state; its run lock is that name followed by .lock."),
+        ("--defaults upstream|debian", "Whose defaults apply to unset variables (LIBVIRT_GUESTS_DEFAULTS). "
+                                       "Default: upstream."),
+        ("--lock-wait SECONDS", "How long to wait for another running invocation before giving up with exit 1 "
+                                "(LIBVIRT_GUESTS_LOCK_WAIT). Default: 300."),
+        ("--json", "With status, gueststatus, plan, policy and check-config: machine-readable output."),
+    ):
+        lines += _item(tag, text)
+    lines += _section("CONFIGURATION")
+    lines.append(_esc(
+        "Variables are read from the configuration file with python-dotenv (NAME=value, quotes allowed; the "
+        "file is never run as shell). A variable set in the process environment overrides the file. A value "
+        "that is not valid stops every command with a one-line error and exit 6; no guest is touched."
+    ))
+    for setting in SETTINGS:
+        default = f"Default: {setting.default!r}"
+        if setting.debian_default is not None:
+            default += f" (Debian's script: {setting.debian_default!r})"
+        new = "" if setting.since_original else " Not known to the original script."
+        lines += _item(setting.name, f"{setting.doc} Accepts {setting.accepts}. {default}.{new}")
+    lines += _section("PER-GUEST POLICY")
+    lines.append(_esc(
+        f"A guest may carry its own policy in its domain XML metadata, namespace {NAMESPACE}, key guests, "
+        "element policy. Each attribute overrides the host-wide setting for that guest only; a value that is "
+        "not valid is ignored with a warning. Example:"
+    ))
+    lines += [".PP", ".nf", _esc(
+        f"virsh metadata GUEST --uri {NAMESPACE} --key guests --set \\\n"
+        "  '<policy on_shutdown=\"shutdown poweroff\" shutdown_timeout=\"120\" order=\"10\"/>' --config --live"
+    ), ".fi"]
+    for attribute in ATTRIBUTES:
+        lines += _item(attribute.name, f"{attribute.doc}; {attribute.accepts}.")
+    lines += _section("FILES")
+    for tag, text in (
+        (" or ".join(str(p) for p in CONFIG_CANDIDATES), "The configuration."),
+        (str(DEFAULT_LIST_FILE), "The list file: one line per URI, the URI as written in URIS followed by the "
+                                 "UUIDs of the guests to start, single spaces (the original's format)."),
+        (f"{DEFAULT_LIST_FILE}.state", "The state journal: each guest's outcome as it happens (JSON, mode 0600)."),
+        (str(DEFAULT_LOCK_FILE), "Exists while guests are started (after start, until stop)."),
+    ):
+        lines += _item(tag, text)
+    lines += _section("EXIT STATUS")
+    for code, text in exit_codes.items():
+        lines += _item(str(code), text)
+    lines += _section("SEE ALSO")
+    lines.append("virsh(1), libvirtd(8)")
+    return "\n".join(lines) + "\n"

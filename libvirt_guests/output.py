@@ -1,0 +1,89 @@
+"""What the tool says: the original's messages (as gettext ids of the
+``libvirt`` text domain, so shipped translations apply), syslog priority
+prefixes under systemd, and sd_notify status datagrams."""
+
+from __future__ import annotations
+
+import gettext
+import os
+import re
+import socket
+import sys
+import threading
+from typing import TextIO
+
+TEXT_DOMAIN = "libvirt"
+LOCALE_DIR = "/usr/share/locale"
+
+_translation = gettext.translation(TEXT_DOMAIN, localedir=LOCALE_DIR, fallback=True)
+
+# syslog priorities, as systemd reads them from a "<N>" line prefix
+ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+
+
+def tr(msgid: str, **values: object) -> str:
+    """eval_gettext: translate, then replace $name by its value."""
+    text = _translation.gettext(msgid)
+    return re.sub(r"\$(\w+)", lambda m: str(values.get(m.group(1), m.group(0))), text)
+
+
+def trf(msgid: str, *args: object) -> str:
+    """gettext of a printf format whose id ends in a literal backslash-n."""
+    text = _translation.gettext(msgid)
+    return (text[:-2] if text.endswith("\\n") else text) % args
+
+
+def _under_journal(stream: TextIO) -> bool:
+    """True when stream is connected to the journal (JOURNAL_STREAM matches)."""
+    spec = os.environ.get("JOURNAL_STREAM", "")
+    if ":" not in spec:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return spec == f"{st.st_dev}:{st.st_ino}"
+
+
+class Output:
+    """Line-atomic, thread-safe output: work runs in many threads at once."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self._lock = threading.Lock()
+        self._prefix_out = _under_journal(self.out)
+        self._prefix_err = _under_journal(self.err)
+
+    def _write(self, stream: TextIO, prefix: bool, level: int, text: str) -> None:
+        lines = text.split("\n")
+        with self._lock:
+            for line in lines:
+                stream.write((f"<{level}>" if prefix else "") + line + "\n")
+            stream.flush()
+
+    def say(self, text: str, level: int = INFO) -> None:
+        """A line on standard output, where the original printed its messages."""
+        self._write(self.out, self._prefix_out, level, text)
+
+    def warn(self, text: str) -> None:
+        self._write(self.err, self._prefix_err, WARNING, f"libvirt-guests: warning: {text}")
+
+    def error(self, text: str) -> None:
+        self._write(self.err, self._prefix_err, ERR, f"libvirt-guests: error: {text}")
+
+
+def notify(**fields: str | int) -> bool:
+    """Send an sd_notify datagram (STATUS=, EXTEND_TIMEOUT_USEC=, ...)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    payload = "\n".join(f"{key.upper()}={value}" for key, value in fields.items()).encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(payload, address)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,178 @@
+"""What stop and start will do to each guest, decided before anything is
+touched. The engines execute these plans and `libvirt-guests plan` prints
+them, so the printed plan is the one the next run follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import libvirt
+
+from .config import Config
+from .policy import Effective, GuestPolicy, effective, order_groups, read_policy
+from .state import Journal
+from .virt import Guest, Hypervisor, VirtError
+
+
+@dataclass
+class StopItem:
+    guest: Guest
+    persistent: bool
+    was_paused: bool  # paused by its user: saved paused, restored paused
+    policy: Effective
+    chain: tuple[str, ...]
+    recorded: bool  # written to the list file: started again at boot
+    note: str = ""
+
+
+@dataclass
+class UriStopPlan:
+    uri: str
+    running: list[Guest] = field(default_factory=list)
+    transient_left: list[Guest] = field(default_factory=list)  # PERSISTENT_ONLY
+    skipped: list[Guest] = field(default_factory=list)  # policy skip="yes"
+    items: list[StopItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def groups(self) -> list[list[StopItem]]:
+        return order_groups(self.items, lambda item: item.policy.order, descending=True)
+
+    @property
+    def recorded_uuids(self) -> list[str]:
+        return [item.guest.uuid for item in self.items if item.recorded]
+
+
+def plan_stop(
+    hv: Hypervisor, config: Config, forced_chain: tuple[str, ...] | None, journal: Journal | None
+) -> UriStopPlan:
+    """List the running guests of one URI and decide each one's chain."""
+    host_chain = forced_chain or config.on_shutdown
+    persistent_only = config.persistent_only_for(host_chain)
+    plan = UriStopPlan(hv.uri)
+    plan.running = hv.running()
+    for guest in plan.running:
+        policy: GuestPolicy = read_policy(guest)
+        plan.warnings += policy.warnings
+        eff = effective(config, policy, forced_chain)
+        try:
+            persistent = guest.is_persistent()
+            paused = guest.state() == libvirt.VIR_DOMAIN_PAUSED
+        except VirtError as err:
+            if err.vanished:
+                continue
+            raise
+        if eff.skip:
+            plan.skipped.append(guest)
+            continue
+        if not persistent and persistent_only:
+            plan.transient_left.append(guest)
+            continue
+        record = journal.get(hv.uri, guest.uuid) if journal else None
+        if paused and record is not None and record.paused_by_us:
+            paused = record.was_paused  # we paused it in an interrupted stop
+        chain, note = eff.on_shutdown, ""
+        if not persistent and "suspend" in chain:
+            chain = tuple(a for a in chain if a != "suspend")
+            note = "transient: cannot be saved"
+        plan.items.append(StopItem(guest, persistent, paused, eff, chain, recorded=persistent, note=note))
+    return plan
+
+
+@dataclass
+class StartItem:
+    uuid: str
+    guest: Guest | None  # None: no longer defined
+    policy: Effective | None
+    action: str  # 'start', 'restore', 'resume', 'already active', 'ignore', 'missing'
+
+
+@dataclass
+class UriStartPlan:
+    uri: str
+    items: list[StartItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def groups(self) -> list[list[StartItem]]:
+        return order_groups(self.items, lambda item: item.policy.order if item.policy else None, descending=False)
+
+
+def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journal | None) -> UriStartPlan:
+    plan = UriStartPlan(hv.uri)
+    for uuid in uuids:
+        guest = hv.lookup(uuid)
+        if guest is None:
+            plan.items.append(StartItem(uuid, None, None, "missing"))
+            continue
+        policy = read_policy(guest)
+        plan.warnings += policy.warnings
+        eff = effective(config, policy)
+        try:
+            state = guest.state()
+            saved = guest.has_managed_save()
+        except VirtError as err:
+            if err.vanished:
+                plan.items.append(StartItem(uuid, None, None, "missing"))
+                continue
+            raise
+        record = journal.get(hv.uri, uuid) if journal else None
+        if state == libvirt.VIR_DOMAIN_PAUSED and record is not None and record.paused_by_us:
+            action = "resume"  # paused by a stop that was interrupted before saving it
+        elif guest.is_active():
+            action = "already active"
+        elif eff.on_boot != "start":
+            action = "ignore"
+        else:
+            action = "restore" if saved else "start"
+        plan.items.append(StartItem(uuid, guest, eff, action))
+    return plan
+
+
+def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
+    """The stop plan of one URI as data (for `plan` and `plan --json`)."""
+    parallel = config.parallel_shutdown > 1
+    groups = []
+    for group in plan.groups:
+        entries = []
+        for item in group:
+            timeout = item.policy.shutdown_timeout
+            entries.append({
+                "name": item.guest.name,
+                "uuid": item.guest.uuid,
+                "persistent": item.persistent,
+                "paused": item.was_paused,
+                "actions": list(item.chain),
+                "recorded": item.recorded,
+                "order": item.policy.order,
+                "shutdown_timeout": timeout if timeout is not None else config.shutdown_timeout,
+                "shutdown_timeout_scope": "guest" if timeout is not None or not parallel else "uri",
+                "save_timeout": item.policy.save_timeout,
+                "note": item.note,
+                "sources": item.policy.sources,
+            })
+        groups.append(entries)
+    return {
+        "uri": plan.uri,
+        "groups": groups,
+        "transient_not_handled": [g.name for g in plan.transient_left],
+        "skipped": [g.name for g in plan.skipped],
+        "warnings": plan.warnings,
+    }
+
+
+def describe_start(plan: UriStartPlan) -> dict[str, Any]:
+    groups = []
+    for group in plan.groups:
+        groups.append([
+            {
+                "name": item.guest.name if item.guest else None,
+                "uuid": item.uuid,
+                "action": item.action,
+                "order": item.policy.order if item.policy else None,
+                "start_delay": item.policy.start_delay if item.policy else 0,
+            }
+            for item in group
+        ])
+    return {"uri": plan.uri, "groups": groups, "warnings": plan.warnings}

@@ -1,0 +1,187 @@
+"""Per-guest policy, kept in the domain's own <metadata> so it travels with
+the guest, and the effective policy of a guest (guest value over host value).
+
+  <policy xmlns="urn:libvirt-guests:policy:1" on_shutdown="shutdown poweroff"
+          shutdown_timeout="120" order="10"/>
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import libvirt
+
+from .config import Config
+from .settings import SettingError, parse_chain, parse_choice, parse_delay, parse_seconds
+from .virt import Guest
+
+NAMESPACE = "urn:libvirt-guests:policy:1"
+KEY = "guests"
+
+
+def _parse_order(text: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):
+        raise SettingError("expected a whole number")
+    return int(text)
+
+
+def _parse_skip(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise SettingError("expected yes or no")
+    return text == "yes"
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str
+    parse: Callable[[str], Any]
+    accepts: str
+    doc: str
+    host_setting: str | None  # the host-wide variable it overrides
+
+
+ATTRIBUTES: tuple[Attribute, ...] = (
+    Attribute("on_shutdown", parse_chain, "one or more of suspend, shutdown, poweroff",
+              "action chain on host shutdown", "ON_SHUTDOWN"),
+    Attribute("on_boot", parse_choice("start", "ignore"), "start or ignore", "action on host boot", "ON_BOOT"),
+    Attribute("order", _parse_order, "a whole number",
+              "start in ascending, stop in descending order groups; guests without an order "
+              "start after and stop before all ordered ones", None),
+    Attribute("shutdown_timeout", parse_seconds, "seconds, 0 or more",
+              "seconds to wait for this guest to shut down (0: forever)", "SHUTDOWN_TIMEOUT"),
+    Attribute("save_timeout", parse_seconds, "seconds, 0 or more",
+              "seconds a managed save of this guest may take (0: no limit)", "SAVE_TIMEOUT"),
+    Attribute("start_delay", parse_delay, "seconds, 0 or more",
+              "seconds to wait after this guest started before the next order group", None),
+    Attribute("skip", _parse_skip, "yes or no", "yes: leave this guest alone on stop", None),
+)
+BY_ATTRIBUTE = {a.name: a for a in ATTRIBUTES}
+
+
+@dataclass
+class GuestPolicy:
+    """The attributes a guest's metadata sets, already parsed."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
+    """Parse the metadata element; a bad value is dropped with a warning."""
+    policy = GuestPolicy()
+    if not xml:
+        return policy
+    try:
+        element = ET.fromstring(xml)
+    except ET.ParseError as err:
+        policy.warnings.append(f"guest {guest_name}: unreadable policy metadata ({err}); using host-wide settings")
+        return policy
+    for name, text in element.attrib.items():
+        attribute = BY_ATTRIBUTE.get(name)
+        if attribute is None:
+            policy.warnings.append(f"guest {guest_name}: unknown policy attribute {name}={text!r}; ignored")
+            continue
+        try:
+            policy.values[name] = attribute.parse(text)
+            policy.texts[name] = text
+        except SettingError as err:
+            policy.warnings.append(
+                f"guest {guest_name}: policy {name}={text!r} is not valid ({err}); using the host-wide setting"
+            )
+    return policy
+
+
+def read_policy(guest: Guest) -> GuestPolicy:
+    """The live policy of a running guest, else its persistent one."""
+    try:
+        live = guest.is_active()
+        xml = guest.metadata(NAMESPACE, live=live)
+    except Exception as err:  # noqa: BLE001 - a policy must never stop the run
+        warning = f"guest {guest.name}: cannot read policy metadata ({err}); using host-wide settings"
+        return GuestPolicy(warnings=[warning])
+    return parse_policy(xml, guest.name)
+
+
+def policy_xml(texts: dict[str, str]) -> str | None:
+    if not texts:
+        return None
+    element = ET.Element("policy")
+    for attribute in ATTRIBUTES:
+        if attribute.name in texts:
+            element.set(attribute.name, texts[attribute.name])
+    return ET.tostring(element, encoding="unicode")
+
+
+def write_policy(guest: Guest, texts: dict[str, str]) -> None:
+    """Store (or with empty texts, remove) the policy: persistent and, if running, live."""
+    flags = 0
+    if guest.is_persistent():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if guest.is_active():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    guest.set_metadata(policy_xml(texts), KEY, NAMESPACE, flags)
+
+
+@dataclass(frozen=True)
+class Effective:
+    """A guest's effective policy and the source of each value."""
+
+    on_shutdown: tuple[str, ...]
+    on_boot: str
+    order: int | None
+    shutdown_timeout: int | None  # None: the host-wide rule (per URI when parallel)
+    save_timeout: int
+    start_delay: float
+    skip: bool
+    sources: dict[str, str]
+
+
+def effective(config: Config, policy: GuestPolicy, forced_chain: tuple[str, ...] | None = None) -> Effective:
+    """Guest values override host values for that guest only."""
+    values = policy.values
+    sources: dict[str, str] = {}
+    for attribute in ATTRIBUTES:
+        if attribute.name in values:
+            sources[attribute.name] = "guest metadata"
+        elif attribute.host_setting:
+            host_source = config.sources.get(attribute.host_setting, "default")
+            sources[attribute.name] = f"{attribute.host_setting} ({host_source})"
+        else:
+            sources[attribute.name] = "default"
+    chain = values.get("on_shutdown", config.on_shutdown)
+    if forced_chain is not None:
+        chain = forced_chain
+        sources["on_shutdown"] = "the shutdown command"
+    return Effective(
+        on_shutdown=chain,
+        on_boot=values.get("on_boot", config.on_boot),
+        order=values.get("order"),
+        shutdown_timeout=values.get("shutdown_timeout"),
+        save_timeout=values.get("save_timeout", config.save_timeout),
+        start_delay=values.get("start_delay", 0.0),
+        skip=values.get("skip", False),
+        sources=sources,
+    )
+
+
+def order_groups(items: list[Any], order_of: Callable[[Any], int | None], descending: bool) -> list[list[Any]]:
+    """Split into order groups. Ascending (start): ordered groups first,
+    unordered last; descending (stop): unordered first, then ordered groups
+    from the highest order down. List order is kept inside a group."""
+    ordered: dict[int, list[Any]] = {}
+    unordered: list[Any] = []
+    for item in items:
+        order = order_of(item)
+        if order is None:
+            unordered.append(item)
+        else:
+            ordered.setdefault(order, []).append(item)
+    groups = [ordered[k] for k in sorted(ordered, reverse=descending)]
+    if unordered:
+        groups = [unordered, *groups] if descending else [*groups, unordered]
+    return groups

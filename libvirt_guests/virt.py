@@ -1,0 +1,328 @@
+"""Access to libvirt through libvirt-python: one connection per URI,
+lifecycle events to learn when a guest stops (with a polling fallback),
+reconnection when the daemon goes away."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import libvirt
+
+POLL_FALLBACK = 1.0  # seconds between state checks when no event arrives
+_DOM0_UUID = "00000000-0000-0000-0000-000000000000"
+_RETRYABLE_CONNECT = {libvirt.VIR_ERR_SYSTEM_ERROR}
+_GONE = {libvirt.VIR_ERR_NO_DOMAIN}
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "idle",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "in shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+
+class VirtError(Exception):
+    """A failed libvirt call, classified for the engines."""
+
+    def __init__(self, message: str, *, vanished: bool = False, disconnected: bool = False) -> None:
+        super().__init__(message)
+        self.vanished = vanished
+        self.disconnected = disconnected
+
+
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread.
+
+    Must run before the first connection is opened."""
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _loop_started = True
+
+
+def _message(err: libvirt.libvirtError) -> str:
+    return err.get_error_message() or str(err)
+
+
+class Hypervisor:
+    """One libvirt connection for one URI as written in URIS."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.conn: libvirt.virConnect | None = None
+        self._cond = threading.Condition()
+        self._events = 0  # bumped by every lifecycle event and on close
+        self._connect_lock = threading.Lock()
+        self._callback_id: int | None = None
+        self.reconnects = 0
+
+    @property
+    def open_uri(self) -> str | None:
+        return None if self.uri == "default" else self.uri
+
+    # -- connection --------------------------------------------------------
+
+    def connect(self, retry_for: float = 0.0, on_retry: Callable[[str], None] | None = None) -> None:
+        """Open the connection, retrying up to retry_for seconds while the
+        daemon is not answering; raise VirtError when it cannot be opened."""
+        start_event_loop()
+        deadline = time.monotonic() + retry_for
+        told = False
+        while True:
+            try:
+                conn = libvirt.open(self.open_uri)
+                break
+            except libvirt.libvirtError as err:
+                retryable = err.get_error_code() in _RETRYABLE_CONNECT
+                if not retryable or time.monotonic() >= deadline:
+                    raise VirtError(_message(err), disconnected=True) from None
+                if on_retry and not told:
+                    on_retry(f"{self.uri}: {_message(err)}; retrying for up to {retry_for:g} s")
+                    told = True
+                time.sleep(0.5)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(5, 3)  # local drivers (test:///) have none
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.registerCloseCallback(self._on_close, None)
+        self._callback_id = conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+        )
+        self.conn = conn
+
+    def alive(self) -> bool:
+        if self.conn is None:
+            return False
+        try:
+            return bool(self.conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def reconnect(self, retry_for: float, on_retry: Callable[[str], None] | None = None) -> None:
+        """Reopen a lost connection (once, whichever thread gets here first)."""
+        with self._connect_lock:
+            if self.alive():
+                return
+            self.conn = None
+            self.reconnects += 1
+            self.connect(retry_for, on_retry)
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            if self._callback_id is not None:
+                conn.domainEventDeregisterAny(self._callback_id)
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+    def _on_lifecycle(self, _conn: object, _dom: object, _event: int, _detail: int, _opaque: object) -> None:
+        with self._cond:
+            self._events += 1
+            self._cond.notify_all()
+
+    def _on_close(self, _conn: object, _reason: int, _opaque: object) -> None:
+        self._on_lifecycle(None, None, 0, 0, None)
+
+    def _error(self, err: libvirt.libvirtError) -> VirtError:
+        return VirtError(_message(err), vanished=err.get_error_code() in _GONE, disconnected=not self.alive())
+
+    def _require(self) -> libvirt.virConnect:
+        if self.conn is None:
+            raise VirtError(f"not connected to {self.uri}", disconnected=True)
+        return self.conn
+
+    # -- guests ------------------------------------------------------------
+
+    def running(self, persistent: bool | None = None) -> list[Guest]:
+        """Active guests ordered by domain id, as `virsh list` orders them."""
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        if persistent is True:
+            flags |= libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+        elif persistent is False:
+            flags |= libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT
+        try:
+            domains = self._require().listAllDomains(flags)
+            listed = [(dom.ID(), dom) for dom in domains if dom.UUIDString() != _DOM0_UUID]
+        except libvirt.libvirtError as err:
+            raise self._error(err) from None
+        return [Guest(self, dom.UUIDString(), dom.name(), dom) for _id, dom in sorted(listed, key=lambda p: p[0])]
+
+    def all_guests(self) -> list[Guest]:
+        try:
+            return [Guest(self, d.UUIDString(), d.name(), d) for d in self._require().listAllDomains(0)]
+        except libvirt.libvirtError as err:
+            raise self._error(err) from None
+
+    def lookup(self, ident: str) -> Guest | None:
+        """A guest by UUID or name; None if it is not defined (any more)."""
+        conn = self._require()
+        try:
+            try:
+                dom = conn.lookupByUUIDString(ident)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() not in _GONE and err.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                    raise
+                dom = conn.lookupByName(ident)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() in _GONE:
+                return None
+            raise self._error(err) from None
+        return Guest(self, dom.UUIDString(), dom.name(), dom)
+
+    def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until done() holds, re-checking on every lifecycle event of
+        this connection (and every POLL_FALLBACK seconds); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                seen = self._events
+            if done():
+                return True
+            left = POLL_FALLBACK if deadline is None else min(POLL_FALLBACK, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            with self._cond:
+                if self._events == seen:
+                    self._cond.wait(timeout=left)
+
+
+@dataclass
+class JobProgress:
+    processed: int
+    total: int
+
+
+class Guest:
+    """A domain of one Hypervisor, re-resolved by UUID after a reconnect."""
+
+    def __init__(self, hv: Hypervisor, uuid: str, name: str, dom: libvirt.virDomain | None = None) -> None:
+        self.hv = hv
+        self.uuid = uuid
+        self.name = name
+        self._dom = dom
+        self._conn = hv.conn
+
+    def __repr__(self) -> str:
+        return f"Guest({self.hv.uri!r}, {self.name!r})"
+
+    @property
+    def dom(self) -> libvirt.virDomain:
+        conn = self.hv._require()
+        if self._dom is None or self._conn is not conn:
+            try:
+                self._dom = conn.lookupByUUIDString(self.uuid)
+            except libvirt.libvirtError as err:
+                raise self.hv._error(err) from None
+            self._conn = conn
+        return self._dom
+
+    def _call(self, method: str, *args: object) -> object:
+        try:
+            return getattr(self.dom, method)(*args)
+        except libvirt.libvirtError as err:
+            raise self.hv._error(err) from None
+
+    def state(self) -> int:
+        return self._call("state")[0]  # type: ignore[index]
+
+    def state_name(self) -> str:
+        return STATE_NAMES.get(self.state(), "unknown")
+
+    def is_active(self) -> bool:
+        return bool(self._call("isActive"))
+
+    def is_persistent(self) -> bool:
+        return bool(self._call("isPersistent"))
+
+    def has_managed_save(self) -> bool:
+        return bool(self._call("hasManagedSaveImage", 0))
+
+    def domain_id(self) -> int:
+        return int(self._call("ID"))  # type: ignore[arg-type]
+
+    def managed_save(self, flags: int) -> None:
+        self._call("managedSave", flags)
+
+    def remove_managed_save(self) -> None:
+        self._call("managedSaveRemove", 0)
+
+    def abort_job(self) -> None:
+        self._call("abortJob")
+
+    def job_progress(self) -> JobProgress | None:
+        """Bytes written of the running job, or None if the driver cannot say."""
+        try:
+            stats = self.dom.jobStats(0)
+        except (libvirt.libvirtError, VirtError):
+            return None
+        for prefix in ("memory", "data"):
+            total = stats.get(f"{prefix}_total")
+            if total:
+                return JobProgress(int(stats.get(f"{prefix}_processed", 0)), int(total))
+        return None
+
+    def shutdown(self) -> None:
+        self._call("shutdown")
+
+    def destroy(self) -> None:
+        self._call("destroy")
+
+    def pause(self) -> None:
+        self._call("suspend")
+
+    def resume(self) -> None:
+        self._call("resume")
+
+    def start(self, flags: int = 0) -> None:
+        self._call("createWithFlags", flags)
+
+    def sync_time(self) -> None:
+        self._call("setTime", None, libvirt.VIR_DOMAIN_TIME_SYNC)
+
+    def metadata(self, namespace: str, live: bool) -> str | None:
+        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        try:
+            return self.dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace, flags)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return None
+            raise self.hv._error(err) from None
+
+    def set_metadata(self, xml: str | None, key: str, namespace: str, flags: int) -> None:
+        self._call("setMetadata", libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, namespace, flags)
+
+    def wait_inactive(self, timeout: float | None) -> bool:
+        def done() -> bool:
+            try:
+                return not self.is_active()
+            except VirtError as err:
+                if err.vanished:
+                    return True
+                raise
+
+        return self.hv.wait_until(done, timeout)
