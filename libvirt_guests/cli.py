@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if (opts.help and command is None) or (command == "--help" and not opts.args):
         out.say(help_text())
         return EXIT_OK
-    if command is None or (command in LSB_COMMANDS and opts.args) or (command not in LSB_COMMANDS and command
-                                                                      not in COMMANDS):
+    json_ok = command in ("status", "gueststatus") and opts.args == ["--json"]
+    if command not in COMMANDS or (command in LSB_COMMANDS and opts.args and not json_ok):
         out.say(usage_line())
         return EXIT_USAGE
     if command == "man":
