@@ -96,3 +96,30 @@ def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
     lines += _section("SEE ALSO")
     lines.append("virsh(1), libvirtd(8)")
     return "\n".join(lines) + "\n"
+
+
+def render_sample_config() -> str:
+    """sysconfig/libvirt-guests: every variable, commented out at its default."""
+    import textwrap
+
+    lines = [
+        "# Configuration of libvirt-guests (read as NAME=value by python-dotenv, never run as shell).",
+        "# A variable set in the process environment (systemd Environment=) overrides this file.",
+        "# Check it with: libvirt-guests check-config",
+    ]
+    for setting in SETTINGS:
+        lines.append("")
+        lines += textwrap.wrap(setting.doc, width=78, initial_indent="# ", subsequent_indent="# ")
+        lines.append(f"# Accepts {setting.accepts}.")
+        if setting.debian_default is not None:
+            lines.append(f"# Debian's script used {setting.name}={setting.debian_default}.")
+        lines.append(f"#{setting.name}={setting.default}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .cli import COMMANDS, EXIT_CODES
+
+    print(render_sample_config() if sys.argv[1:] == ["sample-config"] else render(COMMANDS, EXIT_CODES), end="")

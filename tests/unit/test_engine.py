@@ -6,7 +6,7 @@ import json
 
 import libvirt
 
-from .conftest import TEST_URI, Files, Driver
+from .conftest import TEST_URI, Driver, Files
 
 
 def _list(files: Files) -> list[list[str]]:

@@ -1,0 +1,60 @@
+"""The package's own libvirt layer (virt.py) against real QEMU guests."""
+
+from __future__ import annotations
+
+import time
+
+import libvirt
+
+from libvirt_guests.virt import Hypervisor
+
+from .support import SYSTEM_URI, state
+
+
+def test_managed_save_and_restore(guests, system_conn) -> None:
+    (dom,) = guests.create(1)
+    hv = Hypervisor(SYSTEM_URI)
+    hv.connect()
+    try:
+        guest = hv.lookup(dom.UUIDString())
+        assert guest is not None and guest.is_active() and guest.is_persistent()
+        guest.managed_save(libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        assert state(system_conn, dom) == "saved"
+        guest.start()
+        assert state(system_conn, dom) == "running"
+        assert not guest.has_managed_save()  # the image is consumed by the restore
+    finally:
+        hv.close()
+
+
+def test_shutdown_completes_for_normal_guest_not_for_stubborn(guests, system_conn) -> None:
+    normal = guests.create(1)[0]
+    stubborn = guests.create(1, mode="stubborn")[0]
+    hv = Hypervisor(SYSTEM_URI)
+    hv.connect()
+    try:
+        g_normal, g_stubborn = hv.lookup(normal.name()), hv.lookup(stubborn.name())
+        g_normal.shutdown()
+        g_stubborn.shutdown()
+        started = time.monotonic()
+        assert g_normal.wait_inactive(60)
+        took = time.monotonic() - started
+        assert not g_stubborn.wait_inactive(5)
+        assert state(system_conn, stubborn) == "running"
+        assert took < 30
+    finally:
+        hv.close()
+
+
+def test_transient_guest_is_seen_as_transient(guests) -> None:
+    persistent = guests.create(1)[0]
+    transient = guests.create(1, transient=True)[0]
+    hv = Hypervisor(SYSTEM_URI)
+    hv.connect()
+    try:
+        names = {g.name: g for g in hv.running()}
+        assert not names[transient.name()].is_persistent()
+        assert names[persistent.name()].is_persistent()
+        assert [g.name for g in hv.running(persistent=False)] == [transient.name()]
+    finally:
+        hv.close()

@@ -1,0 +1,133 @@
+"""The command line: usage, exit codes, help, man page, sample config, check-config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from libvirt_guests.cli import COMMANDS, LSB_COMMANDS, main
+from libvirt_guests.manpage import render_sample_config
+from libvirt_guests.settings import SETTINGS
+
+from .conftest import Files
+
+USAGE_TAIL = " {start|stop|status|restart|condrestart|try-restart|reload|force-reload|gueststatus|shutdown}\n"
+
+
+@pytest.mark.parametrize("argv", [[], ["bogus"], ["start", "extra"], ["stop", "stop"], ["status", "--bogus"]])
+def test_usage_errors_exit_2_with_the_original_usage_line(files: Files, run, argv: list[str]) -> None:
+    result = run(*argv)
+    assert result.code == 2
+    assert result.out.startswith("Usage: ") and result.out.endswith(USAGE_TAIL)
+
+
+def test_help_exits_0_and_starts_with_usage(files: Files, run) -> None:
+    result = run("--help")
+    assert result.code == 0
+    assert result.out.splitlines()[0].endswith(USAGE_TAIL.strip())
+    for setting in SETTINGS:
+        assert setting.name in result.out
+
+
+@pytest.mark.parametrize("command", ["reload", "force-reload"])
+def test_reload_is_a_no_op(files: Files, run, command: str) -> None:
+    assert (run(command).code, run(command).out) == (0, "")
+
+
+def test_condrestart_without_lock_does_nothing(files: Files, run) -> None:
+    files.list_file.write_text("test:///default 00000000-0000-0000-0000-000000000001\n")
+    result = run("condrestart")
+    assert (result.code, result.out) == (0, "")
+    assert files.list_file.exists()
+
+
+def test_status_three_states_and_json(files: Files, run) -> None:
+    assert (run("status").code, run("status").out) == (3, "stopped, with no saved guests\n")
+    files.lock_file.touch()
+    assert (run("status").code, run("status").out) == (0, "started\n")
+    files.list_file.write_text("default 00000000-0000-0000-0000-000000000001\n")
+    assert (run("status").code, run("status").out) == (3, "stopped, with saved guests\n")
+    data = json.loads(run("status", "--json").out)
+    assert data["state"] == "stopped-with-saved-guests" and data["exit_code"] == 3
+    assert data["list"] == [{"uri": "default", "uuids": ["00000000-0000-0000-0000-000000000001"]}]
+
+
+def test_bad_config_exits_6_with_one_line(files: Files, run) -> None:
+    files.write_config(ON_BOOT="Start")
+    for command in ("start", "stop", "status", "gueststatus", "shutdown", "restart"):
+        result = run(command)
+        assert result.code == 6, command
+        assert result.out == ""
+        assert len(result.err.splitlines()) == 1 and "ON_BOOT='Start'" in result.err
+
+
+def test_negative_timeout_prints_the_original_message(files: Files, run) -> None:
+    files.write_config(SHUTDOWN_TIMEOUT="-5")
+    result = run("stop")
+    assert (result.code, result.out) == (6, "SHUTDOWN_TIMEOUT must be equal or greater than 0\n")
+
+
+def test_environment_overrides_file_in_a_run(files: Files, run, monkeypatch: pytest.MonkeyPatch) -> None:
+    files.write_config(ON_BOOT="Start")  # broken in the file, fixed by the environment
+    monkeypatch.setenv("ON_BOOT", "ignore")
+    assert run("status").code == 3
+
+
+def test_sample_config_is_generated_from_the_table() -> None:
+    sample = Path(__file__).parents[2] / "sysconfig" / "libvirt-guests"
+    assert sample.read_text() == render_sample_config(), (
+        "regenerate with: python -m libvirt_guests.manpage sample-config > sysconfig/libvirt-guests")
+    for setting in SETTINGS:
+        assert f"#{setting.name}={setting.default}\n" in sample.read_text()
+
+
+def test_man_page_lists_every_command_variable_and_exit_code(files: Files, run) -> None:
+    result = run("man")
+    assert result.code == 0
+    text = result.out.replace("\\-", "-")
+    for name in [*COMMANDS, *(s.name for s in SETTINGS)]:
+        assert f".B {name}" in text, name
+    for code in (0, 1, 2, 3, 6):
+        assert f".B {code}\n" in text
+    assert set(LSB_COMMANDS) <= set(COMMANDS)
+
+
+def test_check_config_flags_misreads_and_sources(files: Files, run, monkeypatch: pytest.MonkeyPatch) -> None:
+    files.config.write_text("URIS=default\nON_SHUTDWON=shutdown\nSHUTDOWN_TIMEOUT=abc\n")
+    result = run("check-config")
+    assert result.code == 6
+    assert "SHUTDOWN_TIMEOUT='abc'" in result.err
+    assert "the original script would silently use no timeout" in result.out
+    files.config.write_text("URIS=default\nON_SHUTDWON=shutdown\nON_SHUTDOWN='suspend poweroff'\n")
+    monkeypatch.setenv("SHUTDOWN_TIMEOUT", "60")
+    result = run("check-config", "--json")
+    assert result.code == 0
+    data = json.loads(result.out)
+    assert data["settings"]["SHUTDOWN_TIMEOUT"] == {"value": "60", "source": "environment"}
+    assert data["settings"]["URIS"]["source"] == "file"
+    assert data["settings"]["ON_BOOT"]["source"] == "default"
+    notes = "\n".join(data["notes"])
+    assert "did you mean ON_SHUTDOWN" in notes
+    assert "the original script would use suspend" in notes
+    assert "ON_BOOT is not set" in notes  # Debian and upstream differ
+
+
+def test_check_config_flags_dueling_qemu_conf(tmp_path: Path) -> None:
+    from libvirt_guests.checkconfig import qemu_conf_notes
+
+    conf = tmp_path / "qemu.conf"
+    conf.write_text('#auto_shutdown_try_save = "all"\nauto_shutdown_try_shutdown = "all"\nauto_shutdown_poweroff = "none"\n')
+    notes = qemu_conf_notes(conf)
+    assert len(notes) == 1 and "auto_shutdown_try_shutdown" in notes[0]
+
+
+def test_module_entry_point_runs(tmp_path: Path) -> None:
+    env = {**os.environ, "LIBVIRT_GUESTS_CONFIG": str(tmp_path / "none"), "LIBVIRT_GUESTS_LIST_FILE": str(tmp_path / "l")}
+    result = subprocess.run([sys.executable, "-m", "libvirt_guests", "--help"], capture_output=True, text=True,
+                            env=env, check=False)
+    assert result.returncode == 0 and "Usage: libvirt-guests {start|" in result.stdout
