@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests.cli import COMMANDS, LSB_COMMANDS, main
+from libvirt_guests.cli import COMMANDS, LSB_COMMANDS
 from libvirt_guests.manpage import render_sample_config
 from libvirt_guests.settings import SETTINGS
 
@@ -121,13 +121,15 @@ def test_check_config_flags_dueling_qemu_conf(tmp_path: Path) -> None:
     from libvirt_guests.checkconfig import qemu_conf_notes
 
     conf = tmp_path / "qemu.conf"
-    conf.write_text('#auto_shutdown_try_save = "all"\nauto_shutdown_try_shutdown = "all"\nauto_shutdown_poweroff = "none"\n')
+    conf.write_text(
+        '#auto_shutdown_try_save = "all"\nauto_shutdown_try_shutdown = "all"\nauto_shutdown_poweroff = "none"\n'
+    )
     notes = qemu_conf_notes(conf)
     assert len(notes) == 1 and "auto_shutdown_try_shutdown" in notes[0]
 
 
 def test_module_entry_point_runs(tmp_path: Path) -> None:
-    env = {**os.environ, "LIBVIRT_GUESTS_CONFIG": str(tmp_path / "none"), "LIBVIRT_GUESTS_LIST_FILE": str(tmp_path / "l")}
+    env = {**os.environ, "LIBVIRT_GUESTS_CONFIG": str(tmp_path / "none")}
     result = subprocess.run([sys.executable, "-m", "libvirt_guests", "--help"], capture_output=True, text=True,
                             env=env, check=False)
     assert result.returncode == 0 and "Usage: libvirt-guests {start|" in result.stdout
