@@ -210,6 +210,13 @@ class UriStop:
             return stopped
         label = tr("Suspending $name: ", name=guest.name)
         self.ctx.out.say(label + "...")
+        if guest.job_active():
+            # A save started by an interrupted run may still be under way: let it end.
+            guest.hv.wait_until(lambda: not guest.job_active(), item.policy.save_timeout or None)
+            stopped = self._not_running(item)
+            if stopped is not None:
+                self.ctx.out.say(label + tr("done"))
+                return stopped
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if item.was_paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
         if self.cfg.bypass_cache:
             flags |= libvirt.VIR_DOMAIN_SAVE_BYPASS_CACHE

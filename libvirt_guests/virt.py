@@ -274,6 +274,13 @@ class Guest:
     def abort_job(self) -> None:
         self._call("abortJob")
 
+    def job_active(self) -> bool:
+        """True while a job (such as a save started by an earlier, killed run) runs."""
+        try:
+            return self.dom.jobInfo()[0] not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED)
+        except (libvirt.libvirtError, VirtError):
+            return False
+
     def job_progress(self) -> JobProgress | None:
         """Bytes written of the running job, or None if the driver cannot say."""
         try:
