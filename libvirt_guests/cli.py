@@ -59,6 +59,10 @@ EXIT_CODES = {
 
 
 def program_name() -> str:
+    """What the usage line calls us: the original printed its $0 (a wrapper
+    such as Debian's diverted libvirt-guests.sh passes its own)."""
+    if os.environ.get("LIBVIRT_GUESTS_PROGRAM_NAME"):
+        return os.environ["LIBVIRT_GUESTS_PROGRAM_NAME"]
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "libvirt-guests"
     return "libvirt-guests" if name in ("__main__.py", "-c", "") else sys.argv[0]
 
