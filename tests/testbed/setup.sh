@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install the system packages the real-libvirt test bed needs (Debian, as root).
+#
+# Idempotent: when every package is already installed it does nothing.
+# It installs no Python packages (the project's own install does that) and
+# starts no daemons (tests/testbed/daemons.py does that on demand).
+set -euo pipefail
+
+PACKAGES=(
+    libvirt-daemon-system
+    libvirt-clients
+    qemu-system-x86
+    qemu-utils
+    libvirt-dev
+    pkg-config
+    gcc
+    python3-dev
+    busybox-static
+)
+
+if [[ ${EUID} -ne 0 ]]; then
+    echo "setup.sh: must run as root" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "${pkg}" 2>/dev/null || true)
+    if [[ ${status} != installed ]]; then
+        missing+=("${pkg}")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "setup.sh: all test-bed packages already installed"
+    exit 0
+fi
+
+echo "setup.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+
+# Keep maintainer scripts from starting libvirtd/virtlogd (invoke-rc.d honours
+# policy-rc.d exit code 101); only installed if no policy exists yet.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e ${policy} ]]; then
+    printf '#!/bin/sh\nexit 101\n' > "${policy}"
+    chmod 755 "${policy}"
+    trap 'rm -f "${policy}"' EXIT
+fi
+
+apt-get update
+# Install the full list so versions stay consistent; apt skips what is present.
+apt-get install -y --no-install-recommends "${PACKAGES[@]}"
