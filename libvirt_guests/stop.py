@@ -31,6 +31,9 @@ OUTCOME_WORDS = {
 }
 
 
+MAX_RECONNECTS = 3  # per guest: reconnect and repeat its current action
+
+
 class Step(Enum):
     DONE = "done"  # the guest is no longer running
     NEXT = "next"  # this action did not work: try the next one
@@ -118,19 +121,22 @@ class UriStop:
             self._finish(item, "failed", "a transient guest cannot be saved and its chain has no other action")
             self.ctx.out.error(f"guest {item.guest.name} is transient and cannot be saved; it is left running")
             return
-        index = 0
+        index, reconnects, announced = 0, 0, False
         while True:
-            last = index == len(chain) - 1
-            if not last and self.run.past_deadline():
+            if self.run.past_deadline() and not announced:
+                announced = True
                 if ticket is not None:
                     self._slots(chain[index]).drop(ticket)
                     ticket = None
-                index, last = len(chain) - 1, True
-                self.ctx.out.say(f"Stop deadline reached: {chain[index]} guest {item.guest.name} now", level=WARNING)
+                index = len(chain) - 1
+                message = f"Stop deadline reached: {chain[index]} guest {item.guest.name} now"
+                self.ctx.out.say(message, level=WARNING)
+            last = index == len(chain) - 1
             try:
                 step = self._perform(chain[index], item, last, ticket)
             except VirtError as err:
-                if err.disconnected and self._reconnect():
+                if err.disconnected and reconnects < MAX_RECONNECTS and self._reconnect():
+                    reconnects += 1
                     ticket = None
                     continue  # try the same action again on the new connection
                 self.ctx.out.error(f"guest {item.guest.name}: {err}")
