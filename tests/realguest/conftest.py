@@ -31,3 +31,13 @@ def tool(tmp_path: Path) -> Tool:
 @pytest.fixture
 def original(tmp_path: Path) -> Original:
     return Original(tmp_path / "debian")
+
+
+@pytest.fixture(scope="session")
+def session_uri(libvirtd: bool) -> Iterator[str]:
+    """A second libvirt URI with guests of its own (a session-mode daemon)."""
+    from tests.testbed import session
+
+    uri = session.ensure_session_daemon()
+    yield uri
+    session.stop_session_daemon()

@@ -20,6 +20,7 @@ class JobCounter:
     def __init__(self, conn: libvirt.virConnect, doms: list[libvirt.virDomain]) -> None:
         self.conn, self.uuids = conn, [d.UUIDString() for d in doms]
         self.peak = 0
+        self.busy_now = 0
         self.samples = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -34,6 +35,7 @@ class JobCounter:
                         busy += 1
                 except libvirt.libvirtError:
                     pass
+            self.busy_now = busy
             self.peak = max(self.peak, busy)
             self.samples += 1
             time.sleep(0.03)

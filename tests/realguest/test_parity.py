@@ -202,3 +202,38 @@ def test_unreachable_uri_is_skipped(running_pair, tool: Tool, system_conn) -> No
     assert re.search(rf"^Can't connect to {re.escape(bad)}\. Skipping\.$", result.stdout, re.M)
     assert all(state(system_conn, d) == "saved" for d in running_pair)
     assert tool.run("start").returncode == 0
+
+
+def test_restart_and_condrestart(running_pair, tool: Tool, system_conn) -> None:
+    tool.configure(ON_SHUTDOWN="suspend")
+    result = tool.run("condrestart")  # no lock file: nothing
+    assert (result.returncode, result.stdout) == (0, "")
+    result = tool.run("restart")
+    assert result.returncode == 0, result
+    assert "Suspending guests on" in result.stdout and "Resuming guests on" in result.stdout
+    assert all(state(system_conn, d) == "running" for d in running_pair)
+    assert tool.lock_file.exists() and not tool.list_file.exists()
+    result = tool.run("try-restart")  # lock file present now: stop, then start
+    assert result.returncode == 0 and "Resuming guests on" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("on_shutdown", "persistent_only", "transient_after"),
+    [("suspend", "default", "running"), ("shutdown", "default", "gone"), ("shutdown", "true", "running")],
+)
+def test_transient_guests_follow_persistent_only(guests, tool: Tool, system_conn, on_shutdown: str,
+                                                 persistent_only: str, transient_after: str) -> None:
+    (persistent,) = guests.create(1)
+    (transient,) = guests.create(1, transient=True)
+    tool.configure(ON_SHUTDOWN=on_shutdown, PERSISTENT_ONLY=persistent_only)
+    result = tool.run("stop")
+    assert result.returncode == 0, result
+    if transient_after == "running":
+        verb = "suspending" if on_shutdown == "suspend" else "shutting down"
+        assert f"Not {verb} transient guests on URI: {SYSTEM_URI}: {transient.name()}" in result.stdout
+        assert transient.isActive()
+    else:
+        assert f"Shutdown of guest {transient.name()} complete." in result.stdout
+    assert tool.list_lines() == [[SYSTEM_URI, persistent.UUIDString()]]  # transient guests are never recorded
+    assert tool.run("start").returncode == 0
+    assert state(system_conn, persistent) == "running"

@@ -58,3 +58,28 @@ def test_transient_guest_is_seen_as_transient(guests) -> None:
         assert [g.name for g in hv.running(persistent=False)] == [transient.name()]
     finally:
         hv.close()
+
+
+def test_save_progress_from_job_statistics(guests) -> None:
+    import threading
+
+    (dom,) = guests.create(1, memory_mib=512, dirty_mib=400)
+    hv = Hypervisor(SYSTEM_URI)
+    hv.connect()
+    try:
+        guest = hv.lookup(dom.name())
+        saver = threading.Thread(target=guest.managed_save, args=(libvirt.VIR_DOMAIN_SAVE_RUNNING,))
+        saver.start()
+        seen = []
+        while saver.is_alive():
+            progress = guest.job_progress()
+            if progress is not None:
+                seen.append(progress)
+            time.sleep(0.1)
+        saver.join()
+        assert seen, "no job statistics during a 512 MiB save"
+        assert any(0 < p.processed < p.total for p in seen)
+        assert seen[-1].total >= 400 * 2**20
+        guest.start()
+    finally:
+        hv.close()
