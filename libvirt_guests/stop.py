@@ -139,8 +139,11 @@ class UriStop:
                     reconnects += 1
                     ticket = None
                     continue  # try the same action again on the new connection
-                self.ctx.out.error(f"guest {item.guest.name}: {err}")
-                step = Step.NEXT
+                if err.vanished:
+                    step = Step.VANISHED
+                else:
+                    self.ctx.out.error(f"guest {item.guest.name}: {err}")
+                    step = Step.NEXT
             ticket = None
             if step is Step.VANISHED:
                 self._finish(item, "vanished", "no longer running or defined")
