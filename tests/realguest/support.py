@@ -35,14 +35,14 @@ def config_text(values: dict[str, str]) -> str:
 
 
 @dataclass
-class Tool:
-    """Our libvirt-guests, as a separate process, on temporary paths."""
+class Sandbox:
+    """The original's file layout (/etc/default, /var/lib/libvirt, /var/lock) under root."""
 
     root: Path
 
     @property
     def config(self) -> Path:
-        return self.root / "libvirt-guests.conf"
+        return self.root / "etc/default/libvirt-guests"
 
     @property
     def list_file(self) -> Path:
@@ -52,14 +52,22 @@ class Tool:
     def lock_file(self) -> Path:
         return self.root / "var/lock/libvirt-guests"
 
+    def __post_init__(self) -> None:
+        for path in (self.config, self.list_file, self.lock_file):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.configure()
+
+    def configure(self, **values: str) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Tool(Sandbox):
+    """Our libvirt-guests, as a separate process, on temporary paths."""
+
     @property
     def state_file(self) -> Path:
         return Path(f"{self.list_file}.state")
-
-    def __post_init__(self) -> None:
-        self.list_file.parent.mkdir(parents=True, exist_ok=True)
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        self.configure()
 
     def configure(self, **values: str) -> None:
         values.setdefault("URIS", SYSTEM_URI)
@@ -93,38 +101,22 @@ class Tool:
 
 
 @dataclass
-class Original:
+class Original(Sandbox):
     """A copy of Debian's libvirt-guests.sh whose /etc and /var point into root."""
-
-    root: Path
 
     @property
     def script(self) -> Path:
         return self.root / "libvirt-guests.sh"
 
-    @property
-    def config(self) -> Path:
-        return self.root / "etc/default/libvirt-guests"
-
-    @property
-    def list_file(self) -> Path:
-        return self.root / "var/lib/libvirt/libvirt-guests"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / "var/lock/libvirt-guests"
-
     def __post_init__(self) -> None:
-        source = original_path()
-        text = source.read_text()
+        text = original_path().read_text()
         assert 'sysconfdir="/etc"' in text and 'localstatedir="/var"' in text, "unexpected original script"
         text = text.replace('sysconfdir="/etc"', f'sysconfdir="{self.root}/etc"')
         text = text.replace('localstatedir="/var"', f'localstatedir="{self.root}/var"')
-        for path in (self.config, self.list_file, self.lock_file):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.script.write_text(text)
         self.script.chmod(0o755)
-        self.configure()
+        super().__post_init__()
 
     def configure(self, **values: str) -> None:
         values.setdefault("URIS", "default")
