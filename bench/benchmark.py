@@ -96,11 +96,13 @@ def reboot(factory: GuestFactory, conn: libvirt.virConnect, doms: list[libvirt.v
     expect(conn, doms, "running")
 
 
-def bench_size(n: int, memory: int, conn: libvirt.virConnect, work: Path, save_caps: list[int]) -> dict[str, object]:
+def bench_size(
+    n: int, memory: int, conn: libvirt.virConnect, work: Path, save_caps: list[int], guest: dict[str, object]
+) -> dict[str, object]:
     factory = GuestFactory(conn, ensure_images())
     result: dict[str, object] = {"n": n}
     try:
-        doms = factory.create(n, memory_mib=memory)
+        doms = factory.create(n, memory_mib=memory, **guest)  # type: ignore[arg-type]
         tool, original = Tool(work / f"ours-{n}"), Original(work / f"debian-{n}")
 
         # stop with suspend, then start
@@ -178,6 +180,8 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=128, help="MiB per guest")
     parser.add_argument("--save-caps", type=int, nargs="*", default=[1, 2, 4, 8],
                         help="PARALLEL_SAVE values to compare at the largest size")
+    parser.add_argument("--dirty", type=int, default=0, help="MiB of memory each guest dirties after boot")
+    parser.add_argument("--slow", type=int, default=0, help="seconds each guest takes to power off (0: at once)")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     opts = parser.parse_args()
     ensure_libvirtd()
@@ -191,7 +195,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lg-bench-") as work:
         for n in opts.sizes:
             caps = opts.save_caps if n == max(opts.sizes) else []
-            results.append(bench_size(n, opts.memory, conn, Path(work), caps))
+            guest: dict[str, object] = {"dirty_mib": opts.dirty}
+            if opts.slow:
+                guest.update(mode="slow", slow_seconds=opts.slow)
+            results.append(bench_size(n, opts.memory, conn, Path(work), caps, guest))
             print(json.dumps(results[-1]), flush=True)
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -9,7 +9,6 @@ import os
 import sys
 from collections.abc import Callable
 
-from . import checkconfig, manpage
 from .config import ENV_DEFAULTS, FLAVOURS, ConfigError, Paths, load
 from .engine import Context, close_all, connect_all
 from .output import Output, tr
@@ -235,12 +234,16 @@ def main(argv: list[str] | None = None) -> int:
         out.say(usage_line())
         return EXIT_USAGE
     if command == "man":
+        from . import manpage
+
         out.say(manpage.render(COMMANDS, EXIT_CODES))
         return EXIT_OK
     paths = Paths.resolve(opts.config, opts.list_file, opts.lock_file, opts.state_file)
     if command == "check-config":
         if opts.args and not opts.args[0].startswith("-"):
             paths = Paths.resolve(opts.args.pop(0), opts.list_file, opts.lock_file, opts.state_file)
+        from . import checkconfig
+
         return checkconfig.check_config(out, paths, opts.defaults, "--json" in opts.args)
     if command in ("reload", "force-reload"):
         return EXIT_OK  # configuration is read on every invocation
