@@ -76,10 +76,14 @@ class UriStop:
             for item in group:
                 if item.chain and item.chain[0] == "suspend" and not item.was_paused:
                     self._pause(item)
-        tickets = [self._slots(item.chain[0]).reserve() if item.chain else None for item in group]
+        # Reserve the first action's slot in list order, so the caps serve guests in that order.
+        tickets = [
+            self._slots(item.chain[0]).reserve() if item.chain and item.chain[0] != "poweroff" else None
+            for item in group
+        ]
         threads = [
             threading.Thread(target=self._run_chain, args=(item, ticket), name=f"stop-{item.guest.name}")
-            for item, ticket in zip(group, tickets, strict=False)
+            for item, ticket in zip(group, tickets, strict=True)
         ]
         for thread in threads:
             thread.start()

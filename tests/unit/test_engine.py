@@ -239,3 +239,14 @@ def test_interrupted_stop_is_finished_by_next_stop(files: Files, driver: Driver,
     assert _list(files) == [[TEST_URI, a.UUIDString(), b.UUIDString()]]
     assert run("start").code == 0
     assert driver.state(a) == driver.state(b) == "running"
+
+
+def test_poweroff_first_guest_does_not_block_the_shutdown_queue(files: Files, driver: Driver, run) -> None:
+    """A guest whose chain starts with poweroff takes no shutdown slot."""
+    files.write_config(ON_SHUTDOWN="shutdown", PARALLEL_SHUTDOWN="0")
+    first = driver.guest(policy='<policy on_shutdown="poweroff"/>')
+    others = [driver.guest(), driver.guest()]
+    result = run("stop")
+    assert result.code == 0, result
+    assert f"Power-off of guest {first.name()} complete." in result.out
+    assert all(driver.state(d) == "off" for d in [first, *others])
