@@ -69,10 +69,8 @@ class StartRun:
                 each_at_once(lambda pair: self._run_uri(*pair), plans)
         close_all(hvs.values())
         remaining = [(uri, self.retained[uri]) for uri, _ in entries if self.retained.get(uri)]
-        if write_list(paths.list_file, remaining) and journal is not None:
-            journal.save("start-incomplete")
-        elif remaining and journal is None:
-            Journal(paths.state_file, "start-incomplete").save()
+        if write_list(paths.list_file, remaining):
+            (journal or Journal(paths.state_file)).save("start-incomplete")  # the next stop or start goes on
         else:
             remove(paths.state_file)
         touch_marker(paths.lock_file)
