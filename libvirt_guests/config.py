@@ -86,12 +86,6 @@ class Config:
     warnings: tuple[str, ...] = field(default=(), compare=False)
     flavour: str = "upstream"
 
-    def with_actions(self, chain: tuple[str, ...]) -> Config:
-        """A copy with another ON_SHUTDOWN (the 'shutdown' command forces it)."""
-        values = {s.attr: getattr(self, s.attr) for s in SETTINGS}
-        values["on_shutdown"] = chain
-        return Config(**values, sources=self.sources, texts=self.texts, warnings=self.warnings, flavour=self.flavour)
-
     def persistent_only_for(self, chain: tuple[str, ...]) -> bool:
         if self.persistent_only == "default":
             return chain[0] == "suspend"

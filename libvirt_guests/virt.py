@@ -172,12 +172,6 @@ class Hypervisor:
             raise self._error(err) from None
         return [Guest(self, dom.UUIDString(), dom.name(), dom) for _id, dom in sorted(listed, key=lambda p: p[0])]
 
-    def all_guests(self) -> list[Guest]:
-        try:
-            return [Guest(self, d.UUIDString(), d.name(), d) for d in self._require().listAllDomains(0)]
-        except libvirt.libvirtError as err:
-            raise self._error(err) from None
-
     def lookup(self, ident: str) -> Guest | None:
         """A guest by UUID or name; None if it is not defined (any more)."""
         conn = self._require()
