@@ -31,7 +31,9 @@ def _answers() -> bool:
 def ensure_session_daemon(timeout: float = 30) -> str:
     """Create the user if needed, start its session libvirtd; return the URI."""
     if subprocess.run(["id", USER], capture_output=True, check=False).returncode != 0:
-        subprocess.run(["useradd", "-r", "-m", "-d", str(HOME), "-s", "/usr/sbin/nologin", "-G", "kvm", USER],
+        groups = ["-G", "kvm"] if subprocess.run(["getent", "group", "kvm"], capture_output=True,
+                                                 check=False).returncode == 0 else []
+        subprocess.run(["useradd", "-r", "-m", "-d", str(HOME), "-s", "/usr/sbin/nologin", *groups, USER],
                        check=True, capture_output=True)
     RUNTIME.mkdir(parents=True, exist_ok=True)
     subprocess.run(["chown", "-R", f"{USER}:", str(HOME)], check=True)
