@@ -145,6 +145,16 @@ def _insecure_warning(path: Path) -> list[str]:
     return []
 
 
+def _same_as_file(name: str, env_text: str, file_values: dict[str, str]) -> bool:
+    """True when an environment value is the file's own line as systemd's
+    EnvironmentFile= passed it on: systemd keeps an inline '# comment' that
+    python-dotenv strips, and the file's reading is the one meant."""
+    if name not in file_values:
+        return False
+    bindings = list(parse_stream(io.StringIO(f"{name}={env_text}\n")))
+    return bool(bindings) and not bindings[0].error and (bindings[0].value or "") == file_values[name]
+
+
 def load(paths: Paths, environ: dict[str, str] | None = None, flavour: str | None = None) -> Config:
     """Build the effective configuration; raise ConfigError on any bad value."""
     env = os.environ if environ is None else environ
@@ -162,7 +172,7 @@ def load(paths: Paths, environ: dict[str, str] | None = None, flavour: str | Non
     sources: dict[str, str] = {}
     texts: dict[str, str] = {}
     for setting in SETTINGS:
-        if setting.name in env:
+        if setting.name in env and not _same_as_file(setting.name, env[setting.name], file_values):
             text, source = env[setting.name], "environment"
         elif setting.name in file_values:
             text, source = file_values[setting.name], "file"

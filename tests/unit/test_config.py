@@ -132,3 +132,11 @@ def test_paths_follow_environment_and_options(tmp_path: Path) -> None:
     assert paths.list_file == tmp_path / "l"
     assert paths.lock_file == tmp_path / "opt"
     assert paths.state_file == tmp_path / "l.state"
+
+
+def test_environment_file_copy_of_the_file_reads_as_the_file(tmp_path: Path) -> None:
+    """systemd's EnvironmentFile= keeps an inline comment in the value; the file's own reading wins then."""
+    cfg = _load(tmp_path / "c", "ON_SHUTDOWN=shutdown # saves time\n",
+                environ={"ON_SHUTDOWN": "shutdown # saves time"})
+    assert cfg.on_shutdown == ("shutdown",)
+    assert cfg.sources["ON_SHUTDOWN"] == "file"
