@@ -144,6 +144,9 @@ class Journal:
     path: Path
     phase: str = "stopping"
     guests: dict[str, GuestRecord] = field(default_factory=dict)
+    # A journal that cannot be written (disk full) must not stop the work on
+    # the guests: the first error is kept here for the caller to report.
+    write_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @staticmethod
@@ -189,7 +192,10 @@ class Journal:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "guests": [asdict(g) for g in self.guests.values()],
         }
-        atomic_write(self.path, json.dumps(data, indent=1).encode())
+        try:
+            atomic_write(self.path, json.dumps(data, indent=1).encode())
+        except StateError as err:
+            self.write_error = self.write_error or str(err)
 
     def pending(self) -> list[GuestRecord]:
         return [g for g in self.guests.values() if g.recorded and g.outcome not in ("started", "vanished")]

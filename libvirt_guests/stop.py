@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from enum import Enum
 
 import libvirt
@@ -18,7 +19,7 @@ import libvirt
 from .engine import PROGRESS_EVERY, Context, Heartbeat, Slots, Tally, close_all, connect_all, each_at_once, fmt_bytes
 from .output import WARNING, tr, trf
 from .plan import StopItem, UriStopPlan, plan_stop
-from .state import RESUMABLE_PHASES, GuestRecord, Journal, read_list, remove, write_list
+from .state import RESUMABLE_PHASES, GuestRecord, Journal, StateError, read_list, remove, write_list
 from .virt import Guest, Hypervisor, VirtError
 
 OUTCOME_WORDS = {
@@ -414,19 +415,21 @@ class StopRun:
         plans = self._list(hvs)
         entries = self._merge(previous, plans)
         self.journal.save("stopping")
-        write_list(paths.list_file, entries)
+        self._record(lambda: write_list(paths.list_file, entries))
         self.tally.total = sum(len(p.items) for p in plans.values())
         with Heartbeat(self._status):
             busy = [UriStop(self, hvs[uri], plan) for uri, plan in plans.items() if plan.items]  # type: ignore[arg-type]
             each_at_once(UriStop.execute, busy)
         self._forget_undefined(entries, hvs)
         close_all(hvs.values())
-        touched = write_list(paths.list_file, entries)
-        if touched:
+        if self._record(lambda: write_list(paths.list_file, entries)):
             self.journal.save("stopped")
         else:
-            remove(paths.state_file)
-        remove(paths.lock_file)
+            self._record(lambda: remove(paths.state_file))
+        self._record(lambda: remove(paths.lock_file))
+        if self.journal.write_error:
+            out.error(f"the per-guest journal could not be kept: {self.journal.write_error}")
+            self.failed = True
         counts = self.tally.counts
         out.say(
             f"libvirt-guests stop: {self.tally.done()} guests in {time.monotonic() - started:.1f} s: "
@@ -438,6 +441,16 @@ class StopRun:
 
     def _status(self) -> str:
         return f"Stopping guests: {self.tally.done()} of {self.tally.total} done"
+
+    def _record(self, write: Callable[[], object]) -> object:
+        """Write state, but never let a full disk keep the guests from being
+        saved or shut down: report (exit 1) and go on."""
+        try:
+            return write()
+        except StateError as err:
+            self.ctx.out.error(f"{err}; the guests are still handled, but are not recorded to be started at boot")
+            self.failed = True
+            return None
 
     def _list(self, hvs: dict[str, Hypervisor | None]) -> dict[str, UriStopPlan]:
         """The listing phase, for all URIs at once, reported in URIS order."""

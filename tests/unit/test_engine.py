@@ -250,3 +250,15 @@ def test_poweroff_first_guest_does_not_block_the_shutdown_queue(files: Files, dr
     assert result.code == 0, result
     assert f"Power-off of guest {first.name()} complete." in result.out
     assert all(driver.state(d) == "off" for d in [first, *others])
+
+
+def test_state_that_cannot_be_written_does_not_stop_the_work(files: Files, driver: Driver, run,
+                                                               monkeypatch, tmp_path) -> None:
+    """A full or missing state directory: the guests are still saved, the error is said, exit 1."""
+    monkeypatch.setenv("LIBVIRT_GUESTS_LIST_FILE", str(tmp_path / "missing-dir" / "list"))
+    monkeypatch.setenv("LIBVIRT_GUESTS_STATE_FILE", str(tmp_path / "state"))
+    a = driver.guest()
+    result = run("stop")
+    assert result.code == 1
+    assert "cannot write" in result.err and "not recorded to be started at boot" in result.err
+    assert driver.state(a) == "saved"
