@@ -19,8 +19,10 @@ from .start import start
 from .state import Journal, RunLock, StateError, marker_exists, read_list
 from .status import gueststatus, status
 from .stop import stop
+from .virt import VirtError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STOPPED, EXIT_NOT_CONFIGURED = 0, 1, 2, 3, 6
+ENV_LOCK_WAIT = "LIBVIRT_GUESTS_LOCK_WAIT"
 LSB_COMMANDS = ("start", "stop", "status", "restart", "condrestart", "try-restart", "reload", "force-reload",
                 "gueststatus", "shutdown")
 
@@ -87,7 +89,7 @@ def _global_parser() -> _Parser:
     parser.add_argument("--lock-file", help="'started' lock file (env LIBVIRT_GUESTS_LOCK_FILE)")
     parser.add_argument("--state-file", help="state journal (env LIBVIRT_GUESTS_STATE_FILE)")
     parser.add_argument("--defaults", choices=FLAVOURS, help=f"whose defaults apply (env {ENV_DEFAULTS})")
-    parser.add_argument("--lock-wait", type=float, default=float(os.environ.get("LIBVIRT_GUESTS_LOCK_WAIT", "300")),
+    parser.add_argument("--lock-wait", type=float, default=None,
                         help="seconds to wait for another running invocation (env LIBVIRT_GUESTS_LOCK_WAIT)")
     parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("command", nargs="?")
@@ -123,18 +125,19 @@ def _plan(ctx: Context, args: list[str]) -> int:
     opts = parser.parse_args(args)
     cfg = ctx.config
     if opts.which == "stop":
-        hvs = connect_all(ctx, cfg.uris, retry_for=0)
+        hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
         journal = Journal.load(ctx.paths.state_file)
         report = [describe_stop(plan_stop(hv, cfg, None, journal), cfg) for hv in hvs.values() if hv is not None]
     else:
         entries = read_list(ctx.paths.list_file) or []
         journal = Journal.load(ctx.paths.state_file)
-        hvs = connect_all(ctx, [uri for uri, _ in entries if uri in cfg.uris], retry_for=0)
+        hvs = connect_all(ctx, [uri for uri, _ in entries if uri in cfg.uris], retry_for=0, stdout=not opts.json)
         report = [describe_start(plan_start(hvs[uri], uuids, cfg, journal)) for uri, uuids in entries
                   if hvs.get(uri) is not None]  # type: ignore[arg-type]
     close_all(hvs.values())
     if opts.json:
-        ctx.out.say(json.dumps({"operation": opts.which, "uris": report}, indent=2))
+        unreachable = [uri for uri, hv in hvs.items() if hv is None]
+        ctx.out.say(json.dumps({"operation": opts.which, "uris": report, "unreachable": unreachable}, indent=2))
         return EXIT_OK
     for uri_report in report:
         ctx.out.say(f"{opts.which} on {uri_report['uri']}:")
@@ -177,7 +180,7 @@ def _policy(ctx: Context, args: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args(args)
     uri = opts.uri or (ctx.config.uris[0] if ctx.config.uris else "default")
-    hv = connect_all(ctx, [uri], retry_for=0)[uri]
+    hv = connect_all(ctx, [uri], retry_for=0, stdout=not opts.json)[uri]
     if hv is None:
         return EXIT_FAIL
     try:
@@ -248,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("reload", "force-reload"):
         return EXIT_OK  # configuration is read on every invocation
     try:
+        lock_wait = opts.lock_wait if opts.lock_wait is not None else float(os.environ.get(ENV_LOCK_WAIT, "300"))
+    except ValueError:
+        out.error(f"{ENV_LOCK_WAIT}={os.environ[ENV_LOCK_WAIT]!r} is not valid: expected seconds")
+        return EXIT_USAGE
+    try:
         config = load(paths, flavour=opts.defaults)
     except ConfigError as err:
         if str(err) == "SHUTDOWN_TIMEOUT must be equal or greater than 0":
@@ -259,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         out.warn(warning)
     ctx = Context(config, paths, out)
     try:
-        return _dispatch(ctx, command, opts.args, opts.lock_wait)
-    except StateError as err:
+        return _dispatch(ctx, command, opts.args, lock_wait)
+    except (StateError, VirtError) as err:
         out.error(str(err))
         return EXIT_FAIL
     except KeyboardInterrupt:

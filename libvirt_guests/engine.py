@@ -38,9 +38,12 @@ def each_at_once(func: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return list(pool.map(func, items))
 
 
-def connect_all(ctx: Context, uris: Iterable[str], retry_for: float) -> dict[str, Hypervisor | None]:
+def connect_all(
+    ctx: Context, uris: Iterable[str], retry_for: float, stdout: bool = True
+) -> dict[str, Hypervisor | None]:
     """Open one connection per URI, all at once; print the original's
-    message, on a line of its own, for each URI that cannot be reached."""
+    message, on a line of its own, for each URI that cannot be reached
+    (on standard error when standard output carries JSON)."""
 
     def open_one(uri: str) -> Hypervisor | None:
         hv = Hypervisor(uri)
@@ -54,7 +57,11 @@ def connect_all(ctx: Context, uris: Iterable[str], retry_for: float) -> dict[str
     result = dict(zip(uris, each_at_once(open_one, uris), strict=False))
     for uri, hv in result.items():
         if hv is None:
-            ctx.out.say(tr("Can't connect to $uri. Skipping.", uri=uri), level=4)
+            message = tr("Can't connect to $uri. Skipping.", uri=uri)
+            if stdout:
+                ctx.out.say(message, level=4)
+            else:
+                ctx.out.warn(message)
     return result
 
 

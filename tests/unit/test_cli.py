@@ -133,3 +133,19 @@ def test_module_entry_point_runs(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "libvirt_guests", "--help"], capture_output=True, text=True,
                             env=env, check=False)
     assert result.returncode == 0 and "Usage: libvirt-guests {start|" in result.stdout
+
+
+def test_bad_lock_wait_environment_is_a_usage_error(files: Files, run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIBVIRT_GUESTS_LOCK_WAIT", "soon")
+    result = run("stop")
+    assert result.code == 2 and "LIBVIRT_GUESTS_LOCK_WAIT='soon'" in result.err
+
+
+def test_policy_of_a_missing_guest_and_plan_of_an_unreachable_uri(files: Files, run) -> None:
+    files.write_config(URIS="test:///default")
+    result = run("policy", "no-such-guest")
+    assert result.code == 1 and "no guest 'no-such-guest'" in result.err
+    files.write_config(URIS="qemu+unix:///system?socket=/nonexistent")
+    result = run("plan", "stop", "--json")
+    assert result.code == 0 and "Can't connect to" in result.err
+    assert json.loads(result.out)["unreachable"] == ["qemu+unix:///system?socket=/nonexistent"]
