@@ -124,13 +124,12 @@ def _plan(ctx: Context, args: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args(args)
     cfg = ctx.config
+    journal = Journal.load(ctx.paths.state_file)
     if opts.which == "stop":
         hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
-        journal = Journal.load(ctx.paths.state_file)
         report = [describe_stop(plan_stop(hv, cfg, None, journal), cfg) for hv in hvs.values() if hv is not None]
     else:
         entries = read_list(ctx.paths.list_file) or []
-        journal = Journal.load(ctx.paths.state_file)
         hvs = connect_all(ctx, [uri for uri, _ in entries if uri in cfg.uris], retry_for=0, stdout=not opts.json)
         report = [describe_start(plan_start(hvs[uri], uuids, cfg, journal)) for uri, uuids in entries
                   if hvs.get(uri) is not None]  # type: ignore[arg-type]
