@@ -228,8 +228,9 @@ class UriStop:
             # A save started by an interrupted run may still be under way: let it end.
             guest.hv.wait_until(lambda: not guest.job_active(), item.policy.save_timeout or None)
             stopped = self._not_running(item)
-            if stopped is not None:
+            if stopped is Step.DONE:
                 self.ctx.out.say(label + tr("done"))
+            if stopped is not None:
                 return stopped
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if item.was_paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
         if self.cfg.bypass_cache:

@@ -121,28 +121,27 @@ def _revive_system_conn(request: pytest.FixtureRequest) -> None:
         revive_connection(request.getfixturevalue("system_conn"))
 
 
-def _factory(conn: libvirt.virConnect, images: Images) -> GuestFactory:
-    """Return a new GuestFactory on ``conn``."""
+@contextlib.contextmanager
+def _factory(conn: libvirt.virConnect, images: Images) -> Iterator[GuestFactory]:
+    """A GuestFactory on ``conn`` whose guests are removed at the end, pass or fail."""
     from tests.testbed.guests import GuestFactory
 
-    return GuestFactory(conn, images)
-
-
-@pytest.fixture
-def guests(system_conn: libvirt.virConnect, images: Images) -> Iterator[GuestFactory]:
-    """A GuestFactory whose guests are removed after the test, pass or fail."""
-    factory = _factory(system_conn, images)
+    factory = GuestFactory(conn, images)
     try:
         yield factory
     finally:
         factory.cleanup()
+
+
+@pytest.fixture
+def guests(system_conn: libvirt.virConnect, images: Images) -> Iterator[GuestFactory]:
+    """A GuestFactory whose guests are removed after the test."""
+    with _factory(system_conn, images) as factory:
+        yield factory
 
 
 @pytest.fixture(scope="module")
 def module_guests(system_conn: libvirt.virConnect, images: Images) -> Iterator[GuestFactory]:
     """A GuestFactory shared by a module's tests, cleaned up at module end."""
-    factory = _factory(system_conn, images)
-    try:
+    with _factory(system_conn, images) as factory:
         yield factory
-    finally:
-        factory.cleanup()
