@@ -32,6 +32,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "realguest: needs the real libvirtd (qemu:///system) and QEMU guests of tests/testbed",
     )
+    config.addinivalue_line(
+        "markers",
+        "packaging: builds and installs the packages (.deb, .rpm) and checks the units; slow, changes /usr",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -32,6 +32,8 @@ import pytest
 
 from libvirt_guests import cli, policy
 
+pytestmark = pytest.mark.packaging
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGING = ROOT / "packaging"
 UNIT = PACKAGING / "systemd" / "libvirt-guests.service"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def state(conn: libvirt.virConnect, dom: libvirt.virDomain) -> str:
     return f"state-{code}"
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:  # noqa: ANN001
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -115,7 +116,7 @@ def test_start_skips_a_daemon_that_never_comes(guests, tool: Tool) -> None:
 
 
 @contextlib.contextmanager
-def _small_tmpfs(path: Path, size: str):  # noqa: ANN202
+def _small_tmpfs(path: Path, size: str) -> Iterator[None]:
     owner = path.stat()
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True)
     try:

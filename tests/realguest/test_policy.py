@@ -33,7 +33,7 @@ class Events:
         self.conn = libvirt.open(SYSTEM_URI)
         self.cb = self.conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on, None)
 
-    def _on(self, _conn, dom, event, _detail, _opaque) -> None:  # noqa: ANN001
+    def _on(self, _conn: object, dom: libvirt.virDomain, event: int, _detail: int, _opaque: object) -> None:
         if dom.name() in self.names:
             with self.lock:
                 self.seen.append((time.monotonic(), dom.name(), event))

@@ -14,7 +14,7 @@ from libvirt_guests.cli import COMMANDS, LSB_COMMANDS
 from libvirt_guests.manpage import render_sample_config
 from libvirt_guests.settings import SETTINGS
 
-from .conftest import Files
+from .support import Files
 
 USAGE_TAIL = " {start|stop|status|restart|condrestart|try-restart|reload|force-reload|gueststatus|shutdown}\n"
 

@@ -6,7 +6,7 @@ import json
 
 import libvirt
 
-from .conftest import TEST_URI, Driver, Files
+from .support import TEST_URI, Driver, Files
 
 
 def _list(files: Files) -> list[list[str]]:

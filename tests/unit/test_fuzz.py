@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from libvirt_guests.config import ConfigError, Paths, load
 from libvirt_guests.settings import SETTINGS
 
-from .conftest import Driver, Files
+from .support import Driver, Files
 
 NAMES = [s.name for s in SETTINGS]
 VALUES = st.one_of(

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Driver, Files
+from .support import Driver, Files
 
 DE_CATALOG = Path("/usr/share/locale/de/LC_MESSAGES/libvirt.mo")
 
 
-def _tool(args: list[str], env: dict[str, str], stdout=subprocess.PIPE) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
+def _tool(args: list[str], env: dict[str, str], stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "libvirt_guests", *args], env=env, stdout=stdout,
                           stderr=subprocess.PIPE, text=True, check=False)
 

@@ -25,7 +25,7 @@ from libvirt_guests.state import (
     write_list,
 )
 
-from .conftest import Files
+from .support import Files
 
 NOBODY = 65534
 UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from .conftest import Driver, Files
+from .support import Driver, Files, Result
 
 EXPECTED = Path(__file__).parent / "transcripts"
 REGENERATE = os.environ.get("LGT_REGENERATE_TRANSCRIPTS") == "1"
@@ -85,7 +86,7 @@ def define(driver: Driver, name: str, policy: str | None = None, running: bool =
 class Transcript:
     """Runs commands in-process and collects what a terminal would show."""
 
-    def __init__(self, run, tmp: Path) -> None:  # noqa: ANN001 - the `run` fixture's callable
+    def __init__(self, run: Callable[..., Result], tmp: Path) -> None:
         self.run = run
         self.tmp = tmp
         self.parts: list[str] = []
@@ -109,7 +110,7 @@ class Transcript:
 
 
 @pytest.fixture
-def transcript(run, tmp_path: Path) -> Transcript:  # noqa: ANN001
+def transcript(run: Callable[..., Result], tmp_path: Path) -> Transcript:
     return Transcript(run, tmp_path)
 
 

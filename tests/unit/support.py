@@ -1,0 +1,83 @@
+"""Helpers of the unit tests: the redirected file layout, the test-driver
+guest factory and the result of one in-process run of the command line.
+
+Fixtures that hand them out live in conftest.py."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+
+from libvirt_guests.virt import start_event_loop
+
+TEST_URI = "test:///default"
+_names = itertools.count(1)
+
+
+@dataclass
+class Files:
+    config: Path
+    list_file: Path
+    lock_file: Path
+    state_file: Path
+
+    def write_config(self, **values: str) -> None:
+        lines = [f"URIS={TEST_URI}"] if "URIS" not in values else []
+        lines += [f'{name}="{value}"' for name, value in values.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+
+class Driver:
+    """Creates domains on test:///default and removes every one at the end."""
+
+    def __init__(self) -> None:
+        start_event_loop()
+        self.conn = libvirt.open(TEST_URI)
+        self._wipe()
+
+    def _wipe(self) -> None:
+        for dom in self.conn.listAllDomains():
+            persistent = dom.isPersistent()
+            if dom.isActive():
+                dom.destroy()
+            if persistent:
+                if dom.hasManagedSaveImage():
+                    dom.managedSaveRemove()
+                dom.undefine()
+
+    def guest(self, *, transient: bool = False, running: bool = True, policy: str | None = None) -> libvirt.virDomain:
+        name = f"unit-{os.getpid()}-{next(_names)}"
+        xml = f"""<domain type='test'><name>{name}</name><memory>65536</memory><vcpu>1</vcpu>
+            <os><type>hvm</type></os></domain>"""
+        if transient:
+            dom = self.conn.createXML(xml, 0)
+        else:
+            dom = self.conn.defineXML(xml)
+            if running:
+                dom.create()
+        if policy is not None:
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if transient else (
+                libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if running else 0))
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, policy, "guests",
+                            "urn:libvirt-guests:policy:1", flags)
+        return dom
+
+    def state(self, dom: libvirt.virDomain) -> str:
+        fresh = self.conn.lookupByUUIDString(dom.UUIDString())
+        state = fresh.state()[0]
+        if state == libvirt.VIR_DOMAIN_RUNNING:
+            return "running"
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            return "paused"
+        return "saved" if fresh.hasManagedSaveImage() else "off"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
