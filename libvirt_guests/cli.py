@@ -1,109 +1,86 @@
 """The command line: the original's ten commands with its usage line and
-exit codes, plus plan, policy, check-config and man."""
+exit codes, plus plan, policy, check-config, man and help. Reading the line
+is commandline.py's; this module runs what it asks for."""
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
-from .config import ENV_DEFAULTS, FLAVOURS, ConfigError, Paths, load
+from . import __version__
+from .commandline import (
+    COMMANDS,
+    COMPLETE_GUESTS,
+    ENV_LOCK_WAIT,
+    LSB_COMMANDS,
+    OPTIONS,
+    Invocation,
+    UsageError,
+    parse,
+    program_name,
+    usage_lines,
+)
+from .config import FLAVOURS, Config, ConfigError, Paths, load
 from .engine import Context, close_all, connect_all
-from .output import Output, tr
+from .output import Output, dump_json, tr
 from .plan import describe_start, describe_stop, plan_start, plan_stop
-from .policy import ATTRIBUTES, BY_ATTRIBUTE, effective, read_policy, write_policy
-from .settings import SettingError
+from .policy import ATTRIBUTES, effective, read_policy, write_policy
+from .settings import default_for
 from .start import start
-from .state import Journal, RunLock, StateError, marker_exists, read_list
+from .state import RESUMABLE_PHASES, Journal, RunLock, StateError, marker_exists, read_list
 from .status import gueststatus, status
 from .stop import stop
-from .virt import VirtError
+from .virt import Hypervisor, VirtError
+
+__all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STOPPED, EXIT_NOT_CONFIGURED = 0, 1, 2, 3, 6
-ENV_LOCK_WAIT = "LIBVIRT_GUESTS_LOCK_WAIT"
-LSB_COMMANDS = ("start", "stop", "status", "restart", "condrestart", "try-restart", "reload", "force-reload",
-                "gueststatus", "shutdown")
-
-# name -> what it does (drives --help and the man page)
-COMMANDS: dict[str, str] = {
-    "start": "Start or restore every guest recorded by the last stop (ON_BOOT=start), then create the lock file.",
-    "stop": "Record the running guests in the list file, then take each through ON_SHUTDOWN; remove the lock file. "
-            "Does nothing when a completed stop's list file is still there; finishes an interrupted stop.",
-    "shutdown": "As stop, with ON_SHUTDOWN=shutdown.",
-    "restart": "stop, then start.",
-    "condrestart": "restart, only if the lock file exists.",
-    "try-restart": "Same as condrestart.",
-    "reload": "Nothing: the configuration is read on every invocation.",
-    "force-reload": "Same as reload.",
-    "status": "'stopped, with saved guests' (exit 3), 'started' (exit 0) or 'stopped, with no saved guests' "
-              "(exit 3); --json for scripts.",
-    "gueststatus": "The running guests of each URI; --json for scripts. Always exit 0.",
-    "plan": "plan [stop|start] [--json]: print what stop or start would do to each guest, touching none.",
-    "policy": "policy GUEST [--uri URI] [--on-shutdown ACTIONS] [--on-boot start|ignore] [--order N] "
-              "[--shutdown-timeout S] [--save-timeout S] [--start-delay S] [--skip yes|no] [--clear] [--json]: "
-              "show or set a guest's own policy.",
-    "check-config": "check-config [FILE] [--json]: validate a configuration and show where each value comes from "
-                    "(exit 0 or 6).",
-    "man": "Print the libvirt-guests(8) man page (roff).",
-}
+REPORTS = ("status", "gueststatus", "plan", "policy")  # answer even when the configuration is broken
 
 EXIT_CODES = {
     0: "success; for status: started",
     1: "a guest could not be handled (left running, failed to save, start or power off), a URI could not be listed, "
        "another invocation held the run lock too long, or a state file could not be written",
-    2: "usage error",
+    2: "usage error: the usage lines, then what was wrong",
     3: "status: stopped (with or without saved guests)",
+    4: "status: unknown (a file it depends on cannot be examined, e.g. by a user without access)",
     6: "not configured: a configuration value is not valid (SHUTDOWN_TIMEOUT below 0 among them)",
 }
 
 
-def program_name() -> str:
-    """What the usage line calls us: the original printed its $0 (a wrapper
-    such as Debian's diverted libvirt-guests.sh passes its own)."""
-    if os.environ.get("LIBVIRT_GUESTS_PROGRAM_NAME"):
-        return os.environ["LIBVIRT_GUESTS_PROGRAM_NAME"]
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "libvirt-guests"
-    return "libvirt-guests" if name in ("__main__.py", "-c", "") else sys.argv[0]
-
-
 def usage_line() -> str:
-    return tr(
-        "Usage: $program_name {start|stop|status|restart|condrestart|try-restart|reload|force-reload|"
-        "gueststatus|shutdown}",
-        program_name=program_name(),
-    )
+    """The original's usage line (the first of usage_lines())."""
+    return usage_lines()[0]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(usage_line())
-        raise SystemExit(EXIT_USAGE)
+def _usage_error(out: Output, reason: str) -> int:
+    """Exit 2 as the original (its usage line on standard output), plus why."""
+    out.say("\n".join(usage_lines()))
+    out.error(f"{reason}; see {program_name()} --help")
+    return EXIT_USAGE
 
 
-def _global_parser() -> _Parser:
-    parser = _Parser(prog="libvirt-guests", add_help=False)
-    parser.add_argument("--config", help="configuration file (env LIBVIRT_GUESTS_CONFIG)")
-    parser.add_argument("--list-file", help="list file (env LIBVIRT_GUESTS_LIST_FILE)")
-    parser.add_argument("--lock-file", help="'started' lock file (env LIBVIRT_GUESTS_LOCK_FILE)")
-    parser.add_argument("--state-file", help="state journal (env LIBVIRT_GUESTS_STATE_FILE)")
-    parser.add_argument("--defaults", choices=FLAVOURS, help=f"whose defaults apply (env {ENV_DEFAULTS})")
-    parser.add_argument("--lock-wait", type=float, default=None,
-                        help="seconds to wait for another running invocation (env LIBVIRT_GUESTS_LOCK_WAIT)")
-    parser.add_argument("-h", "--help", action="store_true")
-    parser.add_argument("command", nargs="?")
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    return parser
-
-
-def help_text() -> str:
+def help_text(flavour_name: str = "upstream", flavour_from: str = "") -> str:
     from .settings import SETTINGS
 
-    lines = [usage_line(), "", "Commands:"]
+    other = "debian" if flavour_name == "upstream" else "upstream"
+    lines = [*usage_lines(), "", "Commands:"]
     lines += [f"  {name:<13} {text}" for name, text in COMMANDS.items()]
-    lines += ["", "Configuration variables (file, overridden by the process environment):"]
-    lines += [f"  {s.name:<18} default {s.default!r}: {s.accepts}" for s in SETTINGS]
+    lines += ["", "Options (anywhere on the command line; without the option, its environment variable):"]
+    for option in OPTIONS:
+        env = f" [{option.env}]" if option.env else ""
+        lines.append(f"  {option.synopsis:<27} {option.text}{env}")
+    lines += ["", f"Defaults in force for unset variables: {flavour_name}"
+                  + (f" ({flavour_from})" if flavour_from else "") + "."]
+    lines += ["", f"Configuration variables (file, overridden by the process environment); default: {flavour_name}'s:"]
+    for s in SETTINGS:
+        default = f"default {default_for(s, flavour_name)!r}"
+        if s.debian_default is not None:
+            default += f" ({other}: {default_for(s, other)!r})"
+        lines.append(f"  {s.name:<18} {default}: {s.accepts}")
     lines += ["", "Exit codes:"] + [f"  {code}  {text}" for code, text in EXIT_CODES.items()]
     lines += ["", "See libvirt-guests(8) (`libvirt-guests man`) for everything."]
     return "\n".join(lines)
@@ -118,50 +95,124 @@ def _with_lock(ctx: Context, wait: float, action: Callable[[], int]) -> int:
         lock.release()
 
 
-def _plan(ctx: Context, args: list[str]) -> int:
-    parser = _Parser(add_help=False)
-    parser.add_argument("which", nargs="?", choices=("stop", "start"), default="stop")
-    parser.add_argument("--json", action="store_true")
-    opts = parser.parse_args(args)
-    cfg = ctx.config
+def _about(opts: Invocation, paths: Paths) -> dict[str, Any]:
+    """What every JSON report says about the configuration it read."""
+    assert opts.flavour is not None
+    return {"config_file": str(paths.config) if paths.config else None,
+            "defaults": opts.flavour.name, "defaults_from": opts.flavour.source}
+
+
+def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
+    """The configuration for status, gueststatus, plan and policy, which
+    must answer even when it is broken: the problem goes to standard error
+    and the report goes on with the defaults (and the environment, if that
+    is valid) in place of the file."""
+    try:
+        config = load(paths, flavour=opts.defaults)
+    except ConfigError as err:
+        out.error(str(err))
+        flavour = opts.defaults if opts.defaults in FLAVOURS else "upstream"
+        bare = dataclasses.replace(paths, config=None)
+        try:
+            config = load(bare, flavour=flavour)
+            instead = f"the {flavour} defaults and the environment"
+        except ConfigError:
+            config = load(bare, environ={}, flavour=flavour)
+            instead = f"the {flavour} defaults"
+        if opts.command != "status":  # status does not depend on it
+            out.warn(f"{opts.command}: the configuration cannot be used; showing {instead}")
+    for warning in config.warnings:
+        out.warn(warning)
+    return config
+
+
+def _report(out: Output, opts: Invocation, paths: Paths) -> int:
+    about = _about(opts, paths)
+    config = _config_for_reports(out, opts, paths)
+    try:
+        if opts.command == "status":
+            return status(paths, out, about, opts.json)
+        ctx = Context(config, paths, out)
+        if opts.command == "gueststatus":
+            return gueststatus(ctx, about, opts.json)
+        if opts.command == "plan":
+            return _plan(ctx, opts, about)
+        return _policy(ctx, opts, about)
+    except (StateError, VirtError) as err:
+        out.error(str(err))
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return EXIT_FAIL
+
+
+def _stop_would_do_nothing(ctx: Context, journal: Journal | None) -> bool:
+    """The original's rule, as stop applies it: a list file left by a
+    completed stop makes the next stop a no-op."""
+    return read_list(ctx.paths.list_file) is not None and (journal is None or journal.phase not in RESUMABLE_PHASES)
+
+
+def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
+    cfg, which = ctx.config, opts.which
     journal = Journal.load(ctx.paths.state_file)
-    if opts.which == "stop":
+    note = ""
+    if which == "stop":
         hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
         report = [describe_stop(plan_stop(hv, cfg, None, journal), cfg) for hv in hvs.values() if hv is not None]
+        if _stop_would_do_nothing(ctx, journal):
+            note = (f"the list file {ctx.paths.list_file} is still there (no start since the last stop): "
+                    "the next stop does nothing, as the original")
     else:
-        entries = read_list(ctx.paths.list_file) or []
-        hvs = connect_all(ctx, [uri for uri, _ in entries if uri in cfg.uris], retry_for=0, stdout=not opts.json)
-        report = [describe_start(plan_start(hvs[uri], uuids, cfg, journal)) for uri, uuids in entries
+        entries = read_list(ctx.paths.list_file)
+        hvs = connect_all(ctx, [uri for uri, _ in entries or [] if uri in cfg.uris], retry_for=0,
+                          stdout=not opts.json)
+        report = [describe_start(plan_start(hvs[uri], uuids, cfg, journal)) for uri, uuids in entries or []
                   if hvs.get(uri) is not None]  # type: ignore[arg-type]
+        if entries is None:
+            note = f"no list file {ctx.paths.list_file}: the next start has no guest to start"
+        elif cfg.on_boot != "start":
+            note = f"ON_BOOT={cfg.on_boot}: the next start starts only guests whose own policy says on_boot=start"
     close_all(hvs.values())
     if opts.json:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
-        ctx.out.say(json.dumps({"operation": opts.which, "uris": report, "unreachable": unreachable}, indent=2))
+        ctx.out.say(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
+                               "note": note or None, **about}))
         return EXIT_OK
+    if note:
+        ctx.out.say(f"note: {note}")
     for uri_report in report:
-        ctx.out.say(f"{opts.which} on {uri_report['uri']}:")
+        ctx.out.say(f"{which} on {uri_report['uri']}:")
         for number, group in enumerate(uri_report["groups"], 1):
             for entry in group:
-                ctx.out.say(f"  group {number}: " + _describe_entry(opts.which, entry))
+                ctx.out.say(f"  group {number}: " + _describe_entry(which, entry))
         for name in uri_report.get("transient_not_handled", []):
             ctx.out.say(f"  left alone: {name} (transient, PERSISTENT_ONLY)")
         for name in uri_report.get("skipped", []):
             ctx.out.say(f"  left alone: {name} (policy skip=yes)")
+        if not uri_report["groups"]:
+            empty = "no running guests" if which == "stop" else "no guests to start"
+            ctx.out.say(f"  {empty}" if not uri_report.get("skipped") and not uri_report.get(
+                "transient_not_handled") else f"  {empty} to act on")
         for warning in uri_report["warnings"]:
             ctx.out.warn(warning)
     return EXIT_OK
 
 
-def _describe_entry(which: str, entry: dict[str, object]) -> str:
+def _number(value: float | int) -> str:
+    """0, 1.5, 300: not Python's 0.0."""
+    return f"{int(value)}" if float(value).is_integer() else f"{value}"
+
+
+def _describe_entry(which: str, entry: dict[str, Any]) -> str:
     if which == "start":
-        delay = f", then wait {entry['start_delay']:g} s" if entry["start_delay"] else ""
+        delay = f", then wait {_number(entry['start_delay'])} s" if entry["start_delay"] else ""
         return f"{entry['name'] or entry['uuid']}: {entry['action']}{delay}"
-    timeout = entry["shutdown_timeout"] or "no limit"
-    text = f"{entry['name']}: {' -> '.join(entry['actions']) or 'nothing possible'}"  # type: ignore[arg-type]
-    if "shutdown" in entry["actions"]:  # type: ignore[operator]
+    timeout = f"{_number(entry['shutdown_timeout'])} s" if entry["shutdown_timeout"] else "no limit"
+    text = f"{entry['name']}: {' -> '.join(entry['actions']) or 'nothing possible'}"
+    if "shutdown" in entry["actions"]:
         text += f" (shutdown timeout {timeout} per {entry['shutdown_timeout_scope']})"
-    if "suspend" in entry["actions"] and entry["save_timeout"]:  # type: ignore[operator]
-        text += f" (save timeout {entry['save_timeout']})"
+    if "suspend" in entry["actions"] and entry["save_timeout"]:
+        text += f" (save timeout {_number(entry['save_timeout'])} s)"
     if not entry["recorded"]:
         text += " [not recorded: not started at boot]"
     if entry["note"]:
@@ -169,35 +220,34 @@ def _describe_entry(which: str, entry: dict[str, object]) -> str:
     return text
 
 
-def _policy(ctx: Context, args: list[str]) -> int:
-    parser = _Parser(add_help=False)
-    parser.add_argument("guest")
-    parser.add_argument("--uri", default=None)
-    for attribute in ATTRIBUTES:
-        parser.add_argument("--" + attribute.name.replace("_", "-"), dest=attribute.name)
-    parser.add_argument("--clear", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    opts = parser.parse_args(args)
-    uri = opts.uri or (ctx.config.uris[0] if ctx.config.uris else "default")
+def show_value(value: object) -> str:
+    """A policy value for people: yes/no, plain numbers, words, '-' for unset."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return _number(value)
+    if isinstance(value, tuple | list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
+    args = opts.policy
+    assert args is not None
+    uri = args.uri or (ctx.config.uris[0] if ctx.config.uris else "default")
     hv = connect_all(ctx, [uri], retry_for=0, stdout=not opts.json)[uri]
     if hv is None:
         return EXIT_FAIL
     try:
-        guest = hv.lookup(opts.guest)
+        guest = hv.lookup(args.guest)
         if guest is None:
-            ctx.out.error(f"no guest {opts.guest!r} on {uri}")
+            ctx.out.error(f"no guest {args.guest!r} on {uri}")
             return EXIT_FAIL
         current = read_policy(guest)
-        changes = {a.name: getattr(opts, a.name) for a in ATTRIBUTES if getattr(opts, a.name) is not None}
-        if opts.clear or changes:
-            texts = {} if opts.clear else dict(current.texts)
-            for name, text in changes.items():
-                try:
-                    BY_ATTRIBUTE[name].parse(text)
-                except SettingError as err:
-                    ctx.out.error(f"--{name.replace('_', '-')}={text!r} is not valid: {err}")
-                    return EXIT_USAGE
-                texts[name] = text
+        if args.clear or args.changes:
+            texts = {} if args.clear else {**current.texts, **args.changes}
             write_policy(guest, texts)
             current = read_policy(guest)
         for warning in current.warnings:
@@ -208,47 +258,83 @@ def _policy(ctx: Context, args: list[str]) -> int:
             eff.shutdown_timeout if eff.shutdown_timeout is not None else ctx.config.shutdown_timeout
         )
         if opts.json:
-            ctx.out.say(json.dumps({
+            ctx.out.say(dump_json({
                 "guest": guest.name, "uuid": guest.uuid, "uri": uri,
                 "policy": {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()},
-                "sources": eff.sources, "metadata": current.texts,
-            }, indent=2))
+                "sources": eff.sources, "metadata": current.texts, **about,
+            }))
         else:
             ctx.out.say(f"policy of {guest.name} ({guest.uuid}) on {uri}:")
             for name, value in values.items():
-                shown = " ".join(value) if isinstance(value, tuple) else ("-" if value is None else value)
-                ctx.out.say(f"  {name:<17} {str(shown):<24} ({eff.sources[name]})")
+                ctx.out.say(f"  {name:<17} {show_value(value):<24} ({eff.sources[name]})")
         return EXIT_OK
     finally:
         hv.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    out = Output()
-    opts = _global_parser().parse_args(argv)
-    command = opts.command
-    if (opts.help and command is None) or (command == "--help" and not opts.args):
-        out.say(help_text())
+def _complete_guests(opts: Invocation, paths: Paths) -> int:
+    """Guest names for the bash completion of `policy`, from the URI policy
+    would use; silent and exit 0 whatever happens (the shell shows nothing)."""
+    quiet = Output(open(os.devnull, "w"), open(os.devnull, "w"))  # noqa: SIM115 - closed at exit
+    try:
+        config = _config_for_reports(quiet, opts, paths)
+        uri = (opts.policy.uri if opts.policy else None) or (config.uris[0] if config.uris else "default")
+        hv = Hypervisor(uri)
+        hv.connect(0)
+        try:
+            names = sorted(dom.name() for dom in hv.conn.listAllDomains(0))  # type: ignore[union-attr]
+        finally:
+            hv.close()
+    except Exception:  # noqa: BLE001 - completion must never print a traceback
         return EXIT_OK
-    json_ok = command in ("status", "gueststatus") and opts.args == ["--json"]
-    if command not in COMMANDS or (command in LSB_COMMANDS and opts.args and not json_ok):
-        out.say(usage_line())
-        return EXIT_USAGE
-    if command == "man":
+    print("\n".join(names))
+    return EXIT_OK
+
+
+def _early(out: Output, opts: Invocation) -> int | None:
+    """Everything that needs no configuration (or, for the reports, no valid
+    one); None for the commands that act on guests."""
+    if opts.help or opts.command == "help":
+        assert opts.flavour is not None
+        out.say(help_text(opts.flavour.name, opts.flavour.detail))
+        return EXIT_OK
+    if opts.version:
+        out.say(f"libvirt-guests {__version__}")
+        return EXIT_OK
+    if opts.command == "man":
         from . import manpage
 
         out.say(manpage.render(COMMANDS, EXIT_CODES))
         return EXIT_OK
+    if opts.command in ("reload", "force-reload"):
+        return EXIT_OK  # configuration is read on every invocation
     paths = Paths.resolve(opts.config, opts.list_file, opts.lock_file, opts.state_file)
-    if command == "check-config":
-        if opts.args and not opts.args[0].startswith("-"):
-            paths = Paths.resolve(opts.args.pop(0), opts.list_file, opts.lock_file, opts.state_file)
+    if opts.command == "check-config":
+        if opts.check_file:
+            paths = Paths.resolve(opts.check_file, opts.list_file, opts.lock_file, opts.state_file)
         from . import checkconfig
 
-        return checkconfig.check_config(out, paths, opts.defaults, "--json" in opts.args)
-    if command in ("reload", "force-reload"):
-        return EXIT_OK  # configuration is read on every invocation
+        return checkconfig.check_config(out, paths, opts.defaults, opts.json)
+    if opts.command == COMPLETE_GUESTS:
+        return _complete_guests(opts, paths)
+    if opts.command in REPORTS:
+        return _report(out, opts, paths)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = Output()
+    try:
+        opts = parse(argv)
+    except UsageError as err:
+        return _usage_error(out, str(err))
+    early = _early(out, opts)
+    if early is not None:
+        return early
+    command = opts.command
+    assert command is not None
+    paths = Paths.resolve(opts.config, opts.list_file, opts.lock_file, opts.state_file)
     try:
         lock_wait = opts.lock_wait if opts.lock_wait is not None else float(os.environ.get(ENV_LOCK_WAIT, "300"))
     except ValueError:
@@ -266,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         out.warn(warning)
     ctx = Context(config, paths, out)
     try:
-        return _dispatch(ctx, command, opts.args, lock_wait)
+        return _dispatch(ctx, command, lock_wait)
     except (StateError, VirtError) as err:
         out.error(str(err))
         return EXIT_FAIL
@@ -275,16 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAIL
 
 
-def _dispatch(ctx: Context, command: str, args: list[str], lock_wait: float) -> int:
-    as_json = "--json" in args
-    if command == "status":
-        return status(ctx, as_json)
-    if command == "gueststatus":
-        return gueststatus(ctx, as_json)
-    if command == "plan":
-        return _plan(ctx, args)
-    if command == "policy":
-        return _policy(ctx, args)
+def _dispatch(ctx: Context, command: str, lock_wait: float) -> int:
     if command == "start":
         return _with_lock(ctx, lock_wait, lambda: start(ctx))
     if command == "stop":

@@ -5,6 +5,7 @@ prefixes under systemd, and sd_notify status datagrams."""
 from __future__ import annotations
 
 import gettext
+import json
 import os
 import re
 import socket
@@ -31,6 +32,11 @@ def trf(msgid: str, *args: object) -> str:
     """gettext of a printf format whose id ends in a literal backslash-n."""
     text = _translation.gettext(msgid)
     return (text[:-2] if text.endswith("\\n") else text) % args
+
+
+def dump_json(data: dict[str, object]) -> str:
+    """Every --json output: one object, laid out the same way."""
+    return json.dumps(data, indent=2)
 
 
 def _under_journal(stream: TextIO) -> bool:

@@ -3,49 +3,211 @@ per URI) and their JSON forms."""
 
 from __future__ import annotations
 
-import json
+import errno
+import fcntl
+import os
+import stat
 import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from .config import Paths
 from .engine import Context
-from .output import tr
-from .state import Journal, StateError, marker_exists, read_list
+from .output import Output, dump_json, tr
+from .state import Journal, StateError, parse_list
 from .virt import Hypervisor, VirtError
 
+EXIT_UNKNOWN = 4  # LSB: program or service status is unknown
+PROC_LOCKS = Path("/proc/locks")
+# The command a run-lock holder runs -> what status calls it.
+_RUNNING = {"stop": "stop", "shutdown": "stop", "start": "start", "restart": "restart",
+            "condrestart": "restart", "try-restart": "restart"}
 
-def status(ctx: Context, as_json: bool = False) -> int:
-    """The original's three answers with LSB exit codes 3/0/3, plus the
-    guests a journal still names as pending."""
-    paths, out = ctx.paths, ctx.out
-    entries = read_list(paths.list_file)
-    pending: list[dict[str, str]] = []
-    if entries is not None:
-        state, message, code = "stopped-with-saved-guests", "stopped, with saved guests", 3
+
+class CannotTell(Exception):
+    """A file status depends on cannot be examined (a user without access)."""
+
+
+@dataclass
+class _Probe:
+    exists: bool
+    text: str | None = None  # None: absent, or present but not readable by us
+
+
+def _trusted_owner(st: os.stat_result) -> bool:
+    """Ours, or root's: a non-root monitoring user may believe root's files."""
+    return st.st_uid in (os.geteuid(), 0)
+
+
+def _probe(path: Path, read: bool) -> _Probe:
+    """Does path exist as the original's `[ -f ]` would see it, and its text
+    if we may read it. A symlink or a file of another user is refused as the
+    engines refuse it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return _Probe(False)
+    except OSError as err:
+        raise CannotTell(f"cannot examine {path} as uid {os.geteuid()} ({err.strerror})") from err
+    if stat.S_ISLNK(st.st_mode):
+        raise StateError(f"{path} is a symbolic link; refusing to read it")
+    if not stat.S_ISREG(st.st_mode):
+        raise StateError(f"{path} is not a regular file")
+    if not _trusted_owner(st):
+        raise StateError(f"{path} belongs to uid {st.st_uid}, not to us; refusing to trust it")
+    if not read:
+        return _Probe(True)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _Probe(False)
+    except PermissionError:
+        return _Probe(True)  # root's 0600 file, seen by another user: it exists
+    except OSError as err:
+        raise StateError(f"cannot read {path}: {err.strerror}") from err
+    with os.fdopen(fd, "rb") as handle:
+        return _Probe(True, handle.read().decode("utf-8", errors="replace"))
+
+
+def _marker(path: Path) -> bool:
+    """The lock file as the engines see it: a regular file of ours (or
+    root's); anything else planted in /run/lock does not count."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise CannotTell(f"cannot examine {path} as uid {os.geteuid()} ({err.strerror})") from err
+    return stat.S_ISREG(st.st_mode) and _trusted_owner(st)
+
+
+def _holder_from_proc_locks(st: os.stat_result) -> int | None:
+    """The pid holding a flock on the file, from /proc/locks (which needs no
+    access to the file itself)."""
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        text = PROC_LOCKS.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2148738 0 EOF"; waiters have "->"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
+def run_lock_holder(path: Path) -> tuple[bool, int | None]:
+    """(held, pid) for the run lock: a start or stop holds it while it runs."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False, None
+    if not stat.S_ISREG(st.st_mode):
+        return False, None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM):
+            return False, None
+        pid = _holder_from_proc_locks(st)
+        return pid is not None, pid
+    try:
         try:
-            journal = Journal.load(paths.state_file)
-        except StateError as err:
-            out.warn(str(err))
-            journal = None
-        if journal is not None:
-            pending = [
-                {"uri": g.uri, "uuid": g.uuid, "name": g.name, "outcome": g.outcome}
-                for g in journal.pending()
-                if any(g.uri == uri and g.uuid in uuids for uri, uuids in entries)
-            ]
-    elif marker_exists(paths.lock_file):
-        state, message, code = "started", "started", 0
-    else:
-        state, message, code = "stopped", "stopped, with no saved guests", 3
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return True, int(text) if text.isdigit() else _holder_from_proc_locks(st)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False, None
+    finally:
+        os.close(fd)
+
+
+def _command_of(pid: int) -> str | None:
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    return next((_RUNNING[w] for w in words[1:] if w in _RUNNING), None)
+
+
+def running(paths: Paths) -> dict[str, Any] | None:
+    """The start or stop under way, if any: {'command': ..., 'pid': ...}."""
+    held, pid = run_lock_holder(paths.run_lock)
+    if not held:
+        return None
+    return {"command": _command_of(pid) if pid else None, "pid": pid}
+
+
+def running_line(run: dict[str, Any]) -> str:
+    what = f"a {run['command']}" if run["command"] else "another libvirt-guests"
+    return f"{what} is running" + (f" (pid {run['pid']})" if run["pid"] else "")
+
+
+def _pending(paths: Paths, out: Output, entries: list[tuple[str, list[str]]]) -> list[dict[str, str]] | None:
+    """The recorded guests the journal says are still to be started; None
+    when the journal is not ours to read (a monitoring user)."""
+    try:
+        st = os.lstat(paths.state_file)
+    except FileNotFoundError:
+        return []
+    except OSError:
+        return None
+    if st.st_uid != os.geteuid() or not os.access(paths.state_file, os.R_OK):
+        return None
+    try:
+        journal = Journal.load(paths.state_file)
+    except StateError as err:
+        out.warn(str(err))
+        return []
+    if journal is None:
+        return []
+    return [
+        {"uri": g.uri, "uuid": g.uuid, "name": g.name, "outcome": g.outcome}
+        for g in journal.pending()
+        if any(g.uri == uri and g.uuid in uuids for uri, uuids in entries)
+    ]
+
+
+def status(paths: Paths, out: Output, about: dict[str, Any], as_json: bool = False) -> int:
+    """The original's three answers with LSB exit codes 3/0/3, from the
+    files' existence (so a non-root user gets them too); then a stop or
+    start under way, and the guests a journal still names as pending.
+    Exit 4 (LSB 'unknown') when a file cannot even be examined."""
+    entries: list[tuple[str, list[str]]] | None = None
+    pending: list[dict[str, str]] | None = []
+    try:
+        listed = _probe(paths.list_file, read=True)
+        if listed.exists:
+            state, message, code = "stopped-with-saved-guests", "stopped, with saved guests", 3
+            if listed.text is not None:
+                entries = parse_list(listed.text)
+                pending = _pending(paths, out, entries)
+            else:
+                pending = None
+        elif _marker(paths.lock_file):
+            state, message, code = "started", "started", 0
+        else:
+            state, message, code = "stopped", "stopped, with no saved guests", 3
+    except CannotTell as err:
+        state, message, code = "unknown", f"status unknown: {err}", EXIT_UNKNOWN
+        pending = None
+    run = running(paths)
     if as_json:
-        out.say(json.dumps({
+        out.say(dump_json({
             "state": state,
             "exit_code": code,
-            "list": [{"uri": uri, "uuids": uuids} for uri, uuids in entries or []],
+            "list": None if entries is None else [{"uri": uri, "uuids": uuids} for uri, uuids in entries],
             "pending": pending,
-        }, indent=2))
+            "running": run,
+            **about,
+        }))
         return code
-    out.say(tr(message))
-    for guest in pending:
+    out.say(tr(message) if code != EXIT_UNKNOWN else message)
+    if run is not None:
+        out.say(running_line(run))
+    for guest in pending or []:
         out.say(f"  {guest['name']} on {guest['uri']}: {guest['outcome']}")
     return code
 
@@ -83,7 +245,7 @@ def _guest_rows(hv: Hypervisor) -> list[dict[str, Any]]:
     return rows
 
 
-def gueststatus(ctx: Context, as_json: bool = False) -> int:
+def gueststatus(ctx: Context, about: dict[str, Any], as_json: bool = False) -> int:
     """Per URI, the running guests; always exit 0, as the original."""
     out = ctx.out
     report = []
@@ -109,5 +271,5 @@ def gueststatus(ctx: Context, as_json: bool = False) -> int:
         rows = [[str(g["id"]), g["name"], g["state"]] for g in entry["guests"]]
         out.say(format_table(["Id", "Name", "State"], rows))
     if as_json:
-        out.say(json.dumps(report, indent=2))
+        out.say(dump_json({"uris": report, **about}))
     return 0
