@@ -109,7 +109,7 @@ def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
     is valid) in place of the file."""
     try:
         config = load(paths, flavour=opts.defaults)
-    except ConfigError as err:
+    except ConfigError as err:  # a strict load(); a lenient one returns its problems instead
         out.error(str(err))
         flavour = opts.defaults if opts.defaults in FLAVOURS else "upstream"
         bare = dataclasses.replace(paths, config=None)
@@ -121,6 +121,8 @@ def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
             instead = f"the {flavour} defaults"
         if opts.command != "status":  # status does not depend on it
             out.warn(f"{opts.command}: the configuration cannot be used; showing {instead}")
+    for problem in getattr(config, "problems", ()):  # lenient loading: reported, values already replaced
+        out.error(problem.text() if hasattr(problem, "text") else str(problem))
     for warning in config.warnings:
         out.warn(warning)
     return config
@@ -207,12 +209,12 @@ def _describe_entry(which: str, entry: dict[str, Any]) -> str:
     if which == "start":
         delay = f", then wait {_number(entry['start_delay'])} s" if entry["start_delay"] else ""
         return f"{entry['name'] or entry['uuid']}: {entry['action']}{delay}"
-    timeout = f"{_number(entry['shutdown_timeout'])} s" if entry["shutdown_timeout"] else "no limit"
+    timeout = _number(entry["shutdown_timeout"]) if entry["shutdown_timeout"] else "no limit"
     text = f"{entry['name']}: {' -> '.join(entry['actions']) or 'nothing possible'}"
     if "shutdown" in entry["actions"]:
         text += f" (shutdown timeout {timeout} per {entry['shutdown_timeout_scope']})"
     if "suspend" in entry["actions"] and entry["save_timeout"]:
-        text += f" (save timeout {_number(entry['save_timeout'])} s)"
+        text += f" (save timeout {_number(entry['save_timeout'])})"
     if not entry["recorded"]:
         text += " [not recorded: not started at boot]"
     if entry["note"]:

@@ -205,6 +205,8 @@ def _split_options(argv: list[str], inv: Invocation) -> list[str]:
 
 
 def _no_arguments(command: str, args: list[str]) -> None:
+    if args and args[0].startswith("-"):
+        raise UsageError(f"unknown option {args[0]}" + _near(args[0], [o.flag for o in OPTIONS]))
     if args:
         raise UsageError(f"{command} takes no arguments (got {' '.join(args)!r})")
 

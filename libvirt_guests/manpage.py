@@ -4,9 +4,11 @@ settings, the commands, the policy attributes and the exit codes."""
 from __future__ import annotations
 
 from . import __version__
+from .commandline import OPTIONS
 from .config import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE
+from .flavour import built_in
 from .policy import ATTRIBUTES, NAMESPACE
-from .settings import SETTINGS
+from .settings import SETTINGS, default_for
 
 
 def _esc(text: str) -> str:
@@ -29,7 +31,9 @@ def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
         "libvirt\\-guests \\- save or shut down libvirt guests on host shutdown, restore them on boot",
         *_section("SYNOPSIS"),
         ".B libvirt\\-guests",
-        "[\\fIoptions\\fR] \\fIcommand\\fR",
+        "[\\fIoptions\\fR] \\fIcommand\\fR [\\fIarguments\\fR] [\\fIoptions\\fR]",
+        ".PP",
+        "Options may be given anywhere on the command line, before or after the command.",
         *_section("DESCRIPTION"),
         _esc(
             "On host shutdown (stop) it lists the running guests of every configured URI, records them in the "
@@ -43,30 +47,26 @@ def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
     for name, text in commands.items():
         lines += _item(name, text)
     lines += _section("OPTIONS")
-    for tag, text in (
-        ("--config FILE", "Configuration file (environment LIBVIRT_GUESTS_CONFIG). Default: the first of "
-                          + ", ".join(str(p) for p in CONFIG_CANDIDATES) + " that exists."),
-        ("--list-file FILE", f"List file (LIBVIRT_GUESTS_LIST_FILE). Default: {DEFAULT_LIST_FILE}."),
-        ("--lock-file FILE", f"Lock file marking 'started' (LIBVIRT_GUESTS_LOCK_FILE). Default: {DEFAULT_LOCK_FILE}."),
-        ("--state-file FILE", "Per-guest state journal (LIBVIRT_GUESTS_STATE_FILE). Default: the list file "
-                              "followed by .state; its run lock is that name followed by .lock."),
-        ("--defaults upstream|debian", "Whose defaults apply to unset variables (LIBVIRT_GUESTS_DEFAULTS). "
-                                       "Default: upstream."),
-        ("--lock-wait SECONDS", "How long to wait for another running invocation before giving up with exit 1 "
-                                "(LIBVIRT_GUESTS_LOCK_WAIT). Default: 300."),
-        ("--json", "With status, gueststatus, plan, policy and check-config: machine-readable output."),
-    ):
-        lines += _item(tag, text)
+    for option in OPTIONS:
+        env = f" Environment: {option.env}." if option.env else ""
+        lines += _item(option.synopsis, option.text + env)
     lines += _section("CONFIGURATION")
     lines.append(_esc(
         "Variables are read from the configuration file with python-dotenv (NAME=value, quotes allowed; the "
         "file is never run as shell). A variable set in the process environment overrides the file. A value "
         "that is not valid stops every command with a one-line error and exit 6; no guest is touched."
     ))
+    flavour = built_in()
+    lines += [".PP", _esc(
+        f"Defaults of this copy: {flavour.describe()}, whoever runs it (the service, the init script or an "
+        "admin's shell). --defaults or LIBVIRT_GUESTS_DEFAULTS choose the other set; check-config and "
+        "--help show the set in force."
+    )]
+    other = "debian" if flavour.name == "upstream" else "upstream"
     for setting in SETTINGS:
-        default = f"Default: {setting.default!r}"
+        default = f"Default: {default_for(setting, flavour.name)!r}"
         if setting.debian_default is not None:
-            default += f" (Debian's script: {setting.debian_default!r})"
+            default += f" ({other}: {default_for(setting, other)!r})"
         new = "" if setting.since_original else " Not known to the original script."
         lines += _item(setting.name, f"{setting.doc} Accepts {setting.accepts}. {default}.{new}")
     lines += _section("PER-GUEST POLICY")

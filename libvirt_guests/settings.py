@@ -193,8 +193,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "PARALLEL_SAVE", "8", parse_count, "a whole number, 0 or more",
         "How many managed saves of one URI run at once (0 and 1: one at a time). "
-        "Eight 128 MiB guests saved at once took 3.2 s where one after another "
-        "took 15.5 s on the reference machine; see BENCHMARKS.md.",
+        "Saving several guests at once is usually much faster than one after another.",
         since_original=False,
     ),
     Setting(

@@ -116,8 +116,10 @@ def run_lock_holder(path: Path) -> tuple[bool, int | None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
+            # The kernel's word first: a killed holder's pid may still be written in the file.
+            pid = _holder_from_proc_locks(st)
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return True, int(text) if text.isdigit() else _holder_from_proc_locks(st)
+            return True, pid if pid is not None else (int(text) if text.isdigit() else None)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False, None
     finally:

@@ -302,8 +302,34 @@ def test_deb_takes_over_the_original_script_and_gives_it_back(tmp_path: Path) ->
         assert shim_config["defaults"] == "debian"
         assert shim_config["settings"]["ON_BOOT"]["value"] == "ignore"
         assert shim_config["settings"]["ON_SHUTDOWN"]["value"] == "shutdown"
+        # ... and so does the command run by hand (issue 14 item 1): the package built Debian's defaults in
+        by_hand = {k: v for k, v in env.items() if k != "LIBVIRT_GUESTS_DEFAULTS"}
+        for command in (["/usr/bin/libvirt-guests"], [ORIGINAL], ["sh", "/etc/init.d/libvirt-guests"]):
+            if not Path(command[-1]).exists():
+                continue
+            config = json.loads(run(*command, "check-config", "--json", env=by_hand).stdout)
+            assert (config["defaults"], config["settings"]["ON_SHUTDOWN"]["value"]) == ("debian", "shutdown"), command
+            assert config["settings"]["ON_BOOT"]["value"] == "ignore", command
+        stock = json.loads(run("/usr/bin/libvirt-guests", "--config", "/etc/default/libvirt-guests", "check-config",
+                               "--json", env=by_hand).stdout)
+        assert (stock["defaults"], stock["settings"]["ON_SHUTDOWN"]["value"]) == ("debian", "shutdown")
+        Path(env["LIBVIRT_GUESTS_CONFIG"]).write_text("URIS=test:///default\n")
+        plan = json.loads(run("/usr/bin/libvirt-guests", "plan", "stop", "--json", env=by_hand).stdout)
+        assert (plan["defaults"], plan["defaults_from"]) == ("debian", "package")
+        assert [e["actions"] for g in plan["uris"][0]["groups"] for e in g] == [["shutdown"]]  # the driver's 'test'
+        assert "test: shutdown" in run("/usr/bin/libvirt-guests", "plan", "stop", env=by_hand).stdout
+        helptext = run("/usr/bin/libvirt-guests", "--help", env=by_hand).stdout
+        assert "Defaults in force for unset variables: debian (chosen by the Debian package" in helptext
+        assert "ON_SHUTDOWN        default 'shutdown' (upstream: 'suspend')" in helptext
+        # the other set stays one option away
+        upstream = json.loads(run("/usr/bin/libvirt-guests", "--defaults", "upstream", "check-config", "--json",
+                                  env=by_hand).stdout)
+        assert (upstream["defaults"], upstream["settings"]["ON_SHUTDOWN"]["value"]) == ("upstream", "suspend")
         page = Path(run("man", "-w", "libvirt-guests", env=SERVICE_ENV).stdout.strip())
-        assert gzip.decompress(page.read_bytes()).decode() == run(tool(), "man").stdout
+        page_text = gzip.decompress(page.read_bytes()).decode()
+        assert page_text == run("/usr/bin/libvirt-guests", "man", env=by_hand).stdout
+        assert "Defaults of this copy: debian (chosen by the Debian package when it was built)" in page_text
+        assert "BENCHMARKS" not in page_text
         completion = Path("/usr/share/bash-completion/completions/libvirt-guests")
         assert completion.read_text() == COMPLETION.read_text()
         run("dpkg", "--purge", DEB_PACKAGE)  # its own postrm must undo the diversions
