@@ -75,7 +75,7 @@ def check_config(
     except ConfigError as err:
         notes = legacy_notes(file_values)
         if as_json:
-            out.say(json.dumps({"valid": False, "error": str(err), "notes": notes}))
+            out.say(json.dumps({"valid": False, "error": str(err), "notes": notes}, indent=2))
         else:
             out.error(str(err))
             for note in notes:

@@ -277,9 +277,9 @@ def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
 def _complete_guests(opts: Invocation, paths: Paths) -> int:
     """Guest names for the bash completion of `policy`, from the URI policy
     would use; silent and exit 0 whatever happens (the shell shows nothing)."""
-    quiet = Output(open(os.devnull, "w"), open(os.devnull, "w"))  # noqa: SIM115 - closed at exit
     try:
-        config = _config_for_reports(quiet, opts, paths)
+        with open(os.devnull, "w") as null:
+            config = _config_for_reports(Output(null, null), opts, paths)
         uri = (opts.policy.uri if opts.policy else None) or (config.uris[0] if config.uris else "default")
         hv = Hypervisor(uri)
         hv.connect(0)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import cli, policy
+from libvirt_guests import cli, commandline, policy
 
 pytestmark = pytest.mark.packaging
 
@@ -192,12 +192,14 @@ def test_sysv_script_runs_the_tool(tmp_path: Path) -> None:
 # --- bash completion ---------------------------------------------------------------------------------------------
 
 
-def complete(*words: str) -> list[str]:
+def complete(*words: str, env: dict[str, str] | None = None) -> list[str]:
     """COMPREPLY for the command line `words` (the cursor at the end of the last word)."""
     script = (f"source {shlex.quote(str(COMPLETION))}\n"
               f"COMP_WORDS=({shlex.join(['libvirt-guests', *words])}); COMP_CWORD={len(words)}\n"
               '_libvirt_guests; printf "%s\\n" "${COMPREPLY[@]}"')
-    return run("bash", "--norc", "--noprofile", "-c", script).stdout.split()
+    result = run("bash", "--norc", "--noprofile", "-c", script, env=env)
+    assert result.stderr == ""
+    return result.stdout.split()
 
 
 def test_completion_registers_the_function() -> None:
@@ -207,7 +209,7 @@ def test_completion_registers_the_function() -> None:
 
 def test_completion_of_commands_and_options(tmp_path: Path) -> None:
     commands = set(cli.LSB_COMMANDS) | set(cli.COMMANDS)
-    global_options = {s for a in cli._global_parser()._actions for s in a.option_strings if s.startswith("--")}
+    global_options = {option.flag for option in commandline.OPTIONS}
     assert set(complete("")) == commands
     assert complete("st") == ["start", "stop", "status"]
     assert set(complete("--")) == global_options
@@ -216,16 +218,35 @@ def test_completion_of_commands_and_options(tmp_path: Path) -> None:
     (tmp_path / "config.env").touch()
     assert complete("--config", str(tmp_path / "con")) == [str(tmp_path / "config.env")]
     assert complete("check-config", str(tmp_path / "con")) == [str(tmp_path / "config.env")]
-    assert complete("check-config", "--") == ["--json"]
-    assert complete("plan", "") == ["stop", "start", "--json"]
-    assert complete("status", "") == ["--json"]
+    # options are accepted anywhere, so they are offered anywhere
+    assert set(complete("check-config", "--")) == global_options
+    assert set(complete("status", "--")) == global_options
+    assert complete("status", "--defaults", "") == ["upstream", "debian"]
+    assert complete("plan", "--json", "") == ["stop", "start"]
+    assert complete("plan", "") == ["stop", "start"]
+    assert complete("status", "") == []
     assert complete("start", "") == []
-    assert complete("policy", "") == []  # a guest name
-    policy_options = {"--" + a.name.replace("_", "-") for a in policy.ATTRIBUTES} | {"--uri", "--clear", "--json"}
-    assert set(complete("policy", "vm1", "--")) == policy_options
+    policy_options = {"--" + a.name.replace("_", "-") for a in policy.ATTRIBUTES} | {"--uri", "--clear"}
+    assert set(complete("policy", "vm1", "--")) == policy_options | global_options
     assert complete("policy", "vm1", "--on-boot", "") == ["start", "ignore"]
     assert complete("policy", "vm1", "--skip", "") == ["yes", "no"]
     assert complete("policy", "vm1", "--on-shutdown", "s") == ["suspend", "shutdown"]
+    assert complete("policy", "vm1", "") == []  # one guest only
+
+
+def test_completion_offers_guest_names_after_policy(tmp_path: Path) -> None:
+    """Names come from libvirt-guests itself, from the URI policy would use: the test driver's one guest, 'test'."""
+    config = tmp_path / "config"
+    config.write_text("URIS=test:///default\n")
+    env = {**os.environ, "PATH": f"{Path(tool()).parent}:{SYSTEM_PATH}", "LIBVIRT_GUESTS_CONFIG": str(config)}
+    assert complete("policy", "", env=env) == ["test"]
+    assert complete("policy", "t", env=env) == ["test"]
+    assert complete("policy", "--order", "3", "", env=env) == ["test"]
+    assert complete("policy", "x", env=env) == []
+    config.write_text("URIS=qemu+unix:///system?socket=/nonexistent\n")
+    assert complete("policy", "", env=env) == []  # unreachable: nothing, and nothing on stderr
+    assert complete("policy", "--uri", "test:///default", "", env=env) == ["test"]
+    assert complete("--config", str(tmp_path / "none"), "policy", "--uri", "test:///default", "", env=env) == ["test"]
 
 
 # --- Debian package ----------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ USAGE_TAIL = " {start|stop|status|restart|condrestart|try-restart|reload|force-r
 def test_usage_errors_exit_2_with_the_original_usage_line(files: Files, run, argv: list[str]) -> None:
     result = run(*argv)
     assert result.code == 2
-    assert result.out.startswith("Usage: ") and result.out.endswith(USAGE_TAIL)
+    assert result.out.startswith("Usage: ") and result.out.splitlines(keepends=True)[0].endswith(USAGE_TAIL)
 
 
 def test_help_exits_0_and_starts_with_usage(files: Files, run) -> None:
@@ -59,7 +59,7 @@ def test_status_three_states_and_json(files: Files, run) -> None:
 
 def test_bad_config_exits_6_with_one_line(files: Files, run) -> None:
     files.write_config(ON_BOOT="Start")
-    for command in ("start", "stop", "status", "gueststatus", "shutdown", "restart"):
+    for command in ("start", "stop", "shutdown", "restart"):  # status & co. answer anyway: test_status.py
         result = run(command)
         assert result.code == 6, command
         assert result.out == ""

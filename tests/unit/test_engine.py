@@ -221,7 +221,7 @@ def test_gueststatus_table(files: Files, driver: Driver, run) -> None:
     assert set(lines[2]) == {"-"}
     assert lines[3].split()[1:] == [a.name(), "running"]
     data = json.loads(run("gueststatus", "--json").out)
-    assert data[0]["guests"][0]["name"] == a.name()
+    assert data["uris"][0]["guests"][0]["name"] == a.name()
 
 
 def test_interrupted_stop_is_finished_by_next_stop(files: Files, driver: Driver, run) -> None:
