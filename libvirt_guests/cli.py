@@ -5,6 +5,7 @@ is commandline.py's; this module runs what it asks for."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -102,25 +103,53 @@ def _about(opts: Invocation, paths: Paths) -> dict[str, Any]:
             "defaults": opts.flavour.name, "defaults_from": opts.flavour.source}
 
 
+def _usable_values(paths: Paths) -> tuple[dict[str, str], set[str]]:
+    """Every variable's text that parses, from the environment over the
+    file, and the names taken from the file (lines that do not parse are
+    left out)."""
+    from dotenv.parser import parse_stream
+
+    from .settings import SETTINGS
+
+    file_values: dict[str, str] = {}
+    if paths.config is not None:
+        try:
+            text = paths.config.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        file_values = {b.key: b.value or "" for b in parse_stream(io.StringIO(text)) if b.key and not b.error}
+    usable: dict[str, str] = {}
+    from_file: set[str] = set()
+    for setting in SETTINGS:
+        for text, source in ((os.environ.get(setting.name), "environment"), (file_values.get(setting.name), "file")):
+            if text is None:
+                continue
+            try:
+                setting.parse(text)
+            except ValueError:
+                continue
+            usable[setting.name] = text
+            if source == "file":
+                from_file.add(setting.name)
+            break
+    return usable, from_file
+
+
 def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
     """The configuration for status, gueststatus, plan and policy, which
     must answer even when it is broken: the problem goes to standard error
-    and the report goes on with the defaults (and the environment, if that
-    is valid) in place of the file."""
+    and the report goes on with the defaults in place of the values that
+    cannot be used."""
     try:
         config = load(paths, flavour=opts.defaults)
     except ConfigError as err:  # a strict load(); a lenient one returns its problems instead
         out.error(str(err))
         flavour = opts.defaults if opts.defaults in FLAVOURS else "upstream"
-        bare = dataclasses.replace(paths, config=None)
-        try:
-            config = load(bare, flavour=flavour)
-            instead = f"the {flavour} defaults and the environment"
-        except ConfigError:
-            config = load(bare, environ={}, flavour=flavour)
-            instead = f"the {flavour} defaults"
+        usable, from_file = _usable_values(paths)
+        config = load(dataclasses.replace(paths, config=None), environ=usable, flavour=flavour)
+        config.sources.update({name: "file" for name in from_file})
         if opts.command != "status":  # status does not depend on it
-            out.warn(f"{opts.command}: the configuration cannot be used; showing {instead}")
+            out.warn(f"{opts.command}: showing the {flavour} defaults in place of the values that cannot be used")
     for problem in getattr(config, "problems", ()):  # lenient loading: reported, values already replaced
         out.error(problem.text() if hasattr(problem, "text") else str(problem))
     for warning in config.warnings:

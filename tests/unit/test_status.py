@@ -104,7 +104,8 @@ def shared(monkeypatch: pytest.MonkeyPatch) -> Iterator[Files]:
 def as_nobody(f: Files, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
            "LIBVIRT_GUESTS_CONFIG": str(f.config), "LIBVIRT_GUESTS_LIST_FILE": str(f.list_file),
-           "LIBVIRT_GUESTS_LOCK_FILE": str(f.lock_file), "LIBVIRT_GUESTS_STATE_FILE": str(f.state_file)}
+           "LIBVIRT_GUESTS_LOCK_FILE": str(f.lock_file), "LIBVIRT_GUESTS_STATE_FILE": str(f.state_file),
+           **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
     user = pwd.getpwnam(NOBODY)
     return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
                            sys.executable, "-m", "libvirt_guests", *args],
@@ -190,3 +191,16 @@ def test_reports_answer_with_a_broken_configuration(files: Files, driver: Driver
     assert result.code == 0 and f"policy of {dom.name()}" in result.out and "ON_BOOT" in result.err
     for command in ("status", "gueststatus", "plan"):
         json.loads(run(command, "--json").out)  # standard output stays JSON: the problem is on stderr
+
+
+def test_reports_keep_the_file_s_good_values_when_one_is_broken(files: Files, driver: Driver, run) -> None:
+    """Sibling: a broken ON_BOOT must not make plan look at another URI or other settings than the file's."""
+    dom = driver.guest()
+    files.write_config(ON_BOOT="Start", ON_SHUTDOWN="shutdown", SHUTDOWN_TIMEOUT="42")
+    result = run("plan", "stop")
+    assert result.code == 0
+    assert f"{dom.name()}: shutdown (shutdown timeout 42 per guest)" in result.out
+    assert "ON_BOOT" in result.err
+    files.config.write_text(f"URIS={TEST_URI}\nthis line is not NAME=value\nON_SHUTDOWN=shutdown\n")
+    result = run("plan", "stop")
+    assert result.code == 0 and f"{dom.name()}: shutdown" in result.out
