@@ -64,25 +64,32 @@ def _usage_error(out: Output, reason: str) -> int:
     return EXIT_USAGE
 
 
+def _entry(tag: str, width: int, text: str) -> str:
+    """One '  tag  text' entry of --help, wrapped to 79 columns."""
+    import textwrap
+
+    return textwrap.fill(text, width=79, initial_indent=f"  {tag:<{width}} ", subsequent_indent=" " * (width + 3),
+                         break_on_hyphens=False, break_long_words=False)
+
+
 def help_text(flavour_name: str = "upstream", flavour_from: str = "") -> str:
     from .settings import SETTINGS
 
     other = "debian" if flavour_name == "upstream" else "upstream"
     lines = [*usage_lines(), "", "Commands:"]
-    lines += [f"  {name:<13} {text}" for name, text in COMMANDS.items()]
-    lines += ["", "Options (anywhere on the command line; without the option, its environment variable):"]
+    lines += [_entry(name, 13, text) for name, text in COMMANDS.items()]
+    lines += ["", "Options (accepted anywhere; without one, its [environment variable]):"]
     for option in OPTIONS:
         env = f" [{option.env}]" if option.env else ""
-        lines.append(f"  {option.synopsis:<27} {option.text}{env}")
-    lines += ["", f"Defaults in force for unset variables: {flavour_name}"
-                  + (f" ({flavour_from})" if flavour_from else "") + "."]
-    lines += ["", f"Configuration variables (file, overridden by the process environment); default: {flavour_name}'s:"]
+        lines.append(_entry(option.synopsis, 27, option.text + env))
+    lines += ["", f"Defaults in force: {flavour_name}" + (f" ({flavour_from})" if flavour_from else "") + "."]
+    lines += ["", "Variables (the file's, overridden by the environment's), with their defaults:"]
     for s in SETTINGS:
         default = f"default {default_for(s, flavour_name)!r}"
         if s.debian_default is not None:
             default += f" ({other}: {default_for(s, other)!r})"
-        lines.append(f"  {s.name:<18} {default}: {s.accepts}")
-    lines += ["", "Exit codes:"] + [f"  {code}  {text}" for code, text in EXIT_CODES.items()]
+        lines.append(_entry(s.name, 18, f"{default}: {s.accepts}"))
+    lines += ["", "Exit codes:"] + [_entry(str(code), 1, text) for code, text in EXIT_CODES.items()]
     lines += ["", "See libvirt-guests(8) (`libvirt-guests man`) for everything."]
     return "\n".join(lines)
 

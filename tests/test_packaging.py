@@ -340,7 +340,7 @@ def test_deb_takes_over_the_original_script_and_gives_it_back(tmp_path: Path) ->
         assert [e["actions"] for g in plan["uris"][0]["groups"] for e in g] == [["shutdown"]]  # the driver's 'test'
         assert "test: shutdown" in run("/usr/bin/libvirt-guests", "plan", "stop", env=by_hand).stdout
         helptext = run("/usr/bin/libvirt-guests", "--help", env=by_hand).stdout
-        assert "Defaults in force for unset variables: debian (chosen by the Debian package" in helptext
+        assert "Defaults in force: debian (chosen by the Debian package" in helptext
         assert "ON_SHUTDOWN        default 'shutdown' (upstream: 'suspend')" in helptext
         # the other set stays one option away
         upstream = json.loads(run("/usr/bin/libvirt-guests", "--defaults", "upstream", "check-config", "--json",

@@ -67,12 +67,12 @@ def test_plan_follows_the_built_in_defaults_and_says_so(files: Files, driver: Dr
 def test_help_says_which_defaults_apply_and_why(files: Files, debian_build: None, run,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     text = run("--help").out
-    assert "Defaults in force for unset variables: debian (chosen by the Debian package when it was built)." in text
+    assert "Defaults in force: debian (chosen by the Debian package when it was built)." in text
     assert "  ON_SHUTDOWN        default 'shutdown' (upstream: 'suspend')" in text
     assert "  ON_BOOT            default 'ignore' (upstream: 'start')" in text
     monkeypatch.setenv("LIBVIRT_GUESTS_DEFAULTS", "upstream")
     text = run("--help").out
-    assert ("Defaults in force for unset variables: upstream (set by LIBVIRT_GUESTS_DEFAULTS in the environment)."
+    assert ("Defaults in force: upstream (set by LIBVIRT_GUESTS_DEFAULTS in the environment)."
             in text)
     assert "  ON_SHUTDOWN        default 'suspend' (debian: 'shutdown')" in text
 

@@ -130,7 +130,8 @@ def test_readme_man_page_and_help_agree(files: Files, run) -> None:
         if cell != "anything else":
             commands_in_readme |= {word.strip("`").split()[0] for word in cell.split(", ")}
     assert commands_in_readme == set(COMMANDS)
-    help_commands = {line.split()[0] for line in help_text.split("\nCommands:\n", 1)[1].split("\n\n")[0].splitlines()}
+    section = help_text.split("\nCommands:\n", 1)[1].split("\n\n")[0]
+    help_commands = {line.split()[0] for line in section.splitlines() if not line.startswith("   ")}
     assert help_commands == set(COMMANDS)
     for name in COMMANDS:
         assert f".B {name}\n" in man
