@@ -101,14 +101,13 @@ class Container:
         if self.nspawn is not None:
             raise ContainerError("already booted")
         self.boots += 1
-        console = open(self.workdir / f"console-{self.boots}.log", "wb")
         t0 = time.monotonic()
-        self.nspawn = subprocess.Popen(
-            ["systemd-nspawn", "-q", "-b", "--register=no", "--keep-unit", f"--machine={self.name}",
-             "-D", str(self.merged)],
-            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-            env={**ENV, "SYSTEMD_NSPAWN_TMPFS_TMP": "1"}, start_new_session=True)
-        console.close()
+        with open(self.workdir / f"console-{self.boots}.log", "wb") as console:
+            self.nspawn = subprocess.Popen(
+                ["systemd-nspawn", "-q", "-b", "--register=no", "--keep-unit", f"--machine={self.name}",
+                 "-D", str(self.merged)],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                env={**ENV, "SYSTEMD_NSPAWN_TMPFS_TMP": "1"}, start_new_session=True)
         deadline = t0 + timeout
         while self.pid1 is None:
             if self.nspawn.poll() is not None:
@@ -273,7 +272,8 @@ def build_deb(dest: Path) -> Path:
     proc = subprocess.run(["dpkg-buildpackage", "-b", "-us", "-uc"], cwd=source, capture_output=True, text=True,
                           env={"PATH": SYSTEM_PATH, "HOME": str(dest), "LC_ALL": "C"}, check=False)
     if proc.returncode != 0:
-        raise ContainerError(f"dpkg-buildpackage exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise ContainerError(f"dpkg-buildpackage exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
     return dest / f"{DEB_PACKAGE}_{version}_all.deb"
 
 

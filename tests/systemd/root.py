@@ -84,8 +84,7 @@ def _build(dest: Path) -> None:
         f.write(QEMU_CONF)
     (dest / "var/log/journal").mkdir(exist_ok=True)  # persistent journal: read after poweroff
     (dest / "etc/hostname").write_text("lgt-nspawn\n")
-    (dest / "etc/machine-id").write_text("")  # a fresh id per boot of a copy
-    (dest / "etc/machine-id").unlink()
+    # one fixed id: the journal of every boot of a copy is in one directory, read from the host
     (dest / "etc/machine-id").write_text("8d1f7c6a9b5e4d3c2b1a0f9e8d7c6b5a\n")
 
 

@@ -58,6 +58,17 @@ def last(events: list[tuple[float, str, str]], unit: str, prefix: str) -> float:
     return times[-1]
 
 
+def remove_guests(box: Container, keep: int = 0) -> None:
+    """Destroy and undefine the container's guests (their save images too), but the first ``keep`` running ones."""
+    names = box.run("virsh", "list", "--name", "--all").stdout.split()
+    running = box.run("virsh", "list", "--name").stdout.split()
+    for name in names:
+        if name in running[:keep]:
+            continue
+        box.run("virsh", "-q", "destroy", name, check=False)
+        box.run("virsh", "-q", "undefine", "--managed-save", name)
+
+
 def cycle(box: Container, names: list[str], restart_libvirtd: bool = True) -> dict:
     """restart libvirtd (as a package upgrade does), poweroff, boot; what happened."""
     if restart_libvirtd:
@@ -111,8 +122,7 @@ def test_ours_saves_eight_dirty_guests_before_libvirtd_stops_and_restores_them(o
     status = ours.run("systemctl", "status", "libvirt-guests", check=False).stdout
     assert "active (exited)" in status
     assert "libvirt-guests start: 8 guests" in status
-    ours.sh("for d in $(virsh list --name --all); do virsh -q destroy $d; virsh -q undefine --managed-save $d; done",
-            check=False)
+    remove_guests(ours)
 
 
 def test_failed_start_still_saves_at_the_next_poweroff(ours: Container) -> None:
@@ -142,8 +152,7 @@ def test_failed_start_still_saves_at_the_next_poweroff(ours: Container) -> None:
     assert summary and "1 saved" in summary[-1], summary
     ours.boot()
     assert ours.domstates(names[:1]) == {names[0]: RESTORED}
-    ours.sh("for d in $(virsh list --name --all); do virsh -q destroy $d; virsh -q undefine --managed-save $d; done",
-            check=False)
+    remove_guests(ours)
 
 
 def test_restart_reload_and_status(ours: Container) -> None:
@@ -156,8 +165,7 @@ def test_restart_reload_and_status(ours: Container) -> None:
     status = ours.run("systemctl", "status", "libvirt-guests", check=False).stdout
     assert "active (exited)" in status and "libvirt-guests start: 1 guests" in status
     assert ours.run("libvirt-guests", "status").stdout == "started\n"
-    ours.sh("for d in $(virsh list --name --all); do virsh -q destroy $d; virsh -q undefine --managed-save $d; done",
-            check=False)
+    remove_guests(ours)
 
 
 def test_stubborn_guest_is_powered_off_and_the_deadline_bounds_the_poweroff(ours: Container) -> None:
@@ -173,5 +181,5 @@ def test_stubborn_guest_is_powered_off_and_the_deadline_bounds_the_poweroff(ours
     assert summary and "1 shut down" in summary[-1] and "1 powered off" in summary[-1], lines
     ours.boot()
     assert all(s.startswith("shut off") for s in ours.domstates(normal + stubborn).values())
-    ours.sh("for d in $(virsh list --name --all); do virsh -q undefine --managed-save $d; done", check=False)
+    remove_guests(ours)
     ours.configure(ON_SHUTDOWN="suspend", ON_BOOT="start")

@@ -1,0 +1,76 @@
+"""Item 2 of issue 11: Debian's original script in the same harness, and our
+own unit file (packaging/systemd/) as the second way to install ours.
+
+Debian's unit is ordered after the libvirt sockets only.  What keeps
+libvirtd.service running while the original saves is indirect: each guest's
+machine-qemu-*.scope is After=libvirtd.service and
+Before=virt-guest-shutdown.target.  When the last guest's QEMU exits at the
+end of its save, its scope goes away, nothing orders libvirtd.service after
+libvirt-guests any more, and systemd stops libvirtd while the script still
+waits for the save's answer: "Failed to save domain".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.systemd import harness
+from tests.systemd.harness import Container
+from tests.systemd.test_shutdown import BIG, RESTORED, cycle, last, remove_guests
+
+
+@pytest.fixture(scope="module")
+def original(make_container) -> Container:
+    box = make_container("original")
+    box.boot()
+    box.configure(ON_SHUTDOWN="suspend", ON_BOOT="start")
+    return box
+
+
+def test_original_with_eight_guests_saves_and_restores_them(original: Container) -> None:
+    names = original.define_guests(**BIG)
+    original.wait_ready(names, timeout=600)
+    result = cycle(original, names)
+    assert result["states"] == {n: RESTORED for n in names}
+    done = [msg for _, _, msg in result["lines"] if msg.endswith(": done")]
+    assert len(done) == len(names)
+    remove_guests(original, keep=1)
+
+
+def test_original_races_libvirtd_on_its_last_guest(original: Container) -> None:
+    """The last save's answer is lost: libvirtd is stopped when that guest's scope ends."""
+    names = [n for n in original.run("virsh", "list", "--name").stdout.split()]
+    assert len(names) == 1
+    result = cycle(original, names)
+    events, lines = result["events"], result["lines"]
+    assert last(events, "libvirtd.service", "Stopping ") < last(events, "libvirt-guests.service", "Stopped ")
+    assert any("Failed to save domain" in msg for _, _, msg in lines), lines
+    # the image was complete, so this guest still came back; the script's report was wrong
+    assert result["states"] == {names[0]: RESTORED}
+    remove_guests(original)
+
+
+@pytest.fixture(scope="module")
+def own_unit(make_container, deb) -> Container:
+    """Our .deb, but libvirt-guests.service is our own unit (in /etc), without the .deb's drop-in."""
+    box = make_container("unit")
+    box.boot()
+    box.install_deb(deb)
+    box.run("rm", "/lib/systemd/system/libvirt-guests.service.d/libvirt-guests-python.conf")
+    box.install_unit(harness.REPO / "packaging" / "systemd" / "libvirt-guests.service")
+    box.configure(ON_SHUTDOWN="suspend", ON_BOOT="start")
+    return box
+
+
+def test_own_unit_saves_the_last_guest_before_libvirtd_stops(own_unit: Container) -> None:
+    names = own_unit.define_guests(2, memory_mib=512, dirty_mib=384)
+    own_unit.wait_ready(names, timeout=300)
+    result = cycle(own_unit, names)
+    events, lines = result["events"], result["lines"]
+    assert last(events, "libvirtd.service", "Stopping ") >= last(events, "libvirt-guests.service", "Stopped ")
+    assert not [msg for _, prio, msg in lines if prio <= 4], lines
+    summary = [msg for _, _, msg in lines if msg.startswith("libvirt-guests stop:")]
+    assert summary and "2 saved" in summary[-1]
+    assert result["states"] == {n: RESTORED for n in names}
+    show = own_unit.run("systemctl", "show", "-P", "FragmentPath", "-P", "DropInPaths", "libvirt-guests").stdout
+    assert show.split() == ["/etc/systemd/system/libvirt-guests.service"], show
