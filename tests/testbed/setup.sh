@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install the system packages the real-libvirt test bed needs (Debian, as root).
+# Install the system packages the whole test suite needs (Debian 12, as root):
+# the real-libvirt test bed, the systemd container tests (debootstrap,
+# systemd-nspawn) and the packaging tests (packaging/ci-packages.txt).
 #
 # Idempotent: when every package is already installed it does nothing.
 # It installs no Python packages (the project's own install does that) and
@@ -16,7 +18,18 @@ PACKAGES=(
     gcc
     python3-dev
     busybox-static
+    # tests/systemd: a Debian 12 root booted with systemd-nspawn
+    debootstrap
+    systemd-container
+    util-linux
 )
+# The packaging tests' packages (dpkg-buildpackage, rpmbuild, ...).
+ci_packages="$(dirname "$0")/../../packaging/ci-packages.txt"
+if [[ -r ${ci_packages} ]]; then
+    while read -r pkg; do
+        [[ -n ${pkg} && ${pkg} != \#* ]] && PACKAGES+=("${pkg}")
+    done < "${ci_packages}"
+fi
 
 if [[ ${EUID} -ne 0 ]]; then
     echo "setup.sh: must run as root" >&2
