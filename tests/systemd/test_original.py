@@ -37,17 +37,36 @@ def test_original_with_eight_guests_saves_and_restores_them(original: Container)
     remove_guests(original, keep=1)
 
 
-def test_original_races_libvirtd_on_its_last_guest(original: Container) -> None:
-    """The last save's answer is lost: libvirtd is stopped when that guest's scope ends."""
-    names = [n for n in original.run("virsh", "list", "--name").stdout.split()]
+def test_original_orders_libvirtd_after_itself_only_through_the_scopes(original: Container) -> None:
+    """Why the original can lose its last save's answer: only the machine scopes order libvirtd after it.
+
+    (The race itself is timing: measured 4 of 4 with one 512 MiB guest, see README; not asserted here.)
+    """
+    names = original.run("virsh", "list", "--name").stdout.split()  # the one the previous test kept
+    if not names:  # run alone
+        names = original.define_guests(1, prefix="lgt-last-")
+        original.wait_ready(names)
     assert len(names) == 1
+    after = original.run("systemctl", "show", "-P", "After", "libvirt-guests").stdout.split()
+    assert "libvirtd.service" not in after and "virt-guest-shutdown.target" in after
+    scope = original.run("systemctl", "list-units", "--plain", "--no-legend", "machine-qemu*").stdout.split()[0]
+    assert "libvirtd.service" in original.run("systemctl", "show", "-P", "After", scope).stdout.split()
+    assert "virt-guest-shutdown.target" in original.run("systemctl", "show", "-P", "Before", scope).stdout.split()
     result = cycle(original, names)
-    events, lines = result["events"], result["lines"]
-    assert last(events, "libvirtd.service", "Stopping ") < last(events, "libvirt-guests.service", "Stopped ")
-    assert any("Failed to save domain" in msg for _, _, msg in lines), lines
-    # the image was complete, so this guest still came back; the script's report was wrong
     assert result["states"] == {names[0]: RESTORED}
     remove_guests(original)
+
+
+def test_ours_orders_libvirtd_after_itself(ours_ordering: Container) -> None:
+    after = ours_ordering.run("systemctl", "show", "-P", "After", "libvirt-guests").stdout.split()
+    for unit in ("libvirtd.service", "virtqemud.service", "virtlogd.service", "machine.slice",
+                 "systemd-machined.service"):
+        assert unit in after, unit
+
+
+@pytest.fixture(scope="module")
+def ours_ordering(own_unit: Container) -> Container:
+    return own_unit
 
 
 @pytest.fixture(scope="module")
