@@ -11,7 +11,7 @@ import libvirt
 
 from .config import Config
 from .policy import Effective, GuestPolicy, effective, order_groups, read_policy
-from .state import Journal
+from .state import GuestRecord, Journal
 from .virt import Guest, Hypervisor, VirtError
 
 
@@ -83,9 +83,10 @@ def plan_stop(
 @dataclass
 class StartItem:
     uuid: str
-    guest: Guest | None  # None: no longer defined
+    guest: Guest | None  # None: no longer defined, or could not be looked up
     policy: Effective | None
-    action: str  # 'start', 'restore', 'resume', 'already active', 'ignore', 'missing'
+    action: str  # 'start', 'restore', 'resume', 'already active', 'ignore', 'missing', 'failed'
+    detail: str = ""  # for 'failed': why
 
 
 @dataclass
@@ -99,34 +100,43 @@ class UriStartPlan:
         return order_groups(self.items, lambda item: item.policy.order if item.policy else None, descending=False)
 
 
+def decide_start(guest: Guest, eff: Effective, record: GuestRecord | None) -> str:
+    """What start does to one guest, from its state at this moment (start
+    asks again just before it acts: an admin or libvirt's autostart may have
+    started the guest since the plan was made)."""
+    if guest.state() == libvirt.VIR_DOMAIN_PAUSED and record is not None and record.paused_by_us:
+        return "resume"  # paused by a stop that was interrupted before saving it
+    if guest.is_active():
+        return "already active"
+    if eff.on_boot != "start":
+        return "ignore"
+    return "restore" if guest.has_managed_save() else "start"
+
+
 def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journal | None) -> UriStartPlan:
+    """One item per recorded guest. A libvirt error (or any other) on one
+    guest stays with that guest: it is planned as 'failed', the others go on."""
     plan = UriStartPlan(hv.uri)
     for uuid in uuids:
-        guest = hv.lookup(uuid)
-        if guest is None:
-            plan.items.append(StartItem(uuid, None, None, "missing"))
-            continue
-        policy = read_policy(guest)
-        plan.warnings += policy.warnings
-        eff = effective(config, policy)
+        guest: Guest | None = None
+        eff: Effective | None = None
         try:
-            state = guest.state()
-            saved = guest.has_managed_save()
+            guest = hv.lookup(uuid)
+            if guest is None:
+                plan.items.append(StartItem(uuid, None, None, "missing"))
+                continue
+            policy = read_policy(guest)
+            plan.warnings += policy.warnings
+            eff = effective(config, policy)
+            record = journal.get(hv.uri, uuid) if journal else None
+            plan.items.append(StartItem(uuid, guest, eff, decide_start(guest, eff, record)))
         except VirtError as err:
             if err.vanished:
                 plan.items.append(StartItem(uuid, None, None, "missing"))
-                continue
-            raise
-        record = journal.get(hv.uri, uuid) if journal else None
-        if state == libvirt.VIR_DOMAIN_PAUSED and record is not None and record.paused_by_us:
-            action = "resume"  # paused by a stop that was interrupted before saving it
-        elif guest.is_active():
-            action = "already active"
-        elif eff.on_boot != "start":
-            action = "ignore"
-        else:
-            action = "restore" if saved else "start"
-        plan.items.append(StartItem(uuid, guest, eff, action))
+            else:
+                plan.items.append(StartItem(uuid, guest, eff, "failed", str(err)))
+        except Exception as err:  # noqa: BLE001 - one guest's problem must not cost the others
+            plan.items.append(StartItem(uuid, guest, eff, "failed", f"{type(err).__name__}: {err}"))
     return plan
 
 
@@ -172,6 +182,7 @@ def describe_start(plan: UriStartPlan) -> dict[str, Any]:
                 "action": item.action,
                 "order": item.policy.order if item.policy else None,
                 "start_delay": item.policy.start_delay if item.policy else 0,
+                "detail": item.detail,
             }
             for item in group
         ])

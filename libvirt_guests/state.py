@@ -3,14 +3,23 @@ state journal beside it, the 'started' lock file and the run lock.
 
 Every write is atomic (temporary file in the same directory, fsync, rename,
 fsync of the directory) and no path is followed through a symlink, because
-the lock file lives in a world-writable directory (/run/lock)."""
+the lock file lives in a world-writable directory (/run/lock).
+
+What a run finds is never a reason to leave guests unhandled: a state file
+that is damaged, written by a newer version, a symbolic link or someone
+else's is renamed aside (NAME.damaged-STAMP, NAME.untrusted-STAMP) with one
+line saying so, and the run goes on as if it were absent; junk in the list
+file is dropped word by word; whatever sits at the lock path is replaced or
+reported, never fatal."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 import stat
 import threading
@@ -20,10 +29,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FILE_MODE = 0o600
+JOURNAL_VERSION = 1
 
 
 class StateError(Exception):
     """A state file that cannot be read or written safely."""
+
+
+class UntrustedState(StateError):
+    """A state file that is a symbolic link, not a regular file, or not ours."""
+
+
+class DamagedState(StateError):
+    """A journal that cannot be understood: damaged, or from a newer version."""
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -34,10 +52,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _temp_name(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+
+
+def _temp_pattern(path: Path) -> re.Pattern[str]:
+    """The names _temp_name gives path's temporary files, and nothing else."""
+    return re.compile(rf"\.{re.escape(path.name)}\.[0-9]+\.[0-9a-f]{{8}}")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace path with data so that a crash leaves the old or the new file."""
     directory = path.parent
-    tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = directory / _temp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except OSError as err:
@@ -54,46 +81,131 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise StateError(f"cannot write {path}: {err.strerror}") from err
 
 
+def clean_temp_files(*paths: Path) -> list[Path]:
+    """Remove what a killed run's atomic_write left beside paths
+    (.NAME.PID.HEX, regular files of ours). Call under the run lock, where no
+    other writer can be half-way. Returns what was removed."""
+    removed: list[Path] = []
+    for path in paths:
+        pattern = _temp_pattern(path)
+        try:
+            names = os.listdir(path.parent)
+        except OSError:
+            continue
+        for name in names:
+            if not pattern.fullmatch(name):
+                continue
+            tmp = path.parent / name
+            try:
+                st = os.lstat(tmp)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                    tmp.unlink()
+                    removed.append(tmp)
+            except OSError:
+                continue
+    for directory in {p.parent for p in removed}:
+        with contextlib.suppress(OSError):
+            _fsync_dir(directory)
+    return removed
+
+
 def safe_read(path: Path) -> str | None:
     """Text of a regular file owned by us, None if absent; never via a symlink."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise StateError(f"{path} is a symbolic link; refusing to read it") from err
+            raise UntrustedState(f"{path} is a symbolic link; refusing to read it") from err
         raise StateError(f"cannot read {path}: {err.strerror}") from err
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise StateError(f"{path} is not a regular file")
-        if st.st_uid != os.geteuid():
-            raise StateError(f"{path} belongs to uid {st.st_uid}, not to us; refusing to trust it")
-        return handle.read().decode("utf-8", errors="replace")
+            raise UntrustedState(f"{path} is not a regular file")
+        raise UntrustedState(f"{path} belongs to uid {st.st_uid}, not to us; refusing to trust it")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read()
+        except OSError as err:
+            raise StateError(f"cannot read {path}: {err.strerror}") from err
+        return data.decode("utf-8", errors="replace")
 
 
 def remove(path: Path) -> None:
+    """Remove path durably (the directory is synced); absent is fine."""
     try:
         path.unlink()
     except FileNotFoundError:
-        pass
+        return
     except OSError as err:
         raise StateError(f"cannot remove {path}: {err.strerror}") from err
+    try:
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise StateError(f"cannot remove {path}: {err.strerror}") from err
+
+
+def set_aside(path: Path, kind: str) -> Path:
+    """Rename path (a link is renamed, never followed) to PATH.KIND-STAMP, so
+    nothing is lost and the run can go on without it."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for attempt in range(1000):
+        target = path.with_name(f"{path.name}.{kind}-{stamp}" + (f".{attempt}" if attempt else ""))
+        if os.path.lexists(target):
+            continue
+        try:
+            os.rename(path, target)
+        except OSError as err:
+            raise StateError(f"cannot set {path} aside: {err.strerror}") from err
+        with contextlib.suppress(OSError):
+            _fsync_dir(path.parent)
+        return target
+    raise StateError(f"cannot set {path} aside: too many files set aside already")
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A word from a file, safe to print on one line: escaped, shortened."""
+    escaped = text.encode("unicode_escape", errors="backslashreplace").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + f"...({len(text)} characters)"
 
 
 # --- the list file -------------------------------------------------------
 
 ListEntries = list[tuple[str, list[str]]]
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_URI = re.compile(r"[\x21-\x7e]{1,1024}")  # printable ASCII, no blanks
 
-def parse_list(text: str) -> ListEntries:
-    """'<uri> <uuid> <uuid>...' per line, as the original reads it with `read`."""
+
+def parse_list(text: str, problems: list[str] | None = None, name: str = "list file") -> ListEntries:
+    """'<uri> <uuid> <uuid>...' per line, as the original reads it with `read`.
+
+    Words that cannot be a URI or a guest's UUID (a NUL byte, invalid UTF-8,
+    a name, a megabyte of junk) are dropped, each line's described in
+    `problems`; a UUID listed twice on a line counts once."""
     entries: ListEntries = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         words = line.split()
-        if words:
-            entries.append((words[0], words[1:]))
+        if not words:
+            continue
+        uri, rest = words[0], words[1:]
+        if not _URI.fullmatch(uri):
+            if problems is not None:
+                problems.append(f"{name} line {number}: dropped: {shown(uri)} is not a libvirt URI")
+            continue
+        uuids: list[str] = []
+        bad: list[str] = []
+        for word in rest:
+            if not _UUID.fullmatch(word):
+                bad.append(word)
+            elif word.lower() not in uuids:
+                uuids.append(word.lower())
+        if bad and problems is not None:
+            listed = ", ".join(shown(w) for w in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            problems.append(f"{name} line {number}: dropped {len(bad)} entries that are not guest UUIDs: {listed}")
+        entries.append((uri, uuids))
     return entries
 
 
@@ -101,9 +213,9 @@ def format_list(entries: Iterable[tuple[str, list[str]]]) -> str:
     return "".join(" ".join([uri, *uuids]) + "\n" for uri, uuids in entries if uuids)
 
 
-def read_list(path: Path) -> ListEntries | None:
+def read_list(path: Path, problems: list[str] | None = None) -> ListEntries | None:
     text = safe_read(path)
-    return None if text is None else parse_list(text)
+    return None if text is None else parse_list(text, problems, f"list file {path}")
 
 
 def write_list(path: Path, entries: Iterable[tuple[str, list[str]]]) -> bool:
@@ -119,9 +231,11 @@ def write_list(path: Path, entries: Iterable[tuple[str, list[str]]]) -> bool:
 # --- the state journal -----------------------------------------------------
 
 # Phases: 'stopping' (a stop is under way or was interrupted: the next stop
-# finishes it), 'stopped' (done: the original's no-op applies), 'start-incomplete'
-# (a start left guests to retry).
-RESUMABLE_PHASES = ("stopping", "start-incomplete")
+# finishes it), 'stopped' (done: the original's no-op applies), 'starting'
+# (a start is under way or was interrupted: the next stop handles every
+# running guest), 'start-incomplete' (a start left guests to retry).
+PHASES = ("stopping", "stopped", "starting", "start-incomplete")
+RESUMABLE_PHASES = ("stopping", "starting", "start-incomplete")
 
 
 @dataclass
@@ -155,15 +269,29 @@ class Journal:
 
     @classmethod
     def load(cls, path: Path) -> Journal | None:
+        """The journal at path, None if absent. UntrustedState if it is not a
+        regular file of ours, DamagedState if it cannot be understood."""
         text = safe_read(path)
         if text is None:
             return None
         try:
             data = json.loads(text)
-            guests = {cls.key(g["uri"], g["uuid"]): GuestRecord(**g) for g in data["guests"]}
-            return cls(path, data["phase"], guests)
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            version = data.get("version")
+            if isinstance(version, int) and version > JOURNAL_VERSION:
+                raise DamagedState(f"{path} was written by a newer version (format {version}, this one reads "
+                                   f"{JOURNAL_VERSION})")
+            if version != JOURNAL_VERSION:
+                raise ValueError(f"unknown format {version!r}")
+            if data["phase"] not in PHASES:
+                raise ValueError(f"unknown phase {data['phase']!r}")
+            records = [GuestRecord(**g) for g in data["guests"]]
+            if not all(isinstance(r.uri, str) and isinstance(r.uuid, str) for r in records):
+                raise TypeError("a guest without URI or UUID")
+            return cls(path, data["phase"], {cls.key(r.uri, r.uuid): r for r in records})
         except (ValueError, KeyError, TypeError) as err:
-            raise StateError(f"{path} is damaged ({err}); remove it to start afresh") from err
+            raise DamagedState(f"{path} is damaged ({shown(str(err), 80)})") from err
 
     def get(self, uri: str, uuid: str) -> GuestRecord | None:
         return self.guests.get(self.key(uri, uuid))
@@ -179,6 +307,15 @@ class Journal:
                 setattr(record, name, value)
             self._save_locked()
 
+    def settle(self, uri: str, uuid: str, name: str, outcome: str, detail: str = "") -> None:
+        """A start is done with this guest: record the outcome, and forget
+        that a stop paused it (fault: a later stop would resume a guest its
+        user paused on purpose)."""
+        with self._lock:
+            record = self.guests.setdefault(self.key(uri, uuid), GuestRecord(uri, uuid, name))
+            record.outcome, record.detail, record.paused_by_us = outcome, detail, False
+            self._save_locked()
+
     def save(self, phase: str | None = None) -> None:
         with self._lock:
             if phase:
@@ -187,7 +324,7 @@ class Journal:
 
     def _save_locked(self) -> None:
         data = {
-            "version": 1,
+            "version": JOURNAL_VERSION,
             "phase": self.phase,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "guests": [asdict(g) for g in self.guests.values()],
@@ -201,6 +338,80 @@ class Journal:
         return [g for g in self.guests.values() if g.recorded and g.outcome not in ("started", "vanished")]
 
 
+# --- what the last run left ------------------------------------------------
+
+RESUME_MESSAGES = {
+    "stopping": "Finishing an earlier stop that did not complete",
+    "starting": "An earlier start did not complete: handling every running guest",
+    "start-incomplete": "Guests of the last start are still waiting to be started: handling every running guest",
+    "unknown": "The journal of the last run could not be read: handling every running guest",
+}
+
+
+@dataclass
+class Previous:
+    """The list file and journal a run finds, as far as they can be trusted."""
+
+    entries: ListEntries | None = None  # None: no list file (or one set aside)
+    journal: Journal | None = None
+    journal_lost: bool = False  # there was a journal, but it could not be used
+    untrusted: bool = False  # a file was set aside as untrusted: end with exit 1
+
+    @property
+    def phase(self) -> str | None:
+        if self.journal is not None:
+            return self.journal.phase
+        return "unknown" if self.journal_lost else None
+
+    @property
+    def resumable(self) -> bool:
+        """A stop finding the list file goes on instead of the original's
+        no-op: an earlier run did not complete, or nobody can tell."""
+        return self.phase in RESUME_MESSAGES
+
+    @property
+    def resume_message(self) -> str:
+        return RESUME_MESSAGES.get(self.phase or "", "")
+
+
+def _put_aside(path: Path, kind: str) -> str:
+    try:
+        return f"set aside as {set_aside(path, kind)}"
+    except StateError as err:
+        return f"{err}; ignoring it"
+
+
+def load_previous(list_file: Path, state_file: Path, warn: Callable[[str], None],
+                  error: Callable[[str], None]) -> Previous:
+    """Read what the last run left, for stop and start (under the run lock).
+
+    Never raises: a damaged or newer journal is set aside with a warning;
+    a list file or journal that is a symbolic link, not a regular file or
+    not ours is set aside with an error (the run then exits 1, but still
+    handles the guests); junk words of the list file are dropped with a
+    warning; temporary files of a killed run are removed."""
+    clean_temp_files(list_file, state_file)
+    previous = Previous()
+    problems: list[str] = []
+    try:
+        previous.entries = read_list(list_file, problems)
+    except StateError as err:
+        previous.untrusted = True
+        error(f"{err}; {_put_aside(list_file, 'untrusted')}: the guests it names are not started from it")
+    for problem in problems:
+        warn(problem)
+    try:
+        previous.journal = Journal.load(state_file)
+    except DamagedState as err:
+        previous.journal_lost = True
+        warn(f"{err}; {_put_aside(state_file, 'damaged')}")
+    except StateError as err:
+        previous.journal_lost = True
+        previous.untrusted = True
+        error(f"{err}; {_put_aside(state_file, 'untrusted')}")
+    return previous
+
+
 # --- the 'started' lock file ---------------------------------------------
 
 
@@ -208,27 +419,74 @@ def marker_exists(path: Path) -> bool:
     """True if the lock file is a regular file of ours (a planted one is not)."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
         return False
     return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
-def touch_marker(path: Path) -> None:
-    """Create the lock file afresh, replacing anything someone else planted."""
+def _what(st: os.stat_result) -> str:
+    kinds = {stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO",
+             stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+    kind = kinds.get(stat.S_IFMT(st.st_mode), "a file")
+    return kind if st.st_uid == os.geteuid() else f"{kind} of uid {st.st_uid}"
+
+
+def touch_marker(path: Path) -> str | None:
+    """Create the lock file afresh, replacing anything someone else planted
+    (the lock directory is writable by every user). Never raises: the lock
+    file must not change the outcome of a start; returns the one line to
+    report when something was planted or the file cannot be made."""
+    note = None
     try:
         st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        return f"cannot create the lock file {path}: {err.strerror}; `status` will not say started"
+    if st is not None:
         if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
-            os.utime(path, follow_symlinks=False)
-            return
+            try:
+                os.utime(path, follow_symlinks=False)
+            except OSError as err:
+                return f"cannot update the lock file {path}: {err.strerror}"
+            return None
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                note = f"{path} was {_what(st)}; {_put_aside(path, 'untrusted')}"
+            else:
+                path.unlink()
+                note = f"{path} was {_what(st)}; replaced by the lock file"
+        except OSError as err:
+            return f"{path} is {_what(st)} and cannot be replaced ({err.strerror}); `status` will not say started"
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE))
+    except OSError as err:
+        return (note + "; " if note else "") + (
+            f"cannot create the lock file {path}: {err.strerror}; `status` will not say started")
+    return note
+
+
+def clear_marker(path: Path) -> str | None:
+    """Remove the lock file at stop. Never raises; a planted directory is left
+    where it is (it does not count as 'started'); returns a line to report."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot look at the lock file {path}: {err.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path} is {_what(st)}, not a lock file; left alone (`status` does not count it)"
+    try:
         path.unlink()
     except FileNotFoundError:
         pass
     except OSError as err:
-        raise StateError(f"cannot replace {path}: {err.strerror}") from err
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE))
-    except OSError as err:
-        raise StateError(f"cannot create {path}: {err.strerror}") from err
+        return f"cannot remove the lock file {path}: {err.strerror}"
+    note = None if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() else f"{path} was {_what(st)}; removed"
+    return note
 
 
 # --- the run lock ---------------------------------------------------------

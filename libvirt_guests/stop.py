@@ -19,7 +19,7 @@ import libvirt
 from .engine import PROGRESS_EVERY, Context, Heartbeat, Slots, Tally, close_all, connect_all, each_at_once, fmt_bytes
 from .output import WARNING, tr, trf
 from .plan import StopItem, UriStopPlan, plan_stop
-from .state import RESUMABLE_PHASES, GuestRecord, Journal, StateError, read_list, remove, write_list
+from .state import GuestRecord, Journal, StateError, clear_marker, load_previous, remove, write_list
 from .virt import Guest, Hypervisor, VirtError
 
 OUTCOME_WORDS = {
@@ -402,13 +402,15 @@ class StopRun:
         started = time.monotonic()
         if self.ctx.config.stop_deadline:
             self.deadline_at = started + self.ctx.config.stop_deadline
-        previous = read_list(paths.list_file)
-        old_journal = Journal.load(paths.state_file)
+        # Never raises: what cannot be trusted is set aside, and the guests are handled.
+        found = load_previous(paths.list_file, paths.state_file, out.warn, out.error)
+        self.failed = found.untrusted
+        previous = found.entries
         if previous is not None:
-            if old_journal is None or old_journal.phase not in RESUMABLE_PHASES:
+            if not found.resumable:
                 return 0  # the last stop was not followed by start: the original's no-op
-            out.say("Finishing an earlier stop that did not complete")
-            self.journal = old_journal
+            out.say(found.resume_message)  # an earlier stop or start did not complete, or nobody can tell
+            self.journal = found.journal or self.journal
         else:
             previous = []
             remove(paths.state_file)
@@ -427,7 +429,9 @@ class StopRun:
             self.journal.save("stopped")
         else:
             self._record(lambda: remove(paths.state_file))
-        self._record(lambda: remove(paths.lock_file))
+        marker_note = clear_marker(paths.lock_file)  # never changes the outcome: one line at most
+        if marker_note:
+            out.warn(marker_note)
         if self.journal.write_error:
             out.error(f"the per-guest journal could not be kept: {self.journal.write_error}")
             self.failed = True
