@@ -17,7 +17,7 @@ from libvirt_guests import start as start_module
 from libvirt_guests import state as state_module
 from libvirt_guests.virt import Guest, VirtError
 
-from .conftest import TEST_URI, Driver, Files
+from .support import TEST_URI, Driver, Files
 
 NOBODY = 65534
 UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/sock"
