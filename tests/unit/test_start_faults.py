@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 import libvirt
@@ -195,6 +196,25 @@ def test_untrusted_list_file_at_stop_still_handles_guests(files: Files, driver: 
         assert (tmp_path / "elsewhere").exists()
 
 
+@pytest.mark.parametrize("which", ["list_file", "state_file"])
+def test_fifo_at_a_state_path_does_not_hang_stop(files: Files, driver: Driver, run, which: str) -> None:
+    """Opening a FIFO for reading waits for a writer: the stop must not."""
+    a = driver.guest()
+    fifo = getattr(files, which)
+    os.mkfifo(fifo, 0o600)
+    results: list = []
+    worker = threading.Thread(target=lambda: results.append(run("stop")), daemon=True)
+    worker.start()
+    worker.join(20)
+    hung = worker.is_alive()
+    if hung:  # let the old code go: a writer unblocks its open()
+        os.close(os.open(fifo, os.O_WRONLY))
+        worker.join(20)
+    assert not hung, "stop waited on the FIFO"
+    assert driver.state(a) == "saved"
+    assert results[0].code == 1 and "set aside" in results[0].err
+
+
 @pytest.mark.parametrize("kind", ["symlink", "foreign"])
 def test_untrusted_journal_at_stop_still_handles_guests(files: Files, driver: Driver, run, tmp_path: Path,
                                                        kind: str) -> None:
@@ -283,6 +303,45 @@ def test_start_dying_on_an_unexpected_error_leaves_the_next_stop_to_handle_every
     assert result.code == 0, result
     assert driver.state(a) == driver.state(b) == "saved"
     assert "start did not complete" in result.out
+
+
+def test_start_on_a_disk_full_from_the_first_write_removes_the_list(files: Files, driver: Driver, run) -> None:
+    """Neither 'starting' nor the rewritten list can be written: the list is
+    removed (unlink works on a full disk), so that the next stop is not the
+    original's no-op; the guest left unstarted is named."""
+    a, b = _stopped_pair(files, driver, run)
+    real_start = Guest.start
+
+    def full(path: Path, data: bytes) -> None:
+        raise state_module.StateError(f"cannot write {path}: No space left on device")
+
+    def b_fails(self: Guest, flags: int = 0) -> None:
+        if self.uuid == b.UUIDString():
+            raise VirtError("not now")
+        real_start(self, flags)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state_module, "atomic_write", full)
+        patch.setattr(Guest, "start", b_fails)
+        result = run("start")
+    assert result.code == 1
+    assert "if this start is interrupted" in result.err
+    assert b.UUIDString() in result.err and "removed the list file" in result.err
+    assert not files.list_file.exists()
+    result = run("stop")
+    assert result.code == 0, result
+    assert driver.state(a) == "saved"
+
+
+def test_missing_lock_directory_does_not_change_start(files: Files, driver: Driver, run,
+                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LIBVIRT_GUESTS_LOCK_FILE", str(tmp_path / "no-such-dir" / "lock"))
+    a = driver.guest()
+    assert run("stop").code == 0
+    result = run("start")
+    assert result.code == 0, result
+    assert driver.state(a) == "running"
+    assert len([line for line in result.err.splitlines() if "no-such-dir" in line]) == 1
 
 
 def test_start_records_starting_before_it_acts(files: Files, driver: Driver, run,
