@@ -31,7 +31,7 @@ from .plan import describe_start, describe_stop, plan_start, plan_stop
 from .policy import ATTRIBUTES, effective, read_policy, write_policy
 from .settings import default_for
 from .start import start
-from .state import RESUMABLE_PHASES, Journal, RunLock, StateError, marker_exists, read_list
+from .state import RunLock, StateError, marker_exists, peek_previous
 from .status import gueststatus, status
 from .stop import stop
 from .virt import Hypervisor, VirtError
@@ -184,24 +184,20 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
         return EXIT_FAIL
 
 
-def _stop_would_do_nothing(ctx: Context, journal: Journal | None) -> bool:
-    """The original's rule, as stop applies it: a list file left by a
-    completed stop makes the next stop a no-op."""
-    return read_list(ctx.paths.list_file) is not None and (journal is None or journal.phase not in RESUMABLE_PHASES)
-
-
 def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     cfg, which = ctx.config, opts.which
-    journal = Journal.load(ctx.paths.state_file)
+    previous = peek_previous(ctx.paths.list_file, ctx.paths.state_file)
+    journal = previous.journal
     note = ""
     if which == "stop":
         hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
         report = [describe_stop(plan_stop(hv, cfg, None, journal), cfg) for hv in hvs.values() if hv is not None]
-        if _stop_would_do_nothing(ctx, journal):
+        # The original's rule, as stop applies it: a list left by a completed stop makes the next stop a no-op.
+        if previous.entries is not None and not previous.resumable:
             note = (f"the list file {ctx.paths.list_file} is still there (no start since the last stop): "
                     "the next stop does nothing, as the original")
     else:
-        entries = read_list(ctx.paths.list_file)
+        entries = previous.entries
         hvs = connect_all(ctx, [uri for uri, _ in entries or [] if uri in cfg.uris], retry_for=0,
                           stdout=not opts.json)
         report = [describe_start(plan_start(hvs[uri], uuids, cfg, journal)) for uri, uuids in entries or []

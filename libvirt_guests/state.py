@@ -412,6 +412,21 @@ def load_previous(list_file: Path, state_file: Path, warn: Callable[[str], None]
     return previous
 
 
+def peek_previous(list_file: Path, state_file: Path) -> Previous:
+    """What the next stop or start would find, read for a report: nothing is
+    set aside or removed, and what cannot be read counts as lost."""
+    previous = Previous()
+    try:
+        previous.entries = read_list(list_file)
+    except StateError:
+        previous.untrusted = True
+    try:
+        previous.journal = Journal.load(state_file)
+    except StateError:
+        previous.journal_lost = True
+    return previous
+
+
 # --- the 'started' lock file ---------------------------------------------
 
 

@@ -620,3 +620,17 @@ def test_bounded_delay(value: float) -> None:
     bounded, note = start_module.bounded_delay(value, 10.0)
     assert 0 <= bounded <= 10
     assert (note is None) == (value == 3.0)
+
+
+def test_plan_reads_a_damaged_journal_without_setting_it_aside(files: Files, driver: Driver, run) -> None:
+    """plan is a report: it answers (exit 0), moves no file, and does not
+    announce the original's no-op when the next stop would handle every guest."""
+    dom = driver.guest()
+    files.list_file.write_text(f"test:///default {dom.UUIDString()}\n")
+    files.state_file.write_text("{not json")
+    for which in ("stop", "start"):
+        result = run("plan", which)
+        assert result.code == 0, result.err
+    assert files.state_file.read_text() == "{not json"
+    assert sorted(p.name for p in files.state_file.parent.iterdir() if "damaged" in p.name) == []
+    assert "does nothing" not in run("plan", "stop").out
