@@ -61,9 +61,12 @@ def canonical_notes(config: Config) -> list[str]:
         if any(p.variable == setting.name for p in config.problems):
             continue
         value = getattr(config, setting.attr)
-        hint = "; as in the original, anything but 0 is on" if isinstance(value, bool) else ""
-        notes.append(f"{setting.name}={text!r} is read as {_describe(setting, value)}{hint}: "
-                     f"write {value_text(value)} ({setting.accepts}) to say so")
+        if isinstance(value, bool):
+            notes.append(f"{setting.name}={text!r} means {_describe(setting, value)}: as in the original, "
+                         "anything but 0 is on; write 1 for on, 0 for off")
+        else:
+            notes.append(f"{setting.name}={text!r} is read as the original read it, {_describe(setting, value)}; "
+                         f"write {value_text(value)} to say so")
     return notes
 
 

@@ -56,7 +56,7 @@ class ConfigError(Exception):
 class Problem:
     """One thing wrong with the configuration, and what is done about it."""
 
-    kind: str  # "value", "line" (a command of the file not read) or "file"
+    kind: str  # "value", "line" (a line of the file read otherwise, or not at all) or "file" (the whole file)
     where: str  # FILE:LINE, FILE, or "the environment"
     reason: str  # what is wrong (for a value: what is accepted)
     variable: str | None = None  # None: not one variable's (a file, a command line)
@@ -69,7 +69,9 @@ class Problem:
 
     def text(self) -> str:
         """The one line that says it."""
-        if self.kind != "value":
+        if self.kind == "file":
+            return self.reason
+        if self.kind == "line":
             return f"{self.where}: {self.reason}"
         used = self.used or ""
         shown = used if re.fullmatch(r"[0-9]+(\.[0-9]+)?", used) else repr(used)
@@ -198,12 +200,12 @@ def read_file(path: Path, flavour: str = "upstream", environ: dict[str, str] | N
         reading.warnings.append(f"{path}:{line}: not valid UTF-8; read with the bad bytes replaced")
     if text.startswith("\ufeff"):
         text = text[1:]
-        reading.problems.append(Problem("file", f"{path}:1", "starts with a byte order mark, which the original "
+        reading.problems.append(Problem("line", f"{path}:1", "starts with a byte order mark, which the original "
                                         "script would run as part of a command; read without it"))
     if "\r\n" in text:
         line = text[:text.index("\r\n")].count("\n") + 1
         text = text.replace("\r\n", "\n")
-        reading.problems.append(Problem("file", f"{path}:{line}", "has DOS line ends (CR LF): the original script "
+        reading.problems.append(Problem("line", f"{path}:{line}", "has DOS line ends (CR LF): the original script "
                                         "reads a CR at the end of every value; read without them"))
     reading.environment_file = shellfile.environment_file_values(text)
     # The file's own lines that systemd's EnvironmentFile= passed on are not
