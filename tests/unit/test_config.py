@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests.config import Config, Paths, load
+from libvirt_guests.config import Config, Paths, Problem, load
 from libvirt_guests.settings import SETTINGS
 
 
@@ -20,7 +20,7 @@ def _load(path: Path, text: str, environ: dict[str, str] | None = None, flavour:
     return load(Paths.resolve(config=str(path), environ={}), environ=environ or {}, flavour=flavour)
 
 
-def _problem(cfg: Config, name: str):  # noqa: ANN202
+def _problem(cfg: Config, name: str) -> Problem:
     found = [p for p in cfg.problems if p.variable == name]
     assert len(found) == 1, (name, cfg.problems)
     return found[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TEST_URI, Driver, Files
+from .support import TEST_URI, Driver, Files
 
 
 def _error_lines(err: str) -> list[str]:
