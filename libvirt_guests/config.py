@@ -70,13 +70,16 @@ class Problem:
     def text(self) -> str:
         """The one line that says it."""
         if self.kind == "file":
-            return self.reason
-        if self.kind == "line":
-            return f"{self.where}: {self.reason}"
-        used = self.used or ""
-        shown = used if re.fullmatch(r"[0-9]+(\.[0-9]+)?", used) else repr(used)
-        how = "as the original script reads it" if self.as_original else "the default"
-        return f"{self.variable}={self.value!r} (from {self.where}) is not valid: {self.reason}; using {shown}, {how}"
+            text = self.reason
+        elif self.kind == "line":
+            text = f"{self.where}: {self.reason}"
+        else:
+            used = self.used or ""
+            shown = used if re.fullmatch(r"[0-9]+(\.[0-9]+)?", used) else repr(used)
+            how = "as the original script reads it" if self.as_original else "the default"
+            text = (f"{self.variable}={self.value!r} (from {self.where}) is not valid: {self.reason}; "
+                    f"using {shown}, {how}")
+        return text.replace("\n", "\\n").replace("\r", "\\r")
 
     def concerns(self, command: str) -> bool:
         """True when `command` uses what this problem is about."""

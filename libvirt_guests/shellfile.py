@@ -290,9 +290,9 @@ class _Lexer:
         text = self.s[start:end]
         self.line += text.count("\n")
         self.i = end
-        self._skip_reason(f"uses {text}, which has a value only while the original script runs"
+        self._skip_reason(f"uses {text!r}, which has a value only while the original script runs"
                           if not text.startswith("${") or text[2:3] in _SPECIAL_PARAMETERS
-                          else f"uses {text}, an expansion not read here")
+                          else f"uses {text!r}, an expansion not read here")
         return Lit("", quoted)
 
     def _dollar(self, quoted: bool) -> Lit | Param:
@@ -470,15 +470,16 @@ class _Evaluator:
                 if _assignment_name(word) is None and not NAME.fullmatch(_literal(word) or ""):
                     return f"would run 'export {_literal(word) or '...'}'"
                 exports.append(word)
-        for word in [*words[:count], *exports]:
-            name = _assignment_name(word)
-            if name is None:
-                continue  # export NAME: the value stays what it is
-            first = word[0]
-            assert isinstance(first, Lit)
-            rest = first.text[len(name) + 1:]
-            parts: Word = ([Lit(rest, False)] if rest else []) + word[1:]
-            self.assign(name, self.value(parts, assignment=True))
+        # export's arguments are expanded first, as a command's arguments are
+        # (`export A=0 B=$A` sets B from A's value before the line); then the
+        # assignments before the command word, in order; then export's.
+        exported = [(name, self.value(parts, assignment=True))
+                    for name, parts in map(_split_assignment, exports) if name is not None]
+        for name, parts in map(_split_assignment, words[:count]):
+            if name is not None:
+                self.assign(name, self.value(parts, assignment=True))
+        for name, value in exported:
+            self.assign(name, value)
         return None
 
 
@@ -495,6 +496,17 @@ def _assignment_name(word: Word) -> str | None:
         if match:
             return match.group(1)
     return None
+
+
+def _split_assignment(word: Word) -> tuple[str | None, Word]:
+    """NAME and the value's parts of a NAME=value word; (None, word) for a bare name."""
+    name = _assignment_name(word)
+    if name is None:
+        return None, word
+    first = word[0]
+    assert isinstance(first, Lit)
+    rest = first.text[len(name) + 1:]
+    return name, ([Lit(rest, False)] if rest else []) + word[1:]
 
 
 def _names_in(text: str) -> tuple[str, ...]:

@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from libvirt_guests.config import Config, Paths, load
 from libvirt_guests.settings import SETTINGS
@@ -270,3 +272,57 @@ def test_a_real_environment_override_still_wins(tmp_path: Path, env: dict[str, s
     cfg = _load(path, {**env, "ON_SHUTDOWN": "shutdown", "URIS": "qemu:///system"}, "upstream")
     assert cfg.on_shutdown == ("shutdown",) and cfg.sources["ON_SHUTDOWN"] == "environment"
     assert cfg.uris == ("qemu:///system",) and cfg.sources["URIS"] == "environment"
+
+
+# --- generated files, compared with /bin/sh ---------------------------------------------------------
+
+_VARS = ["A", "B", "URIS", "ON_BOOT", "T"]
+_PLAIN = st.text(alphabet="abcXYZ019:/._-~*?[]#=%", min_size=1, max_size=6)
+_IN_SINGLE = st.text(alphabet="ab $\\\"`#;~*\n()", max_size=6)
+_IN_DOUBLE_CHARS = st.one_of(st.text(alphabet="ab '#;~*()\n", min_size=1, max_size=4),
+                             st.sampled_from(["\\$", "\\\\", '\\"', "\\`", "\\x", "\\\n", "$ ", "$/"]))
+
+
+def _param(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    name = st.sampled_from(_VARS + ["UNSET"])
+    return st.one_of(
+        name.map(lambda n: f"${n}"),
+        name.map(lambda n: f"${{{n}}}"),
+        name.map(lambda n: f"${{#{n}}}"),
+        st.tuples(name, st.sampled_from(["-", ":-", "+", ":+", "=", ":="]), inner).map(
+            lambda t: f"${{{t[0]}{t[1]}{t[2]}}}"),
+    )
+
+
+_BRACE_WORD = st.text(alphabet="ab 1:/", max_size=4)
+_DOUBLE = st.lists(st.one_of(_IN_DOUBLE_CHARS, _param(_BRACE_WORD)), max_size=4).map(lambda p: '"' + "".join(p) + '"')
+_PART = st.one_of(_PLAIN, _IN_SINGLE.map(lambda t: f"'{t}'"), _DOUBLE, _param(_BRACE_WORD),
+                  st.sampled_from(["\\ ", "\\'", '\\"', "\\$", "\\\\", "\\#", "\\\n"]))
+_ASSIGNMENT = st.tuples(st.sampled_from(_VARS), st.lists(_PART, max_size=4)).map(lambda t: t[0] + "=" + "".join(t[1]))
+_LINE = st.tuples(st.sampled_from(["", "export ", "  "]), st.lists(_ASSIGNMENT, min_size=1, max_size=3),
+                  st.sampled_from(["", " # comment", ";", "\t"])).map(lambda t: t[0] + " ".join(t[1]) + t[2])
+_FILE = st.lists(st.one_of(_LINE, st.sampled_from(["# c", "", "export A", "export URIS"])), max_size=6).map(
+    lambda lines: "\n".join(lines) + "\n")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_FILE)
+def test_generated_files_read_as_bin_sh_reads_them(tmp_path: Path, text: str) -> None:
+    """Random files of assignments (quotes, escapes, expansions, export,
+    several on a line), none of which runs anything: sh and we agree."""
+    from libvirt_guests.config import original_scope
+    from libvirt_guests.shellfile import read_shell
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/home/someone"}
+    path = tmp_path / "generated"
+    path.write_text(text)
+    script = UPSTREAM_PRELUDE + '. "$1"\n' + "".join(
+        f'printf "%s\\0%s\\0%s\\0" {name} "${{{name}+set}}" "${name}"\n' for name in _VARS)
+    result = subprocess.run(["/bin/sh", "-c", script, "sh", str(path)], env=env, capture_output=True, check=False)
+    assert result.returncode == 0 and not result.stderr, (text, result.stderr)
+    fields = result.stdout.decode().split("\0")[:-1]
+    expected = {fields[i]: (fields[i + 2] if fields[i + 1] else None) for i in range(0, len(fields), 3)}
+    scope = original_scope("upstream", env)
+    reading = read_shell(text, scope)
+    assert not reading.skipped, (text, reading.skipped)
+    assert {name: scope.get(name) for name in _VARS} == expected, text
