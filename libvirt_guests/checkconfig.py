@@ -1,5 +1,7 @@
-"""`check-config`: validate a configuration, show each effective value and
-its source, and flag what would surprise an admin coming from the original."""
+"""`check-config`: validate a configuration strictly and completely (every
+problem named in one run, exit 6), show each effective value (the one stop
+and start use) and its source, and flag what would surprise an admin coming
+from the original."""
 
 from __future__ import annotations
 
@@ -7,33 +9,74 @@ import json
 import re
 from pathlib import Path
 
-from .config import Config, ConfigError, Paths, load, read_file
+from .config import Config, Paths, load
 from .output import Output
-from .settings import SETTINGS, default_for
+from .settings import BY_NAME, SETTINGS, Setting, default_for
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 _AUTO_SHUTDOWN = re.compile(r"^\s*(auto_shutdown_(?:try_save|try_shutdown|poweroff))\s*=\s*\"?([^\"#\s]*)\"?", re.M)
 
 
-def legacy_notes(file_values: dict[str, str]) -> list[str]:
-    """Values the original script would have read differently from what they say."""
+def value_text(value: object) -> str:
+    """A parsed value written back as configuration text."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return " ".join(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _describe(setting: Setting, value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if setting.name in ("START_DELAY", "SHUTDOWN_TIMEOUT"):
+        return f"{value_text(value)} seconds"
+    return repr(value_text(value))
+
+
+def original_notes(config: Config) -> list[str]:
+    """What the original script would have done with the values in use."""
+    notes = []
+    for problem in config.problems:
+        setting = BY_NAME.get(problem.variable or "")
+        if problem.kind == "value" and setting is not None and setting.explain is not None:
+            notes.append(f"{setting.name}={problem.value!r}: {setting.explain(problem.value or '')}")
+    chain = config.on_shutdown
+    if config.sources.get("ON_SHUTDOWN") != "default" and chain not in (("suspend",), ("shutdown",)):
+        legacy = "shutdown" if config.texts["ON_SHUTDOWN"] == "shutdown" else "suspend"
+        notes.append(f"ON_SHUTDOWN={config.texts['ON_SHUTDOWN']!r}: only this tool knows chains and poweroff; "
+                     f"the original script would use {legacy}")
+    return notes
+
+
+def canonical_notes(config: Config) -> list[str]:
+    """Values taken as the original took them but not written the documented way."""
     notes = []
     for setting in SETTINGS:
-        if setting.name not in file_values or setting.legacy is None:
+        text = config.texts[setting.name]
+        if config.sources[setting.name] == "default" or setting.canonical is None or setting.canonical(text):
             continue
-        text = file_values[setting.name]
-        try:
-            setting.parse(text)
-            valid = True
-        except ValueError:
-            valid = False
-        legacy = setting.legacy(text)
-        if not valid:
-            notes.append(f"{setting.name}={text!r}: the original script would silently use {legacy}")
-        elif setting.name == "ON_SHUTDOWN" and text.strip() not in ("suspend", "shutdown"):
-            notes.append(f"{setting.name}={text!r}: only this tool knows chains and poweroff; "
-                         f"the original script would use {legacy}")
+        if any(p.variable == setting.name for p in config.problems):
+            continue
+        value = getattr(config, setting.attr)
+        if isinstance(value, bool):
+            notes.append(f"{setting.name}={text!r} means {_describe(setting, value)}: as in the original, "
+                         "anything but 0 is on; write 1 for on, 0 for off")
+        else:
+            notes.append(f"{setting.name}={text!r} is read as the original read it, {_describe(setting, value)}; "
+                         f"write {value_text(value)} to say so")
     return notes
+
+
+def budget_notes(config: Config) -> list[str]:
+    """PARALLEL_SHUTDOWN above 1 turns SHUTDOWN_TIMEOUT into one budget per URI."""
+    if config.parallel_shutdown <= 1:
+        return []
+    timeout = f"{config.shutdown_timeout} s" if config.shutdown_timeout else "no limit (0)"
+    return [f"PARALLEL_SHUTDOWN={config.parallel_shutdown}: SHUTDOWN_TIMEOUT ({timeout}) is one budget per URI "
+            "for all the guests of that URI that are shut down, not a timeout per guest"]
 
 
 def flavour_notes(config: Config) -> list[str]:
@@ -68,33 +111,38 @@ def qemu_conf_notes(path: Path = QEMU_CONF) -> list[str]:
 def check_config(
     out: Output, paths: Paths, flavour: str | None, as_json: bool, qemu_conf: Path = QEMU_CONF
 ) -> int:
-    file_values: dict[str, str] = {}
-    try:
-        file_values = read_file(paths.config)[0] if paths.config else {}
-        config = load(paths, flavour=flavour)
-    except ConfigError as err:
-        notes = legacy_notes(file_values)
-        if as_json:
-            out.say(json.dumps({"valid": False, "error": str(err), "notes": notes}, indent=2))
-        else:
-            out.error(str(err))
-            for note in notes:
-                out.say(f"note: {note}")
-        return 6
-    notes = list(config.warnings) + legacy_notes(file_values) + flavour_notes(config) + qemu_conf_notes(qemu_conf)
-    settings = {
-        s.name: {"value": config.texts[s.name], "source": config.sources[s.name]} for s in SETTINGS
-    }
+    config = load(paths, flavour=flavour)
+    notes = (list(config.warnings) + original_notes(config) + canonical_notes(config) + budget_notes(config)
+             + flavour_notes(config) + qemu_conf_notes(qemu_conf))
+    settings: dict[str, dict[str, str]] = {}
+    for setting in SETTINGS:
+        entry = {"value": value_text(getattr(config, setting.attr)), "source": config.sources[setting.name]}
+        if config.texts[setting.name] != entry["value"]:
+            entry["text"] = config.texts[setting.name]
+        settings[setting.name] = entry
+    valid = not config.problems
     if as_json:
         out.say(json.dumps({
-            "valid": True, "file": str(paths.config) if paths.config else None,
-            "defaults": config.flavour, "settings": settings, "notes": notes,
+            "valid": valid, "file": str(paths.config) if paths.config else None,
+            "defaults": config.flavour, "settings": settings,
+            "problems": [problem.as_dict() for problem in config.problems], "notes": notes,
         }, indent=2))
-        return 0
+        return 0 if valid else 6
+    for problem in config.problems:
+        out.error(problem.text())
     out.say(f"# configuration file: {paths.config or '(none)'}; defaults: {config.flavour}")
     width = max(len(name) for name in settings)
+    bad = {p.variable: p for p in config.problems if p.kind == "value"}
     for name, entry in settings.items():
-        out.say(f"{name:<{width}} = {entry['value']!r:<24} # {entry['source']}")
+        comment = entry["source"]
+        if name in bad:
+            comment += f": {bad[name].value!r} is not valid, this is used instead"
+        elif "text" in entry:
+            comment += f": written {entry['text']!r}"
+        out.say(f"{name:<{width}} = {entry['value']!r:<24} # {comment}")
     for note in notes:
         out.say(f"note: {note}")
-    return 0
+    if not valid:
+        out.say(f"{len(config.problems)} problem(s): see the error lines; stop and start would go on with the "
+                "values shown, and exit 6")
+    return 0 if valid else 6

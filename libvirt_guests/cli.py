@@ -4,8 +4,6 @@ is commandline.py's; this module runs what it asks for."""
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import os
 import sys
 from collections.abc import Callable
@@ -21,12 +19,13 @@ from .commandline import (
     Invocation,
     UsageError,
     parse,
+    parse_lock_wait,
     program_name,
     usage_lines,
 )
-from .config import FLAVOURS, Config, ConfigError, Paths, load
+from .config import Config, Paths, load
 from .engine import Context, close_all, connect_all
-from .output import Output, dump_json, tr
+from .output import Output, discard_stdout, dump_json, tr
 from .plan import describe_start, describe_stop, plan_start, plan_stop
 from .policy import ATTRIBUTES, effective, read_policy, write_policy
 from .settings import default_for
@@ -39,6 +38,7 @@ from .virt import Hypervisor, VirtError
 __all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STOPPED, EXIT_NOT_CONFIGURED = 0, 1, 2, 3, 6
+EXIT_BROKEN_PIPE = 141  # standard output closed before the usage line was out (as SIGPIPE)
 REPORTS = ("status", "gueststatus", "plan", "policy")  # answer even when the configuration is broken
 
 EXIT_CODES = {
@@ -48,7 +48,9 @@ EXIT_CODES = {
     2: "usage error: the usage lines, then what was wrong",
     3: "status: stopped (with or without saved guests)",
     4: "status: unknown (a file it depends on cannot be examined, e.g. by a user without access)",
-    6: "not configured: a configuration value is not valid (SHUTDOWN_TIMEOUT below 0 among them)",
+    6: "not configured: a configuration value the command uses is not valid (SHUTDOWN_TIMEOUT below 0 among "
+       "them); stop and start still handle the guests, with the value each error line names, then exit 6 "
+       "(6 wins over 1); check-config exits 6 for any problem",
 }
 
 
@@ -110,55 +112,13 @@ def _about(opts: Invocation, paths: Paths) -> dict[str, Any]:
             "defaults": opts.flavour.name, "defaults_from": opts.flavour.source}
 
 
-def _usable_values(paths: Paths) -> tuple[dict[str, str], set[str]]:
-    """Every variable's text that parses, from the environment over the
-    file, and the names taken from the file (lines that do not parse are
-    left out)."""
-    from dotenv.parser import parse_stream
-
-    from .settings import SETTINGS
-
-    file_values: dict[str, str] = {}
-    if paths.config is not None:
-        try:
-            text = paths.config.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            text = ""
-        file_values = {b.key: b.value or "" for b in parse_stream(io.StringIO(text)) if b.key and not b.error}
-    usable: dict[str, str] = {}
-    from_file: set[str] = set()
-    for setting in SETTINGS:
-        for text, source in ((os.environ.get(setting.name), "environment"), (file_values.get(setting.name), "file")):
-            if text is None:
-                continue
-            try:
-                setting.parse(text)
-            except ValueError:
-                continue
-            usable[setting.name] = text
-            if source == "file":
-                from_file.add(setting.name)
-            break
-    return usable, from_file
-
-
 def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
     """The configuration for status, gueststatus, plan and policy, which
-    must answer even when it is broken: the problem goes to standard error
-    and the report goes on with the defaults in place of the values that
-    cannot be used."""
-    try:
-        config = load(paths, flavour=opts.defaults)
-    except ConfigError as err:  # a strict load(); a lenient one returns its problems instead
-        out.error(str(err))
-        flavour = opts.defaults if opts.defaults in FLAVOURS else "upstream"
-        usable, from_file = _usable_values(paths)
-        config = load(dataclasses.replace(paths, config=None), environ=usable, flavour=flavour)
-        config.sources.update({name: "file" for name in from_file})
-        if opts.command != "status":  # status does not depend on it
-            out.warn(f"{opts.command}: showing the {flavour} defaults in place of the values that cannot be used")
-    for problem in getattr(config, "problems", ()):  # lenient loading: reported, values already replaced
-        out.error(problem.text() if hasattr(problem, "text") else str(problem))
+    answer even when it is broken: each problem goes to standard error, the
+    report goes on with the values used instead (as stop and start would)."""
+    config = load(paths, flavour=opts.defaults)
+    for problem in config.problems:
+        out.error(problem.text())
     for warning in config.warnings:
         out.warn(warning)
     return config
@@ -370,29 +330,43 @@ def main(argv: list[str] | None = None) -> int:
     assert command is not None
     paths = Paths.resolve(opts.config, opts.list_file, opts.lock_file, opts.state_file)
     try:
-        lock_wait = opts.lock_wait if opts.lock_wait is not None else float(os.environ.get(ENV_LOCK_WAIT, "300"))
-    except ValueError:
-        out.error(f"{ENV_LOCK_WAIT}={os.environ[ENV_LOCK_WAIT]!r} is not valid: expected seconds")
+        lock_wait = opts.lock_wait if opts.lock_wait is not None else parse_lock_wait(
+            os.environ.get(ENV_LOCK_WAIT, "300"), ENV_LOCK_WAIT)
+    except UsageError as err:  # nan would never time out, inf never either
+        out.error(str(err))
         return EXIT_USAGE
-    try:
-        config = load(paths, flavour=opts.defaults)
-    except ConfigError as err:
-        if str(err) == "SHUTDOWN_TIMEOUT must be equal or greater than 0":
-            out.say(tr(str(err)))  # the original's own message, on standard output
-        else:
-            out.error(str(err))
-        return EXIT_NOT_CONFIGURED
-    for warning in config.warnings:
-        out.warn(warning)
+    config = load(paths, flavour=opts.defaults)
+    config_failed = _report_config(out, config, command, paths)
     ctx = Context(config, paths, out)
     try:
-        return _dispatch(ctx, command, lock_wait)
+        code = _dispatch(ctx, command, lock_wait)
     except (StateError, VirtError) as err:
         out.error(str(err))
-        return EXIT_FAIL
+        code = EXIT_FAIL
     except KeyboardInterrupt:
         out.error("interrupted")
-        return EXIT_FAIL
+        code = EXIT_FAIL
+    # The guests were handled whatever the configuration said; a value the
+    # command used that was not valid makes it exit 6 (6 wins over 1).
+    return EXIT_NOT_CONFIGURED if config_failed else code
+
+
+def _report_config(out: Output, config: Config, command: str, paths: Paths) -> bool:
+    """Say what is wrong with the configuration before acting; True when a
+    problem concerns what `command` does (it exits 6 once it has done it)."""
+    for warning in config.warnings:
+        out.warn(warning)
+    acts = not (command in ("condrestart", "try-restart") and not marker_exists(paths.lock_file))
+    failed = False
+    for problem in config.problems:
+        if not (acts and problem.concerns(command)):
+            out.warn(f"{problem.text()} (not used by {command})")
+            continue
+        if problem.original_message and (command == "shutdown" or "shutdown" in config.on_shutdown):
+            out.say(tr(problem.original_message))  # the original's own message, on standard output
+        out.error(problem.text())
+        failed = True
+    return failed
 
 
 def _dispatch(ctx: Context, command: str, lock_wait: float) -> int:
@@ -409,5 +383,15 @@ def _dispatch(ctx: Context, command: str, lock_wait: float) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The entry point. A closed standard output (`| head -1`) is not an
+    error: Output drops what cannot be written and the command finishes with
+    its own exit code; whatever else the closed pipe interrupts ends quietly
+    with 141, as a shell reports a command killed by SIGPIPE."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)
 

@@ -1,18 +1,24 @@
-"""Loading the configuration: file (read with python-dotenv, never run as
-shell), then process environment, over the defaults of settings.SETTINGS."""
+"""Loading the configuration: the file read as the original's /bin/sh reads
+it (never run), then the process environment, over the defaults of
+settings.SETTINGS.
+
+Strict at the door, forgiving at the exit: loading never fails. Every value
+that is not valid is collected as a Problem naming the value used instead
+(the original's reading where it has one, else the default); check-config
+reports them all and exits 6, stop and start handle the guests anyway and
+exit 6 at the end for those they use."""
 
 from __future__ import annotations
 
 import difflib
-import io
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv.parser import parse_stream
-
-from .settings import BY_NAME, OBSOLETE, SETTINGS, SettingError, default_for
+from . import shellfile
+from .settings import BY_NAME, OBSOLETE, SETTINGS, Setting, SettingError, default_for
 
 CONFIG_CANDIDATES = (Path("/etc/sysconfig/libvirt-guests"), Path("/etc/default/libvirt-guests"))
 DEFAULT_LIST_FILE = Path("/var/lib/libvirt/libvirt-guests")
@@ -25,9 +31,71 @@ ENV_STATE_FILE = "LIBVIRT_GUESTS_STATE_FILE"
 ENV_DEFAULTS = "LIBVIRT_GUESTS_DEFAULTS"
 FLAVOURS = ("upstream", "debian")
 
+# What the original script has set when it sources the file (besides its
+# defaults), so that `$sysconfdir` in the file reads as it did there.
+ORIGINAL_SCRIPT_VARIABLES = {
+    "sysconfdir": "/etc",
+    "localstatedir": "/var",
+    "libvirtd": "/usr/sbin/libvirtd",
+    "TEXTDOMAIN": "libvirt",
+    "TEXTDOMAINDIR": "/usr/share/locale",
+}
+
+# command -> the operations it performs (Setting.used_by speaks of these)
+OPERATIONS: dict[str, tuple[str, ...]] = {
+    "stop": ("stop",), "shutdown": ("stop",), "start": ("start",),
+    "restart": ("stop", "start"), "condrestart": ("stop", "start"), "try-restart": ("stop", "start"),
+}
+
 
 class ConfigError(Exception):
     """A configuration that cannot be used: exit 6 (LSB 'not configured')."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration, and what is done about it."""
+
+    kind: str  # "value", "line" (a line of the file read otherwise, or not at all) or "file" (the whole file)
+    where: str  # FILE:LINE, FILE, or "the environment"
+    reason: str  # what is wrong (for a value: what is accepted)
+    variable: str | None = None  # None: not one variable's (a file, a command line)
+    value: str | None = None  # the text found
+    source: str = "file"  # "file" or "environment"
+    accepts: str | None = None
+    used: str | None = None  # the text of the value used instead
+    as_original: bool = False  # used is the original's reading of the value (else the default)
+    original_message: str | None = None  # what the original printed for it (on standard output)
+
+    def text(self) -> str:
+        """The one line that says it."""
+        if self.kind == "file":
+            text = self.reason
+        elif self.kind == "line":
+            text = f"{self.where}: {self.reason}"
+        else:
+            used = self.used or ""
+            shown = used if re.fullmatch(r"[0-9]+(\.[0-9]+)?", used) else repr(used)
+            how = "as the original script reads it" if self.as_original else "the default"
+            text = (f"{self.variable}={self.value!r} (from {self.where}) is not valid: {self.reason}; "
+                    f"using {shown}, {how}")
+        return text.replace("\n", "\\n").replace("\r", "\\r")
+
+    def concerns(self, command: str) -> bool:
+        """True when `command` uses what this problem is about."""
+        if self.variable is None or self.variable not in BY_NAME:
+            return True
+        if command == "shutdown" and self.variable == "ON_SHUTDOWN":
+            return False  # `shutdown` forces ON_SHUTDOWN=shutdown, as in the original
+        return bool(set(BY_NAME[self.variable].used_by) & set(OPERATIONS.get(command, ("stop", "start"))))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "variable": self.variable, "value": self.value, "source": self.source, "where": self.where,
+            "reason": self.reason, "accepts": self.accepts, "used": self.used,
+            "used_is": None if self.kind != "value" else ("original reading" if self.as_original else "default"),
+            "message": self.text(),
+        }
 
 
 @dataclass(frozen=True)
@@ -80,11 +148,13 @@ class Config:
     save_timeout: int
     stop_deadline: int
     connect_timeout: int
-    # Where each value came from ('default', 'file', 'environment') and its text.
+    # Where each value came from ('default', 'file', 'environment') and its
+    # text as read there (before parsing; a problem's value is used instead).
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     texts: dict[str, str] = field(default_factory=dict, compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
     flavour: str = "upstream"
+    problems: tuple[Problem, ...] = field(default=(), compare=False)
 
     def persistent_only_for(self, chain: tuple[str, ...]) -> bool:
         if self.persistent_only == "default":
@@ -92,32 +162,77 @@ class Config:
         return self.persistent_only == "true"
 
 
-def read_file(path: Path) -> tuple[dict[str, str], list[str]]:
-    """Variables of a configuration file, and warnings.
+@dataclass
+class FileReading:
+    """The configuration file as the shell reads it, and as systemd passes it on."""
 
-    A line that python-dotenv cannot parse is an error (exit 6), not a
-    silently skipped line as in dotenv_values()."""
+    path: Path | None = None
+    values: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+    environment_file: dict[str, str] = field(default_factory=dict)  # what EnvironmentFile= makes of it
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def original_scope(flavour: str, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The variables the original's shell has when it sources the file: the
+    environment, its own variables, then its defaults."""
+    scope = dict(environ)
+    scope.update(ORIGINAL_SCRIPT_VARIABLES)
+    scope.update({s.name: default_for(s, flavour) for s in SETTINGS if s.preset(flavour)})
+    return scope
+
+
+def read_file(path: Path, flavour: str = "upstream", environ: dict[str, str] | None = None) -> FileReading:
+    """Read a configuration file as the original's /bin/sh would (nothing is run)."""
+    env = os.environ if environ is None else environ
+    reading = FileReading(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise ConfigError(f"configuration file {path} does not exist") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read configuration file {path}: {err}") from err
-    values: dict[str, str] = {}
-    warnings: list[str] = []
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            line = binding.original.string.strip()
-            raise ConfigError(f"{path}:{binding.original.line}: cannot parse {line!r}: expected NAME=value")
-        if binding.key is None:
-            continue
-        value = binding.value or ""
-        if "$" in value or "`" in value:
-            warnings.append(
-                f"{path}:{binding.original.line}: {binding.key} contains shell syntax that is not expanded: {value!r}"
-            )
-        values[binding.key] = value
-    return values, warnings
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        reading.problems.append(Problem("file", str(path), f"configuration file {path} does not exist; "
+                                        "using the defaults (and the environment)"))
+        return reading
+    except OSError as err:
+        reading.problems.append(Problem("file", str(path), f"cannot read configuration file {path}: "
+                                        f"{err.strerror or err}; using the defaults (and the environment)"))
+        return reading
+    text = raw.decode("utf-8", errors="replace")
+    if "\ufffd" in text and "\ufffd" not in raw.decode("utf-8", errors="ignore"):
+        line = text[:text.index("\ufffd")].count("\n") + 1
+        reading.warnings.append(f"{path}:{line}: not valid UTF-8; read with the bad bytes replaced")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+        reading.problems.append(Problem("line", f"{path}:1", "starts with a byte order mark, which the original "
+                                        "script would run as part of a command; read without it"))
+    if "\r\n" in text:
+        line = text[:text.index("\r\n")].count("\n") + 1
+        text = text.replace("\r\n", "\n")
+        reading.problems.append(Problem("line", f"{path}:{line}", "has DOS line ends (CR LF): the original script "
+                                        "reads a CR at the end of every value; read without them"))
+    reading.environment_file = shellfile.environment_file_values(text)
+    # The file's own lines that systemd's EnvironmentFile= passed on are not
+    # the environment the original saw before the file: leave them out.
+    env_before = {k: v for k, v in env.items() if reading.environment_file.get(k) != v}
+    shell = shellfile.read_shell(text, original_scope(flavour, env_before))
+    reading.values, reading.lines = shell.values, shell.lines
+    source_lines = text.split("\n")
+    seen_lines: set[int] = set()
+    for skipped in shell.skipped:
+        if skipped.line in seen_lines:
+            continue  # one problem per line
+        seen_lines.add(skipped.line)
+        line_text = source_lines[skipped.line - 1].strip() if skipped.line <= len(source_lines) else skipped.text
+        ours = [name for name in skipped.names if name in BY_NAME]
+        reading.problems.append(Problem(
+            "line", f"{path}:{skipped.line}", f"{line_text!r} {skipped.reason}"
+            + ("" if "rest of the file" in skipped.reason else "; the line is skipped"),
+            variable=ours[0] if len(ours) == 1 else None,
+        ))
+    for line, name in dict.fromkeys(shell.unset):
+        reading.warnings.append(f"{path}:{line}: ${name} is not set; it reads as empty")
+    reading.warnings += _unknown_warnings([n for n in reading.values if n not in shell.referenced], path)
+    return reading
 
 
 def _unknown_warnings(names: list[str], path: Path) -> list[str]:
@@ -145,47 +260,72 @@ def _insecure_warning(path: Path) -> list[str]:
     return []
 
 
-def _same_as_file(name: str, env_text: str, file_values: dict[str, str]) -> bool:
+def _same_as_file(name: str, env_text: str, reading: FileReading) -> bool:
     """True when an environment value is the file's own line as systemd's
-    EnvironmentFile= passed it on: systemd keeps an inline '# comment' that
-    python-dotenv strips, and the file's reading is the one meant."""
-    if name not in file_values:
-        return False
-    bindings = list(parse_stream(io.StringIO(f"{name}={env_text}\n")))
-    return bool(bindings) and not bindings[0].error and (bindings[0].value or "") == file_values[name]
+    EnvironmentFile= passed it on (no $ expansion, an inline '# comment'
+    kept, a skipped line passed literally), or just what the file says:
+    the file's reading is the one meant then."""
+    if reading.environment_file.get(name) == env_text:
+        return True
+    return reading.values.get(name) == env_text
+
+
+def _value(setting: Setting, text: str, source: str, where: str, flavour: str) -> tuple[object, Problem | None]:
+    """The value of a setting's text; for a text it refuses, the value used
+    instead (the original's reading, else the default) and the problem."""
+    try:
+        return setting.parse(text), None
+    except SettingError as err:
+        reason = str(err)
+    legacy = setting.legacy(text) if setting.legacy else None
+    used = legacy if legacy is not None else default_for(setting, flavour)
+    negative_timeout = setting.name == "SHUTDOWN_TIMEOUT" and re.fullmatch(r"\s*-[0-9]+\s*", text)
+    return setting.parse(used), Problem(
+        "value", where, reason, variable=setting.name, value=text, source=source, accepts=setting.accepts,
+        used=used, as_original=legacy is not None,
+        original_message="SHUTDOWN_TIMEOUT must be equal or greater than 0" if negative_timeout else None,
+    )
 
 
 def load(paths: Paths, environ: dict[str, str] | None = None, flavour: str | None = None) -> Config:
-    """Build the effective configuration; raise ConfigError on any bad value."""
+    """The effective configuration. Never raises: every problem is in .problems."""
     env = os.environ if environ is None else environ
-    flavour = flavour or env.get(ENV_DEFAULTS) or "upstream"
-    if flavour not in FLAVOURS:
-        raise ConfigError(f"{ENV_DEFAULTS}={flavour!r} is not valid: expected upstream or debian")
-    file_values: dict[str, str] = {}
+    problems: list[Problem] = []
+    chosen = flavour or env.get(ENV_DEFAULTS) or "upstream"
+    if chosen not in FLAVOURS:
+        problems.append(Problem("value", "the environment", "expected upstream or debian", variable=ENV_DEFAULTS,
+                                value=chosen, source="environment", accepts="upstream or debian", used="upstream"))
+        chosen = "upstream"
+    reading = FileReading()
     warnings: list[str] = []
     if paths.config is not None:
-        file_values, warnings = read_file(paths.config)
-        warnings += _unknown_warnings(list(file_values), paths.config)
-        if os.geteuid() == 0:
+        reading = read_file(paths.config, chosen, env)
+        problems += reading.problems
+        warnings += reading.warnings
+        if os.geteuid() == 0 and not reading.problems:
             warnings += _insecure_warning(paths.config)
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
     texts: dict[str, str] = {}
-    for setting in SETTINGS:
-        if setting.name in env and not _same_as_file(setting.name, env[setting.name], file_values):
-            text, source = env[setting.name], "environment"
-        elif setting.name in file_values:
-            text, source = file_values[setting.name], "file"
+    value_problems: list[tuple[int, Problem]] = []
+    for order, setting in enumerate(SETTINGS):
+        name = setting.name
+        if name in env and not _same_as_file(name, env[name], reading):
+            text, source, where = env[name], "environment", "the environment"
+        elif name in reading.values:
+            text, source, where = reading.values[name], "file", f"{paths.config}:{reading.lines[name]}"
         else:
-            text, source = default_for(setting, flavour), "default"
-        if setting.name == "SHUTDOWN_TIMEOUT" and text.strip().startswith("-") and text.strip()[1:].isdigit():
-            # The original's own message for this case (spec 1.5 step 2).
-            raise ConfigError("SHUTDOWN_TIMEOUT must be equal or greater than 0")
-        try:
-            values[setting.attr] = setting.parse(text)
-        except SettingError as err:
-            where = {"environment": "the environment", "file": str(paths.config), "default": "the defaults"}[source]
-            raise ConfigError(f"{setting.name}={text!r} (from {where}) is not valid: {err}") from None
-        sources[setting.name] = source
-        texts[setting.name] = text
-    return Config(**values, sources=sources, texts=texts, warnings=tuple(warnings), flavour=flavour)  # type: ignore[arg-type]
+            text, source, where = default_for(setting, chosen), "default", "the defaults"
+        value, problem = _value(setting, text, source, where, chosen)
+        if problem is not None:
+            line = reading.lines.get(name, 0) if source == "file" else 10**9 + order
+            value_problems.append((line, problem))
+        values[setting.attr] = value
+        sources[name] = source
+        texts[name] = text
+    # In the file's order (the lines the shell skipped among them), then the environment's.
+    line_of = {id(p): int(p.where.rsplit(":", 1)[1]) if p.where.rsplit(":", 1)[-1].isdigit() else 0
+               for p in problems}
+    ordered = sorted([(line_of[id(p)], p) for p in problems] + value_problems, key=lambda item: item[0])
+    return Config(**values, sources=sources, texts=texts, warnings=tuple(warnings),  # type: ignore[arg-type]
+                  flavour=chosen, problems=tuple(p for _, p in ordered))

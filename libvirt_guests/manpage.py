@@ -52,9 +52,12 @@ def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
         lines += _item(option.synopsis, option.text + env)
     lines += _section("CONFIGURATION")
     lines.append(_esc(
-        "Variables are read from the configuration file with python-dotenv (NAME=value, quotes allowed; the "
-        "file is never run as shell). A variable set in the process environment overrides the file. A value "
-        "that is not valid stops every command with a one-line error and exit 6; no guest is touched."
+        "The configuration file is read as the original's /bin/sh reads it, without running anything: quotes, "
+        "export, $NAME and ${NAME} over the original's defaults and the file's earlier lines. A line the shell "
+        "would run (a command, $(...), `...`, $((...))) is skipped with an error. A variable set in the process "
+        "environment overrides the file. A value that is not valid is an error line naming the value used "
+        "instead (the original's reading, else the default): stop and start still handle every guest and then "
+        "exit 6, a command that does not use the value only warns, check-config names every problem and exits 6."
     ))
     flavour = built_in()
     lines += [".PP", _esc(
@@ -103,7 +106,8 @@ def render_sample_config() -> str:
     import textwrap
 
     lines = [
-        "# Configuration of libvirt-guests (read as NAME=value by python-dotenv, never run as shell).",
+        "# Configuration of libvirt-guests, read as /bin/sh reads it (quotes, export, $NAME),",
+        "# but never run: a line the shell would run (a command, $(...)) is skipped with an error.",
         "# A variable set in the process environment (systemd Environment=) overrides this file.",
         "# Check it with: libvirt-guests check-config",
     ]

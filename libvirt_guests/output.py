@@ -51,6 +51,26 @@ def _under_journal(stream: TextIO) -> bool:
     return spec == f"{st.st_dev}:{st.st_ino}"
 
 
+def _discard(stream: TextIO) -> None:
+    """Point a stream's descriptor at /dev/null, so that nothing written or
+    still buffered for it (the interpreter's flush at exit) fails again."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def discard_stdout() -> None:
+    """After a BrokenPipeError on standard output: nothing more goes there."""
+    _discard(sys.stdout)
+
+
 class Output:
     """Line-atomic, thread-safe output: work runs in many threads at once."""
 
@@ -58,15 +78,24 @@ class Output:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self._lock = threading.Lock()
+        self._gone: set[int] = set()
         self._prefix_out = _under_journal(self.out)
         self._prefix_err = _under_journal(self.err)
 
     def _write(self, stream: TextIO, prefix: bool, level: int, text: str) -> None:
         lines = text.split("\n")
         with self._lock:
-            for line in lines:
-                stream.write((f"<{level}>" if prefix else "") + line + "\n")
-            stream.flush()
+            if id(stream) in self._gone:
+                return
+            try:
+                for line in lines:
+                    stream.write((f"<{level}>" if prefix else "") + line + "\n")
+                stream.flush()
+            except (OSError, ValueError):
+                # The reader went away (`| head`, a restarted journal) or the
+                # disk is full: what is said is lost, what is done goes on.
+                self._gone.add(id(stream))
+                _discard(stream)
 
     def say(self, text: str, level: int = INFO) -> None:
         """A line on standard output, where the original printed its messages."""

@@ -9,6 +9,7 @@ values the original silently misread), and its upstream and Debian defaults.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,60 +50,143 @@ def parse_chain(text: str) -> tuple[str, ...]:
 
 
 _INT = re.compile(r"[0-9]+")
+_SIGNED_INT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+# The longest wait any setting may ask for: every timer of the standard
+# library takes it, and a larger number is a typo, not a wish.
+MAX_SECONDS = 2**31 - 1
+# START_DELAY above this is taken for "wait forever", which the original's
+# sleep would do and a boot must not.
+MAX_START_DELAY = 86400 * 365
 
 
 def parse_seconds(text: str) -> int:
     """Whole seconds, 0 or more."""
-    if not _INT.fullmatch(text.strip()):
-        raise SettingError("expected a whole number of seconds, 0 or more")
+    if not _INT.fullmatch(text.strip()) or int(text) > MAX_SECONDS:
+        raise SettingError(f"expected a whole number of seconds, 0 to {MAX_SECONDS}")
+    return int(text)
+
+
+def parse_timeout(text: str) -> int:
+    """SHUTDOWN_TIMEOUT: whole seconds, 0 or more; a leading + as the shell's test takes it."""
+    if not _SIGNED_INT.fullmatch(text.strip()) or not 0 <= int(text) <= MAX_SECONDS:
+        raise SettingError(f"expected a whole number of seconds, 0 to {MAX_SECONDS}")
     return int(text)
 
 
 def parse_delay(text: str) -> float:
     """Seconds, 0 or more, fractions allowed (GNU sleep took them)."""
-    if not _DECIMAL.fullmatch(text.strip()):
-        raise SettingError("expected a number of seconds, 0 or more (fractions allowed)")
+    if not _DECIMAL.fullmatch(text.strip()) or float(text) > MAX_START_DELAY:
+        raise SettingError(f"expected a number of seconds, 0 to {MAX_START_DELAY} (fractions allowed)")
     return float(text)
 
 
+# One argument of GNU sleep: a number as strtod(3) reads it (decimal or hex,
+# with an exponent), then at most one unit letter.
+_SLEEP_WORD = re.compile(
+    r"(?P<number>[+-]?(?:"
+    r"0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
+    r"|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    r"|(?i:inf(?:inity)?|nan(?:\([0-9A-Za-z_]*\))?)))(?P<unit>[smhd]?)",
+)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _sleep_total(text: str) -> float | None:
+    """What `sleep $START_DELAY` would wait (inf included); None where sleep refuses it."""
+    words = text.split()
+    if not words:
+        return None
+    total = 0.0
+    for word in words:
+        match = _SLEEP_WORD.fullmatch(word)
+        if match is None:
+            return None
+        number = match["number"]
+        try:
+            value = float.fromhex(number) if "x" in number.lower() else float(number)
+        except (ValueError, OverflowError):
+            value = math.inf
+        if not value >= 0:  # negative or NaN: sleep refuses it
+            return None
+        total += value * _UNITS[match["unit"]]
+    return total
+
+
+def parse_sleep(text: str) -> float:
+    """START_DELAY as the original's unquoted `sleep $START_DELAY` reads it:
+    one or more numbers (fractions, exponents, hex), each with an optional
+    unit s, m, h or d, added up."""
+    total = _sleep_total(text)
+    if total is None:
+        raise SettingError("expected what sleep(1) takes: seconds, or a number with s, m, h or d "
+                           "(1m, 0.5, 2h); several are added up")
+    if total > MAX_START_DELAY:  # inf included: sleep would wait for ever
+        raise SettingError(f"expected at most {MAX_START_DELAY} seconds; more is waiting for ever")
+    return total
+
+
 def parse_count(text: str) -> int:
-    if not _INT.fullmatch(text.strip()):
+    if not _INT.fullmatch(text.strip()) or int(text) > MAX_SECONDS:
+        raise SettingError("expected a whole number, 0 or more")
+    return int(text)
+
+
+def parse_shell_count(text: str) -> int:
+    """PARALLEL_SHUTDOWN: a whole number, 0 or more, as the shell's test reads it (leading + taken)."""
+    if not _SIGNED_INT.fullmatch(text.strip()) or not 0 <= int(text) <= MAX_SECONDS:
         raise SettingError("expected a whole number, 0 or more")
     return int(text)
 
 
 def parse_switch(text: str) -> bool:
-    """0 is off, any other whole number is on (the original's 'non-zero')."""
+    """One of our own switches: 0 is off, any other whole number is on."""
     if not _INT.fullmatch(text.strip()):
         raise SettingError("expected 0 (off) or 1 (on)")
     return int(text) != 0
 
 
-# How the original script reads the same text: used only to explain, in
-# check-config, what the original would have done with a value.
-def _legacy_exact(word: str, yes: str, no: str) -> Callable[[str], str]:
-    return lambda text: yes if text == word else no
+def parse_original_switch(text: str) -> bool:
+    """BYPASS_CACHE, SYNC_TIME: the original tests `"x$VAR" = x0`, so
+    anything but exactly 0 (empty, no, off included) is on."""
+    return text != "0"
 
 
-def _legacy_switch(text: str) -> str:
-    return "off" if text == "0" else "on"
+# How the original reads a value we refuse: the text to use instead; None
+# where the original refuses it or waits for ever (the default is used then).
+def _as_original(text_to_use: str) -> Callable[[str], str | None]:
+    return lambda _text: text_to_use
 
 
-def _legacy_timeout(text: str) -> str:
-    if re.fullmatch(r"-?[0-9]+", text.strip()):
-        return text.strip()
-    return "no timeout (the shell test fails on a non-number)"
+# What the original does with a value we refuse, for check-config.
+def _explain_timeout(text: str) -> str:
+    if re.fullmatch(r"\s*-[0-9]+\s*", text):
+        return ("the original script refuses to shut guests down with it (exit 6, 'SHUTDOWN_TIMEOUT must be "
+                "equal or greater than 0'); with suspend it does not read it")
+    return "the original script waits for ever for each guest it shuts down (its test fails on this text)"
 
 
-def _legacy_parallel(text: str) -> str:
-    if re.fullmatch(r"-?[0-9]+", text.strip()):
-        return "parallel" if int(text) > 1 else "one after another"
-    return "one after another (the shell test fails on a non-number)"
+def _explain_sleep(text: str) -> str:
+    if _sleep_total(text) is None:
+        return "the original script's sleep fails on it: guests start with no delay, after an error message"
+    return "the original script's sleep would wait for ever before the second guest"
 
 
-def _legacy_persistent_only(text: str) -> str:
-    return text if text in ("true", "false") else "default"
+def _explain_parallel(_text: str) -> str:
+    return "the original script's test fails on it: guests are shut down one after another"
+
+
+def _words_are(*allowed: str) -> Callable[[str], bool]:
+    return lambda text: text in allowed
+
+
+def _is_digits(text: str) -> bool:
+    return bool(_INT.fullmatch(text))
+
+
+def _is_decimal(text: str) -> bool:
+    return bool(_DECIMAL.fullmatch(text))
 
 
 @dataclass(frozen=True)
@@ -113,12 +197,28 @@ class Setting:
     accepts: str
     doc: str
     debian_default: str | None = None
-    legacy: Callable[[str], str] | None = None
+    # For a value `parse` refuses: the text to use, as the original reads it;
+    # None (or no legacy at all): the default is used.
+    legacy: Callable[[str], str | None] | None = None
     since_original: bool = True  # False: our own addition
+    # Which operations read it ("stop", "start"): a bad value fails only those.
+    used_by: tuple[str, ...] = ()
+    # False for a text `parse` takes but the documentation does not write so
+    # (check-config notes it); None: everything parse takes is canonical.
+    canonical: Callable[[str], bool] | None = None
+    # The original's own defaults that its script sets before it sources the
+    # file (so `$NAME` there sees them); None: both flavours do, if since_original.
+    preset_in: tuple[str, ...] | None = None
+    # What the original does with a value `parse` refuses (check-config note).
+    explain: Callable[[str], str] | None = None
 
     @property
     def attr(self) -> str:
         return self.name.lower()
+
+    def preset(self, flavour: str) -> bool:
+        """True when the original script of this flavour sets it before reading the file."""
+        return self.since_original and (self.preset_in is None or flavour in self.preset_in)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -127,6 +227,7 @@ SETTINGS: tuple[Setting, ...] = (
         "URIs to check for running guests, handled all at once. 'default' is "
         "libvirt's default URI (LIBVIRT_DEFAULT_URI, libvirt.conf, or "
         "qemu:///system for root). Example: URIS='default lxc:///system'",
+        used_by=("stop", "start"),
     ),
     Setting(
         "ON_BOOT", "start", parse_choice("start", "ignore"), "start or ignore",
@@ -134,13 +235,14 @@ SETTINGS: tuple[Setting, ...] = (
         "is started (restored from its saved state if it has one), whatever its "
         "autostart flag. ignore: no guest is started by libvirt-guests; guests "
         "marked autostart are still started by libvirtd.",
-        debian_default="ignore", legacy=_legacy_exact("start", "start", "ignore"),
+        debian_default="ignore", legacy=_as_original("ignore"), used_by=("start",),
     ),
     Setting(
-        "START_DELAY", "0", parse_delay, "seconds, 0 or more",
+        "START_DELAY", "0", parse_sleep, "seconds, 0 or more",
         "Seconds to wait between starting two guests. 0 starts guests in "
         "parallel (up to PARALLEL_START at once); more than 0 starts them one "
-        "after another with this gap.",
+        "after another with this gap. Read as sleep(1) reads it: 1m, 0.5, 2h, '1m 30s'.",
+        used_by=("start",), canonical=_is_decimal, explain=_explain_sleep,
     ),
     Setting(
         "ON_SHUTDOWN", "suspend", parse_chain,
@@ -151,35 +253,34 @@ SETTINGS: tuple[Setting, ...] = (
         "agent) and wait up to SHUTDOWN_TIMEOUT. poweroff: pull the plug. "
         "Example: ON_SHUTDOWN='suspend shutdown poweroff'. A guest that ignores "
         "shutdown requests stays running unless the chain ends with poweroff.",
-        debian_default="shutdown",
-        legacy=_legacy_exact("shutdown", "shutdown", "suspend"),
+        debian_default="shutdown", legacy=_as_original("suspend"), used_by=("stop",),
     ),
     Setting(
-        "PARALLEL_SHUTDOWN", "0", parse_count, "a whole number, 0 or more",
+        "PARALLEL_SHUTDOWN", "0", parse_shell_count, "a whole number, 0 or more",
         "How many guests of one URI are shut down at once. 0 and 1 shut guests "
         "down one after another, each with its own SHUTDOWN_TIMEOUT; with more "
         "than 1, SHUTDOWN_TIMEOUT is one budget for all guests of the URI.",
-        legacy=_legacy_parallel,
+        legacy=_as_original("0"), used_by=("stop",), canonical=_is_digits, explain=_explain_parallel,
     ),
     Setting(
-        "SHUTDOWN_TIMEOUT", "300", parse_seconds, "seconds, 0 or more",
+        "SHUTDOWN_TIMEOUT", "300", parse_timeout, "seconds, 0 or more",
         "Seconds to wait for a guest to shut down (per URI when PARALLEL_SHUTDOWN "
         "is more than 1). 0 waits forever: use with care, a guest may ignore the "
         "request. When it expires the guest moves to the next action of its chain.",
-        legacy=_legacy_timeout,
+        used_by=("stop",), canonical=_is_digits, explain=_explain_timeout,
     ),
     Setting(
-        "BYPASS_CACHE", "0", parse_switch, "0 or 1",
+        "BYPASS_CACHE", "0", parse_original_switch, "0 or 1",
         "1: bypass the host's file system cache when saving and restoring guests "
-        "(may be slower on some file systems).",
-        legacy=_legacy_switch,
+        "(may be slower on some file systems). As in the original, anything but 0 is on.",
+        used_by=("stop", "start"), canonical=_words_are("0", "1"),
     ),
     Setting(
-        "SYNC_TIME", "0", parse_switch, "0 or 1",
+        "SYNC_TIME", "0", parse_original_switch, "0 or 1",
         "1: set the guest's clock from the host's after it is resumed. Needs a "
         "guest agent with time synchronisation running in the guest; a failure "
-        "is reported, not fatal.",
-        legacy=_legacy_switch,
+        "is reported, not fatal. As in the original, anything but 0 is on.",
+        used_by=("start",), canonical=_words_are("0", "1"),
     ),
     Setting(
         "PERSISTENT_ONLY", "default", parse_choice("default", "true", "false"),
@@ -188,13 +289,13 @@ SETTINGS: tuple[Setting, ...] = (
         "false: transient guests too (a transient guest cannot be saved, so with "
         "suspend it moves to the next action of its chain). default: true when "
         "the first action is suspend, false otherwise.",
-        legacy=_legacy_persistent_only,
+        legacy=_as_original("default"), used_by=("stop",), preset_in=("upstream",),
     ),
     Setting(
         "PARALLEL_SAVE", "8", parse_count, "a whole number, 0 or more",
         "How many managed saves of one URI run at once (0 and 1: one at a time). "
         "Saving several guests at once is usually much faster than one after another.",
-        since_original=False,
+        since_original=False, used_by=("stop",),
     ),
     Setting(
         "PAUSE_BEFORE_SAVE", "1", parse_switch, "0 or 1",
@@ -202,32 +303,32 @@ SETTINGS: tuple[Setting, ...] = (
         "none keeps dirtying memory or taking CPU while others are written. A "
         "guest paused this way comes back running; one its user had paused comes "
         "back paused; one whose save fails is resumed.",
-        since_original=False,
+        since_original=False, used_by=("stop",), canonical=_words_are("0", "1"),
     ),
     Setting(
         "PARALLEL_START", "8", parse_count, "a whole number, 0 or more",
         "With START_DELAY=0, how many guests of one URI are started or restored "
         "at once (0 and 1: one at a time).",
-        since_original=False,
+        since_original=False, used_by=("start",),
     ),
     Setting(
         "SAVE_TIMEOUT", "0", parse_seconds, "seconds, 0 or more",
         "Seconds a managed save may take before it is aborted and the guest moves "
         "to the next action of its chain (0: no limit). An aborted save leaves "
         "no image behind.",
-        since_original=False,
+        since_original=False, used_by=("stop",),
     ),
     Setting(
         "STOP_DEADLINE", "0", parse_seconds, "seconds, 0 or more",
         "Seconds the whole stop may take (0: no limit). At the deadline every "
         "guest not yet done gets the last action of its chain at once.",
-        since_original=False,
+        since_original=False, used_by=("stop",),
     ),
     Setting(
         "CONNECT_TIMEOUT", "30", parse_seconds, "seconds, 0 or more",
         "Seconds to keep retrying a URI whose daemon does not answer yet (at boot, "
         "or after libvirtd restarted in the middle of a stop) before it is skipped.",
-        since_original=False,
+        since_original=False, used_by=("stop", "start"),
     ),
 )
 

@@ -130,15 +130,24 @@ def test_start_delay_spaces_starts(running_pair, tool: Tool, system_conn) -> Non
     assert all(state(system_conn, d) == "running" for d in running_pair)
 
 
-def test_invalid_config_touches_no_guest(running_pair, tool: Tool, system_conn) -> None:
+def test_misspelt_on_shutdown_suspends_as_the_original_and_exits_6(
+    running_pair, tool: Tool, original: Original, system_conn
+) -> None:
+    """The original reads anything but 'shutdown' as suspend; so do we, and
+    say so in one error line, then exit 6 (strict at the door, forgiving at the exit)."""
+    original.configure(ON_SHUTDOWN="shutdwon", ON_BOOT="start")
+    theirs = original.run("stop")
+    assert theirs.returncode == 0, theirs
+    assert all(state(system_conn, d) == "saved" for d in running_pair)
+    assert original.run("start").returncode == 0
     tool.configure(ON_SHUTDOWN="shutdwon")
     result = tool.run("stop")
     assert result.returncode == 6
-    assert result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "ON_SHUTDOWN='shutdwon'" in result.stderr and "expected" in result.stderr
-    assert all(state(system_conn, d) == "running" for d in running_pair)
-    assert not tool.list_file.exists()
+    assert f"Suspending guests on {SYSTEM_URI} URI...\n" in result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("libvirt-guests: error: ")]
+    assert "ON_SHUTDOWN='shutdwon'" in line and "expected" in line and "using 'suspend'" in line
+    assert all(state(system_conn, d) == "saved" for d in running_pair)
+    assert sorted(tool.list_lines()[0][1:]) == sorted(d.UUIDString() for d in running_pair)
 
 
 def test_originals_list_file_is_restored_by_us(running_pair, tool: Tool, original: Original, system_conn) -> None:
