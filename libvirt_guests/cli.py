@@ -11,10 +11,8 @@ from typing import Any
 
 from . import __version__
 from .commandline import (
-    COMMANDS,
     COMPLETE_GUESTS,
     ENV_LOCK_WAIT,
-    LSB_COMMANDS,
     OPTIONS,
     Invocation,
     UsageError,
@@ -28,7 +26,17 @@ from .engine import Context, close_all, connect_all
 from .output import Output, discard_stdout, dump_json, tr
 from .plan import describe_start, describe_stop, plan_start, plan_stop
 from .policy import ATTRIBUTES, effective, read_policy, write_policy
-from .settings import default_for
+from .settings import (
+    COMMANDS,
+    EXIT_CODES,
+    EXIT_FAIL,
+    EXIT_NOT_CONFIGURED,
+    EXIT_OK,
+    EXIT_USAGE,
+    LSB_COMMANDS,
+    Command,
+    default_for,
+)
 from .start import start
 from .state import RunLock, StateError, marker_exists, peek_previous
 from .status import gueststatus, status
@@ -37,21 +45,7 @@ from .virt import Hypervisor, VirtError
 
 __all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STOPPED, EXIT_NOT_CONFIGURED = 0, 1, 2, 3, 6
 EXIT_BROKEN_PIPE = 141  # standard output closed before the usage line was out (as SIGPIPE)
-REPORTS = ("status", "gueststatus", "plan", "policy")  # answer even when the configuration is broken
-
-EXIT_CODES = {
-    0: "success; for status: started",
-    1: "a guest could not be handled (left running, failed to save, start or power off), a URI could not be listed, "
-       "another invocation held the run lock too long, or a state file could not be written",
-    2: "usage error: the usage lines, then what was wrong",
-    3: "status: stopped (with or without saved guests)",
-    4: "status: unknown (a file it depends on cannot be examined, e.g. by a user without access)",
-    6: "not configured: a configuration value the command uses is not valid (SHUTDOWN_TIMEOUT below 0 among "
-       "them); stop and start still handle the guests, with the value each error line names, then exit 6 "
-       "(6 wins over 1); check-config exits 6 for any problem",
-}
 
 
 def usage_line() -> str:
@@ -160,8 +154,8 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
         entries = previous.entries
         hvs = connect_all(ctx, [uri for uri, _ in entries or [] if uri in cfg.uris], retry_for=0,
                           stdout=not opts.json)
-        report = [describe_start(plan_start(hvs[uri], uuids, cfg, journal)) for uri, uuids in entries or []
-                  if hvs.get(uri) is not None]  # type: ignore[arg-type]
+        report = [describe_start(plan_start(hv, uuids, cfg, journal)) for uri, uuids in entries or []
+                  if (hv := hvs.get(uri)) is not None]
         if entries is None:
             note = f"no list file {ctx.paths.list_file}: the next start has no guest to start"
         elif cfg.on_boot != "start":
@@ -288,22 +282,22 @@ def _complete_guests(opts: Invocation, paths: Paths) -> int:
 def _early(out: Output, opts: Invocation) -> int | None:
     """Everything that needs no configuration (or, for the reports, no valid
     one); None for the commands that act on guests."""
-    if opts.help or opts.command == "help":
+    if opts.help or opts.command == Command.HELP:
         assert opts.flavour is not None
         out.say(help_text(opts.flavour.name, opts.flavour.detail))
         return EXIT_OK
     if opts.version:
         out.say(f"libvirt-guests {__version__}")
         return EXIT_OK
-    if opts.command == "man":
+    if opts.command == Command.MAN:
         from . import manpage
 
         out.say(manpage.render(COMMANDS, EXIT_CODES))
         return EXIT_OK
-    if opts.command in ("reload", "force-reload"):
+    if opts.command in (Command.RELOAD, Command.FORCE_RELOAD):
         return EXIT_OK  # configuration is read on every invocation
     paths = Paths.resolve(opts.config, opts.list_file, opts.lock_file, opts.state_file)
-    if opts.command == "check-config":
+    if opts.command == Command.CHECK_CONFIG:
         if opts.check_file:
             paths = Paths.resolve(opts.check_file, opts.list_file, opts.lock_file, opts.state_file)
         from . import checkconfig
@@ -311,7 +305,7 @@ def _early(out: Output, opts: Invocation) -> int | None:
         return checkconfig.check_config(out, paths, opts.defaults, opts.json)
     if opts.command == COMPLETE_GUESTS:
         return _complete_guests(opts, paths)
-    if opts.command in REPORTS:
+    if opts.command is not None and Command(opts.command).is_report():
         return _report(out, opts, paths)
     return None
 
@@ -339,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     config_failed = _report_config(out, config, command, paths)
     ctx = Context(config, paths, out)
     try:
-        code = _dispatch(ctx, command, lock_wait)
+        code = _dispatch(ctx, Command(command), lock_wait)
     except (StateError, VirtError) as err:
         out.error(str(err))
         code = EXIT_FAIL
@@ -369,17 +363,17 @@ def _report_config(out: Output, config: Config, command: str, paths: Paths) -> b
     return failed
 
 
-def _dispatch(ctx: Context, command: str, lock_wait: float) -> int:
-    if command == "start":
-        return _with_lock(ctx, lock_wait, lambda: start(ctx))
-    if command == "stop":
-        return _with_lock(ctx, lock_wait, lambda: stop(ctx))
-    if command == "shutdown":
-        return _with_lock(ctx, lock_wait, lambda: stop(ctx, ("shutdown",)))
-    if command in ("condrestart", "try-restart") and not marker_exists(ctx.paths.lock_file):
+def _dispatch(ctx: Context, command: Command, lock_wait: float) -> int:
+    """Run a command that acts on guests, under the run lock."""
+    if command in (Command.CONDRESTART, Command.TRY_RESTART) and not marker_exists(ctx.paths.lock_file):
         return EXIT_OK
+    runs: dict[Command, Callable[[], int]] = {
+        Command.START: lambda: start(ctx),
+        Command.STOP: lambda: stop(ctx),
+        Command.SHUTDOWN: lambda: stop(ctx, ("shutdown",)),
+    }
     # restart, condrestart, try-restart: stop, then start
-    return _with_lock(ctx, lock_wait, lambda: max(stop(ctx), start(ctx)))
+    return _with_lock(ctx, lock_wait, runs.get(command, lambda: max(stop(ctx), start(ctx))))
 
 
 def run() -> None:

@@ -1,7 +1,7 @@
 """Reading the command line: the commands, the options (accepted anywhere on
 the line), the usage lines, and the one-line reason given with exit 2.
 
-One table per thing (COMMANDS, OPTIONS, POLICY_OPTIONS) drives the parser,
+One table per thing (settings.Command, OPTIONS, POLICY_OPTIONS) drives the parser,
 --help, the man page, the README check and the bash completion test."""
 
 from __future__ import annotations
@@ -16,39 +16,11 @@ from .config import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE, ENV
 from .flavour import Flavour, resolve
 from .output import tr
 from .policy import ATTRIBUTES, BY_ATTRIBUTE
-from .settings import SettingError
+from .settings import Command, SettingError
 
 ENV_LOCK_WAIT = "LIBVIRT_GUESTS_LOCK_WAIT"
-LSB_COMMANDS = ("start", "stop", "status", "restart", "condrestart", "try-restart", "reload", "force-reload",
-                "gueststatus", "shutdown")
-JSON_COMMANDS = ("status", "gueststatus", "plan", "policy", "check-config")
 # Not in --help: the bash completion asks for guest names with it.
 COMPLETE_GUESTS = "__complete-guests"
-
-# name -> what it does (drives --help, the man page and the README check)
-COMMANDS: dict[str, str] = {
-    "start": "Start or restore every guest recorded by the last stop (ON_BOOT=start), then create the lock file.",
-    "stop": "Record the running guests in the list file, then take each through ON_SHUTDOWN; remove the lock file. "
-            "Does nothing when a completed stop's list file is still there; finishes an interrupted stop.",
-    "shutdown": "As stop, with ON_SHUTDOWN=shutdown.",
-    "restart": "stop, then start.",
-    "condrestart": "restart, only if the lock file exists.",
-    "try-restart": "Same as condrestart.",
-    "reload": "Nothing: the configuration is read on every invocation.",
-    "force-reload": "Same as reload.",
-    "status": "'stopped, with saved guests' (exit 3), 'started' (exit 0) or 'stopped, with no saved guests' "
-              "(exit 3); then the guests still to be started, and 'a stop is running (pid N)' while one runs. "
-              "Exit 4 when the files cannot be examined.",
-    "gueststatus": "The running guests of each URI. Always exit 0.",
-    "plan": "plan [stop|start]: print what stop (the default) or start would do to each guest, touching none.",
-    "policy": "policy GUEST [--uri URI] [--on-shutdown ACTIONS] [--on-boot start|ignore] [--order N] "
-              "[--shutdown-timeout S] [--save-timeout S] [--start-delay S] [--skip yes|no] [--clear]: "
-              "show or set a guest's own policy (the first URI of URIS unless --uri).",
-    "check-config": "check-config [FILE]: validate a configuration and show where each value comes from "
-                    "(exit 0 or 6).",
-    "man": "Print the libvirt-guests(8) man page (roff).",
-    "help": "Print this help (the same as --help).",
-}
 
 
 @dataclass(frozen=True)
@@ -83,7 +55,8 @@ OPTIONS: tuple[Option, ...] = (
            "How long start and stop wait for another running invocation before giving up with exit 1. "
            "Default: 300."),
     Option("--json", None, "json", None,
-           "Machine-readable output (one JSON object) for " + ", ".join(JSON_COMMANDS) + "."),
+           "Machine-readable output (one JSON object) for "
+           + ", ".join(c for c in Command if c.takes_json()) + "."),
     Option("--help", None, "help", None, "Print the help and exit 0 (also -h, and the help command)."),
     Option("--version", None, "version", None, "Print the program name and version and exit 0."),
 )
@@ -270,20 +243,24 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Invocation:
         uri = args[args.index("--uri") + 1] if args[:-1].count("--uri") else None
         inv.policy = PolicyArgs("", uri)
         return inv
-    if command not in COMMANDS:
+    try:
+        verb = Command(command)
+    except ValueError:
         if command.startswith("-"):
-            raise UsageError(f"unknown option {command}" + _near(command, [o.flag for o in OPTIONS]))
-        raise UsageError(f"unknown command {command!r}" + _near(command, list(COMMANDS)))
-    if inv.json and command not in JSON_COMMANDS:
-        raise UsageError(f"--json applies to {', '.join(JSON_COMMANDS)}; not to {command}")
-    if command == "plan":
+            raise UsageError(f"unknown option {command}" + _near(command, [o.flag for o in OPTIONS])) from None
+        raise UsageError(f"unknown command {command!r}" + _near(command, list(Command))) from None
+    inv.command = verb
+    if inv.json and not verb.takes_json():
+        json_commands = ", ".join(c for c in Command if c.takes_json())
+        raise UsageError(f"--json applies to {json_commands}; not to {command}")
+    if verb is Command.PLAN:
         if len(args) > 1 or (args and args[0] not in ("stop", "start")):
             raise UsageError(f"plan takes stop or start, not {' '.join(args)!r}"
                              + (_near(args[0], ["stop", "start"]) if len(args) == 1 else ""))
         inv.which = args[0] if args else "stop"
-    elif command == "policy":
+    elif verb is Command.POLICY:
         inv.policy = _parse_policy(args)
-    elif command == "check-config":
+    elif verb is Command.CHECK_CONFIG:
         if len(args) > 1:
             raise UsageError(f"check-config takes one configuration file at most, got {' '.join(args)!r}")
         inv.check_file = args[0] if args else None

@@ -14,11 +14,12 @@ import difflib
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import shellfile
-from .settings import BY_NAME, OBSOLETE, SETTINGS, Setting, SettingError, default_for
+from .settings import BY_NAME, COMMANDS, OBSOLETE, SETTINGS, Command, Setting, SettingError, default_for
 
 CONFIG_CANDIDATES = (Path("/etc/sysconfig/libvirt-guests"), Path("/etc/default/libvirt-guests"))
 DEFAULT_LIST_FILE = Path("/var/lib/libvirt/libvirt-guests")
@@ -41,11 +42,6 @@ ORIGINAL_SCRIPT_VARIABLES = {
     "TEXTDOMAINDIR": "/usr/share/locale",
 }
 
-# command -> the operations it performs (Setting.used_by speaks of these)
-OPERATIONS: dict[str, tuple[str, ...]] = {
-    "stop": ("stop",), "shutdown": ("stop",), "start": ("start",),
-    "restart": ("stop", "start"), "condrestart": ("stop", "start"), "try-restart": ("stop", "start"),
-}
 
 
 class ConfigError(Exception):
@@ -87,7 +83,8 @@ class Problem:
             return True
         if command == "shutdown" and self.variable == "ON_SHUTDOWN":
             return False  # `shutdown` forces ON_SHUTDOWN=shutdown, as in the original
-        return bool(set(BY_NAME[self.variable].used_by) & set(OPERATIONS.get(command, ("stop", "start"))))
+        operations = Command(command).operations() if command in COMMANDS else ("stop", "start")
+        return bool(set(BY_NAME[self.variable].used_by) & set(operations))
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -183,7 +180,7 @@ def original_scope(flavour: str, environ: dict[str, str] | os._Environ[str]) -> 
     return scope
 
 
-def read_file(path: Path, flavour: str = "upstream", environ: dict[str, str] | None = None) -> FileReading:
+def read_file(path: Path, flavour: str = "upstream", environ: Mapping[str, str] | None = None) -> FileReading:
     """Read a configuration file as the original's /bin/sh would (nothing is run)."""
     env = os.environ if environ is None else environ
     reading = FileReading(path)

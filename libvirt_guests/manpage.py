@@ -124,6 +124,6 @@ def render_sample_config() -> str:
 if __name__ == "__main__":
     import sys
 
-    from .cli import COMMANDS, EXIT_CODES
+    from .settings import COMMANDS, EXIT_CODES
 
     print(render_sample_config() if sys.argv[1:] == ["sample-config"] else render(COMMANDS, EXIT_CODES), end="")

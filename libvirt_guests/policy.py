@@ -45,19 +45,21 @@ class Attribute:
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (
-    Attribute("on_shutdown", parse_chain, "one or more of suspend, shutdown, poweroff",
-              "action chain on host shutdown", "ON_SHUTDOWN"),
-    Attribute("on_boot", parse_choice("start", "ignore"), "start or ignore", "action on host boot", "ON_BOOT"),
-    Attribute("order", _parse_order, "a whole number",
-              "start in ascending, stop in descending order groups; guests without an order "
-              "start after and stop before all ordered ones", None),
-    Attribute("shutdown_timeout", parse_seconds, "seconds, 0 or more",
-              "seconds to wait for this guest to shut down (0: forever)", "SHUTDOWN_TIMEOUT"),
-    Attribute("save_timeout", parse_seconds, "seconds, 0 or more",
-              "seconds a managed save of this guest may take (0: no limit)", "SAVE_TIMEOUT"),
-    Attribute("start_delay", parse_delay, "seconds, 0 or more",
-              "seconds to wait after this guest started before the next order group", None),
-    Attribute("skip", _parse_skip, "yes or no", "yes: leave this guest alone on stop", None),
+    Attribute(name="on_shutdown", parse=parse_chain, accepts="one or more of suspend, shutdown, poweroff",
+              doc="action chain on host shutdown", host_setting="ON_SHUTDOWN"),
+    Attribute(name="on_boot", parse=parse_choice("start", "ignore"), accepts="start or ignore",
+              doc="action on host boot", host_setting="ON_BOOT"),
+    Attribute(name="order", parse=_parse_order, accepts="a whole number",
+              doc="start in ascending, stop in descending order groups; guests without an order "
+              "start after and stop before all ordered ones", host_setting=None),
+    Attribute(name="shutdown_timeout", parse=parse_seconds, accepts="seconds, 0 or more",
+              doc="seconds to wait for this guest to shut down (0: forever)", host_setting="SHUTDOWN_TIMEOUT"),
+    Attribute(name="save_timeout", parse=parse_seconds, accepts="seconds, 0 or more",
+              doc="seconds a managed save of this guest may take (0: no limit)", host_setting="SAVE_TIMEOUT"),
+    Attribute(name="start_delay", parse=parse_delay, accepts="seconds, 0 or more",
+              doc="seconds to wait after this guest started before the next order group", host_setting=None),
+    Attribute(name="skip", parse=_parse_skip, accepts="yes or no",
+              doc="yes: leave this guest alone on stop", host_setting=None),
 )
 BY_ATTRIBUTE = {a.name: a for a in ATTRIBUTES}
 

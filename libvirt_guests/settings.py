@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 ACTIONS = ("suspend", "shutdown", "poweroff")
@@ -223,31 +224,31 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "URIS", "default", parse_uris, "URIs separated by spaces",
-        "URIs to check for running guests, handled all at once. 'default' is "
+        name="URIS", default="default", parse=parse_uris, accepts="URIs separated by spaces",
+        doc="URIs to check for running guests, handled all at once. 'default' is "
         "libvirt's default URI (LIBVIRT_DEFAULT_URI, libvirt.conf, or "
         "qemu:///system for root). Example: URIS='default lxc:///system'",
         used_by=("stop", "start"),
     ),
     Setting(
-        "ON_BOOT", "start", parse_choice("start", "ignore"), "start or ignore",
-        "Action on host boot. start: every guest that was running at shutdown "
+        name="ON_BOOT", default="start", parse=parse_choice("start", "ignore"), accepts="start or ignore",
+        doc="Action on host boot. start: every guest that was running at shutdown "
         "is started (restored from its saved state if it has one), whatever its "
         "autostart flag. ignore: no guest is started by libvirt-guests; guests "
         "marked autostart are still started by libvirtd.",
         debian_default="ignore", legacy=_as_original("ignore"), used_by=("start",),
     ),
     Setting(
-        "START_DELAY", "0", parse_sleep, "seconds, 0 or more",
-        "Seconds to wait between starting two guests. 0 starts guests in "
+        name="START_DELAY", default="0", parse=parse_sleep, accepts="seconds, 0 or more",
+        doc="Seconds to wait between starting two guests. 0 starts guests in "
         "parallel (up to PARALLEL_START at once); more than 0 starts them one "
         "after another with this gap. Read as sleep(1) reads it: 1m, 0.5, 2h, '1m 30s'.",
         used_by=("start",), canonical=_is_decimal, explain=_explain_sleep,
     ),
     Setting(
-        "ON_SHUTDOWN", "suspend", parse_chain,
-        "one or more of suspend, shutdown, poweroff",
-        "Action on host shutdown, or a chain of actions tried in order until one "
+        name="ON_SHUTDOWN", default="suspend", parse=parse_chain,
+        accepts="one or more of suspend, shutdown, poweroff",
+        doc="Action on host shutdown, or a chain of actions tried in order until one "
         "works. suspend: managed save (the guest's memory is written to disk and "
         "restored on start). shutdown: ask the guest to shut down (ACPI or guest "
         "agent) and wait up to SHUTDOWN_TIMEOUT. poweroff: pull the plug. "
@@ -256,77 +257,77 @@ SETTINGS: tuple[Setting, ...] = (
         debian_default="shutdown", legacy=_as_original("suspend"), used_by=("stop",),
     ),
     Setting(
-        "PARALLEL_SHUTDOWN", "0", parse_shell_count, "a whole number, 0 or more",
-        "How many guests of one URI are shut down at once. 0 and 1 shut guests "
+        name="PARALLEL_SHUTDOWN", default="0", parse=parse_shell_count, accepts="a whole number, 0 or more",
+        doc="How many guests of one URI are shut down at once. 0 and 1 shut guests "
         "down one after another, each with its own SHUTDOWN_TIMEOUT; with more "
         "than 1, SHUTDOWN_TIMEOUT is one budget for all guests of the URI.",
         legacy=_as_original("0"), used_by=("stop",), canonical=_is_digits, explain=_explain_parallel,
     ),
     Setting(
-        "SHUTDOWN_TIMEOUT", "300", parse_timeout, "seconds, 0 or more",
-        "Seconds to wait for a guest to shut down (per URI when PARALLEL_SHUTDOWN "
+        name="SHUTDOWN_TIMEOUT", default="300", parse=parse_timeout, accepts="seconds, 0 or more",
+        doc="Seconds to wait for a guest to shut down (per URI when PARALLEL_SHUTDOWN "
         "is more than 1). 0 waits forever: use with care, a guest may ignore the "
         "request. When it expires the guest moves to the next action of its chain.",
         used_by=("stop",), canonical=_is_digits, explain=_explain_timeout,
     ),
     Setting(
-        "BYPASS_CACHE", "0", parse_original_switch, "0 or 1",
-        "1: bypass the host's file system cache when saving and restoring guests "
+        name="BYPASS_CACHE", default="0", parse=parse_original_switch, accepts="0 or 1",
+        doc="1: bypass the host's file system cache when saving and restoring guests "
         "(may be slower on some file systems). As in the original, anything but 0 is on.",
         used_by=("stop", "start"), canonical=_words_are("0", "1"),
     ),
     Setting(
-        "SYNC_TIME", "0", parse_original_switch, "0 or 1",
-        "1: set the guest's clock from the host's after it is resumed. Needs a "
+        name="SYNC_TIME", default="0", parse=parse_original_switch, accepts="0 or 1",
+        doc="1: set the guest's clock from the host's after it is resumed. Needs a "
         "guest agent with time synchronisation running in the guest; a failure "
         "is reported, not fatal. As in the original, anything but 0 is on.",
         used_by=("start",), canonical=_words_are("0", "1"),
     ),
     Setting(
-        "PERSISTENT_ONLY", "default", parse_choice("default", "true", "false"),
-        "default, true or false",
-        "Which guests are handled on shutdown. true: persistent guests only. "
+        name="PERSISTENT_ONLY", default="default", parse=parse_choice("default", "true", "false"),
+        accepts="default, true or false",
+        doc="Which guests are handled on shutdown. true: persistent guests only. "
         "false: transient guests too (a transient guest cannot be saved, so with "
         "suspend it moves to the next action of its chain). default: true when "
         "the first action is suspend, false otherwise.",
         legacy=_as_original("default"), used_by=("stop",), preset_in=("upstream",),
     ),
     Setting(
-        "PARALLEL_SAVE", "8", parse_count, "a whole number, 0 or more",
-        "How many managed saves of one URI run at once (0 and 1: one at a time). "
+        name="PARALLEL_SAVE", default="8", parse=parse_count, accepts="a whole number, 0 or more",
+        doc="How many managed saves of one URI run at once (0 and 1: one at a time). "
         "Saving several guests at once is usually much faster than one after another.",
         since_original=False, used_by=("stop",),
     ),
     Setting(
-        "PAUSE_BEFORE_SAVE", "1", parse_switch, "0 or 1",
-        "1: pause every guest about to be saved before the first save starts, so "
+        name="PAUSE_BEFORE_SAVE", default="1", parse=parse_switch, accepts="0 or 1",
+        doc="1: pause every guest about to be saved before the first save starts, so "
         "none keeps dirtying memory or taking CPU while others are written. A "
         "guest paused this way comes back running; one its user had paused comes "
         "back paused; one whose save fails is resumed.",
         since_original=False, used_by=("stop",), canonical=_words_are("0", "1"),
     ),
     Setting(
-        "PARALLEL_START", "8", parse_count, "a whole number, 0 or more",
-        "With START_DELAY=0, how many guests of one URI are started or restored "
+        name="PARALLEL_START", default="8", parse=parse_count, accepts="a whole number, 0 or more",
+        doc="With START_DELAY=0, how many guests of one URI are started or restored "
         "at once (0 and 1: one at a time).",
         since_original=False, used_by=("start",),
     ),
     Setting(
-        "SAVE_TIMEOUT", "0", parse_seconds, "seconds, 0 or more",
-        "Seconds a managed save may take before it is aborted and the guest moves "
+        name="SAVE_TIMEOUT", default="0", parse=parse_seconds, accepts="seconds, 0 or more",
+        doc="Seconds a managed save may take before it is aborted and the guest moves "
         "to the next action of its chain (0: no limit). An aborted save leaves "
         "no image behind.",
         since_original=False, used_by=("stop",),
     ),
     Setting(
-        "STOP_DEADLINE", "0", parse_seconds, "seconds, 0 or more",
-        "Seconds the whole stop may take (0: no limit). At the deadline every "
+        name="STOP_DEADLINE", default="0", parse=parse_seconds, accepts="seconds, 0 or more",
+        doc="Seconds the whole stop may take (0: no limit). At the deadline every "
         "guest not yet done gets the last action of its chain at once.",
         since_original=False, used_by=("stop",),
     ),
     Setting(
-        "CONNECT_TIMEOUT", "30", parse_seconds, "seconds, 0 or more",
-        "Seconds to keep retrying a URI whose daemon does not answer yet (at boot, "
+        name="CONNECT_TIMEOUT", default="30", parse=parse_seconds, accepts="seconds, 0 or more",
+        doc="Seconds to keep retrying a URI whose daemon does not answer yet (at boot, "
         "or after libvirtd restarted in the middle of a stop) before it is skipped.",
         since_original=False, used_by=("stop", "start"),
     ),
@@ -343,3 +344,106 @@ def default_for(setting: Setting, flavour: str) -> str:
     if flavour == "debian" and setting.debian_default is not None:
         return setting.debian_default
     return setting.default
+
+
+# --- the commands and exit codes --------------------------------------------
+# Beside the variables, so --help, the man page, the parser, the dispatch and
+# the bash completion read one table each.
+
+
+class Command(StrEnum):
+    """A command of the command line; the methods say what sets one apart
+    (as mkosi's Verb does), so the parser, the dispatch and --help agree."""
+
+    START = "start"
+    STOP = "stop"
+    SHUTDOWN = "shutdown"
+    RESTART = "restart"
+    CONDRESTART = "condrestart"
+    TRY_RESTART = "try-restart"
+    RELOAD = "reload"
+    FORCE_RELOAD = "force-reload"
+    STATUS = "status"
+    GUESTSTATUS = "gueststatus"
+    PLAN = "plan"
+    POLICY = "policy"
+    CHECK_CONFIG = "check-config"
+    MAN = "man"
+    HELP = "help"
+
+    def is_lsb(self) -> bool:
+        """One of the original's ten, listed in its usage line."""
+        return self in _LSB
+
+    def needs_lock(self) -> bool:
+        """Acts on guests, under the run lock (one such run at a time)."""
+        return bool(self.operations())
+
+    def operations(self) -> tuple[str, ...]:
+        """What it does to guests: the names Setting.used_by speaks of."""
+        return _OPERATIONS.get(self, ())
+
+    def takes_json(self) -> bool:
+        return self in _JSON
+
+    def is_report(self) -> bool:
+        """Only reads; answers even when the configuration is broken."""
+        return self in _REPORTS
+
+    def takes_arguments(self) -> bool:
+        return self in (Command.PLAN, Command.POLICY, Command.CHECK_CONFIG)
+
+    @property
+    def doc(self) -> str:
+        return _COMMAND_DOCS[self]
+
+
+_LSB = frozenset(Command) - {Command.PLAN, Command.POLICY, Command.CHECK_CONFIG, Command.MAN, Command.HELP}
+_OPERATIONS: dict[Command, tuple[str, ...]] = {
+    Command.START: ("start",), Command.STOP: ("stop",), Command.SHUTDOWN: ("stop",),
+    Command.RESTART: ("stop", "start"), Command.CONDRESTART: ("stop", "start"),
+    Command.TRY_RESTART: ("stop", "start"),
+}
+_REPORTS = frozenset({Command.STATUS, Command.GUESTSTATUS, Command.PLAN, Command.POLICY})
+_JSON = _REPORTS | {Command.CHECK_CONFIG}
+_COMMAND_DOCS: dict[Command, str] = {
+    Command.START: "Start or restore every guest recorded by the last stop (ON_BOOT=start), then create the "
+                   "lock file.",
+    Command.STOP: "Record the running guests in the list file, then take each through ON_SHUTDOWN; remove the "
+                  "lock file. Does nothing when a completed stop's list file is still there; finishes an "
+                  "interrupted stop.",
+    Command.SHUTDOWN: "As stop, with ON_SHUTDOWN=shutdown.",
+    Command.RESTART: "stop, then start.",
+    Command.CONDRESTART: "restart, only if the lock file exists.",
+    Command.TRY_RESTART: "Same as condrestart.",
+    Command.RELOAD: "Nothing: the configuration is read on every invocation.",
+    Command.FORCE_RELOAD: "Same as reload.",
+    Command.STATUS: "'stopped, with saved guests' (exit 3), 'started' (exit 0) or 'stopped, with no saved guests' "
+                    "(exit 3); then the guests still to be started, and 'a stop is running (pid N)' while one "
+                    "runs. Exit 4 when the files cannot be examined.",
+    Command.GUESTSTATUS: "The running guests of each URI. Always exit 0.",
+    Command.PLAN: "plan [stop|start]: print what stop (the default) or start would do to each guest, touching none.",
+    Command.POLICY: "policy GUEST [--uri URI] [--on-shutdown ACTIONS] [--on-boot start|ignore] [--order N] "
+                    "[--shutdown-timeout S] [--save-timeout S] [--start-delay S] [--skip yes|no] [--clear]: "
+                    "show or set a guest's own policy (the first URI of URIS unless --uri).",
+    Command.CHECK_CONFIG: "check-config [FILE]: validate a configuration and show where each value comes from "
+                          "(exit 0 or 6).",
+    Command.MAN: "Print the libvirt-guests(8) man page (roff).",
+    Command.HELP: "Print this help (the same as --help).",
+}
+# name -> what it does, in --help order
+COMMANDS: dict[str, str] = {command.value: command.doc for command in Command}
+LSB_COMMANDS: tuple[str, ...] = tuple(command.value for command in Command if command.is_lsb())
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STOPPED, EXIT_UNKNOWN, EXIT_NOT_CONFIGURED = 0, 1, 2, 3, 4, 6
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success; for status: started",
+    EXIT_FAIL: "a guest could not be handled (left running, failed to save, start or power off), a URI could not "
+               "be listed, another invocation held the run lock too long, or a state file could not be written",
+    EXIT_USAGE: "usage error: the usage lines, then what was wrong",
+    EXIT_STOPPED: "status: stopped (with or without saved guests)",
+    EXIT_UNKNOWN: "status: unknown (a file it depends on cannot be examined, e.g. by a user without access)",
+    EXIT_NOT_CONFIGURED: "not configured: a configuration value the command uses is not valid (SHUTDOWN_TIMEOUT "
+                         "below 0 among them); stop and start still handle the guests, with the value each error "
+                         "line names, then exit 6 (6 wins over 1); check-config exits 6 for any problem",
+}

@@ -176,12 +176,11 @@ class StartRun:
                 thread.join()
             if number == len(groups):
                 break  # start_delay is a wait before the next order group
-            started = [item for item in group
-                       if item.policy and self.outcomes.get((hv.uri, item.uuid)) in STARTED]
-            longest = max(started, key=lambda item: item.policy.start_delay, default=None)  # type: ignore[union-attr]
-            if longest is not None and longest.policy.start_delay:  # type: ignore[union-attr]
-                name = longest.guest.name if longest.guest else longest.uuid
-                self._sleep(longest.policy.start_delay, f"start_delay of guest {name}")  # type: ignore[union-attr]
+            delays = [(item.policy.start_delay, item.guest.name if item.guest else item.uuid) for item in group
+                      if item.policy and self.outcomes.get((hv.uri, item.uuid)) in STARTED]
+            delay, name = max(delays, default=(0.0, ""))
+            if delay:
+                self._sleep(delay, f"start_delay of guest {name}")
 
     def _sleep(self, seconds: float, what: str) -> None:
         delay, note = bounded_delay(seconds)

@@ -88,6 +88,17 @@ def test_sample_config_is_generated_from_the_table() -> None:
         assert f"#{setting.name}={setting.default}\n" in sample.read_text()
 
 
+def test_bash_completion_is_generated_from_the_tables() -> None:
+    from libvirt_guests import completion
+    from libvirt_guests.commandline import OPTIONS, POLICY_OPTIONS
+
+    script = Path(__file__).parents[2] / "packaging" / "bash-completion" / "libvirt-guests"
+    assert script.read_text() == completion.render(), (
+        "regenerate with: python -m libvirt_guests.completion > packaging/bash-completion/libvirt-guests")
+    for word in [*COMMANDS, *(o.flag for o in OPTIONS), *POLICY_OPTIONS]:
+        assert f" {word}" in script.read_text() or f'"{word}' in script.read_text(), word
+
+
 def test_man_page_lists_every_command_variable_and_exit_code(files: Files, run) -> None:
     result = run("man")
     assert result.code == 0
