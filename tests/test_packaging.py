@@ -10,46 +10,49 @@ these tests need (CI installs them first; the tests install nothing but the
     libvirt-clients libvirt-daemon-system rpm rpm2cpio
 
 The .deb test diverts /usr/lib/libvirt/libvirt-guests.sh for a few seconds:
-do not run it in parallel with tests that use the original script.
+do not run it in parallel with tests that use the original script.  The
+helpers that build, install and purge the .deb are in tests/packaging_support.py.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tarfile
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from libvirt_guests import cli, commandline, policy
+from tests.packaging_support import (
+    DEB_PACKAGE,
+    DIVERTED,
+    ORIGINAL,
+    PACKAGING,
+    SERVICE_ENV,
+    SYSTEM_PATH,
+    VERSION,
+    build_deb,
+    copy_source,
+    need,
+    our_diversions,
+    purge_and_restore,
+    run,
+    sha256,
+)
 
 pytestmark = pytest.mark.packaging
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGING = ROOT / "packaging"
 UNIT = PACKAGING / "systemd" / "libvirt-guests.service"
 SYSV = PACKAGING / "sysvinit" / "libvirt-guests"
 COMPLETION = PACKAGING / "bash-completion" / "libvirt-guests"
 SPEC = PACKAGING / "rpm" / "libvirt-guests.spec"
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
-DEB_PACKAGE = "libvirt-guests-python"
-ORIGINAL = Path("/usr/lib/libvirt/libvirt-guests.sh")
-DIVERTED = {  # path -> where the package moves libvirt's file
-    ORIGINAL: Path("/usr/lib/libvirt/libvirt-guests.sh.distrib"),
-    Path("/usr/share/man/man8/libvirt-guests.8.gz"): Path("/usr/share/man/man8/libvirt-guests.distrib.8.gz"),
-}
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # keeps pyenv/venv interpreters out of builds and installed tools
-SERVICE_ENV = {"PATH": SYSTEM_PATH, "LC_ALL": "C"}  # roughly what a service gets: untranslated messages
 # Values shared with Debian's libvirt-daemon-system unit.
 DEBIAN_UNIT = {
     "Description": ["Suspend/Resume Running libvirt Guests"],
@@ -63,19 +66,6 @@ DEBIAN_UNIT = {
     "TimeoutStopSec": ["0"],
     "WantedBy": ["multi-user.target"],
 }
-
-
-def run(*args: str | Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300, **kwargs)
-    if check and result.returncode != 0:
-        pytest.fail(f"{shlex.join(result.args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def need(*tools: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool, path=SYSTEM_PATH) is None]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: apt-get install the packages listed in {__name__}'s docstring")
 
 
 def tool() -> str:
@@ -93,13 +83,6 @@ def unit_entries(text: str) -> dict[str, list[str]]:
             key, value = line.split("=", 1)
             entries.setdefault(key.strip(), []).append(value.strip())
     return entries
-
-
-def copy_source(dest: Path) -> Path:
-    """A copy of the repository without VCS data, caches or build output."""
-    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
-        ".git", "__pycache__", "*.egg-info", ".*cache", ".hypothesis", "build", "dist", ".venv"))
-    return dest
 
 
 def state_env(tmp_path: Path) -> dict[str, str]:
@@ -255,33 +238,6 @@ def test_completion_offers_guest_names_after_policy(tmp_path: Path) -> None:
 
 
 # --- Debian package ----------------------------------------------------------------------------------------------
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def our_diversions() -> list[str]:
-    return [line for line in run("dpkg-divert", "--list").stdout.splitlines() if line.endswith(f" {DEB_PACKAGE}")]
-
-
-def purge_and_restore() -> None:
-    """Remove the package whatever state a failure left it in, and undo its diversions."""
-    if run("dpkg", "--purge", DEB_PACKAGE, check=False).returncode != 0:
-        run("dpkg", "--purge", "--force-remove-reinstreq", DEB_PACKAGE, check=False)
-    for path, diverted in DIVERTED.items():
-        if not our_diversions():
-            break
-        if diverted.exists() and path.exists():
-            path.unlink()  # our shim or man page, left behind by a failed removal
-        run("dpkg-divert", "--package", DEB_PACKAGE, "--remove", "--rename", "--divert", diverted, path, check=False)
-
-
-def build_deb(tmp_path: Path) -> Path:
-    source = copy_source(tmp_path / "src")
-    shutil.copytree(PACKAGING / "debian", source / "debian")
-    run("dpkg-buildpackage", "-b", "-us", "-uc", cwd=source, env={"PATH": SYSTEM_PATH, "HOME": str(tmp_path)})
-    return tmp_path / f"{DEB_PACKAGE}_{VERSION}_all.deb"
 
 
 def test_debian_changelog_has_the_project_version() -> None:
