@@ -170,8 +170,8 @@ def test_init_script_runs_ours_and_saves_and_restores_real_guests(tmp_path: Path
             # next boot
             out, code = init_script("start")
             assert code == 0, out
-            summary = re.search(r"^libvirt-guests start: 2 guests in [\d.]+ s: 2 started, 0 already active, .*", out,
-                                re.M)
+            summary = re.search(r"^libvirt-guests start: 2 guests in [\d.]+ s: 2 restored, 0 booted, 0 already "
+                                r"active, .*", out, re.M)
             assert summary, out
             print(summary.group())
             for dom in doms:
