@@ -47,37 +47,47 @@ class UriStopPlan:
 def plan_stop(
     hv: Hypervisor, config: Config, forced_chain: tuple[str, ...] | None, journal: Journal | None
 ) -> UriStopPlan:
-    """List the running guests of one URI and decide each one's chain."""
-    host_chain = forced_chain or config.on_shutdown
-    persistent_only = config.persistent_only_for(host_chain)
+    """List the running guests of one URI and decide each one's chain. An
+    error while planning one guest stays with that guest: it gets the host's
+    chain, with a warning."""
     plan = UriStopPlan(hv.uri)
     plan.running = hv.running()
     for guest in plan.running:
-        policy: GuestPolicy = read_policy(guest)
-        plan.warnings += policy.warnings
-        eff = effective(config, policy, forced_chain)
         try:
-            persistent = guest.is_persistent()
-            paused = guest.state() == libvirt.VIR_DOMAIN_PAUSED
-        except VirtError as err:
-            if err.vanished:
+            _plan_guest(plan, guest, config, forced_chain, journal)
+        except Exception as err:  # noqa: BLE001 - one guest's error must not cost the others
+            if isinstance(err, VirtError) and err.vanished:
                 continue
-            raise
-        if eff.skip:
-            plan.skipped.append(guest)
-            continue
-        if not persistent and persistent_only:
-            plan.transient_left.append(guest)
-            continue
-        record = journal.get(hv.uri, guest.uuid) if journal else None
-        if paused and record is not None and record.paused_by_us:
-            paused = record.was_paused  # we paused it in an interrupted stop
-        chain, note = eff.on_shutdown, ""
-        if not persistent and "suspend" in chain:
-            chain = tuple(a for a in chain if a != "suspend")
-            note = "transient: cannot be saved"
-        plan.items.append(StopItem(guest, persistent, paused, eff, chain, recorded=persistent, note=note))
+            eff = effective(config, GuestPolicy(), forced_chain)
+            plan.warnings.append(f"guest {guest.name}: cannot read its state or policy ({err}); "
+                                 f"it gets the host-wide chain ({' '.join(eff.on_shutdown)})")
+            plan.items.append(StopItem(guest, True, False, eff, eff.on_shutdown, recorded=True,
+                                       note="planned with host-wide settings"))
     return plan
+
+
+def _plan_guest(
+    plan: UriStopPlan, guest: Guest, config: Config, forced_chain: tuple[str, ...] | None, journal: Journal | None
+) -> None:
+    policy: GuestPolicy = read_policy(guest)
+    plan.warnings += policy.warnings
+    eff = effective(config, policy, forced_chain)
+    persistent = guest.is_persistent()
+    paused = guest.state() == libvirt.VIR_DOMAIN_PAUSED
+    if eff.skip:
+        plan.skipped.append(guest)
+        return
+    if not persistent and config.persistent_only_for(forced_chain or config.on_shutdown):
+        plan.transient_left.append(guest)
+        return
+    record = journal.get(plan.uri, guest.uuid) if journal else None
+    if paused and record is not None and record.paused_by_us:
+        paused = record.was_paused  # we paused it in an interrupted stop
+    chain, note = eff.on_shutdown, ""
+    if not persistent and "suspend" in chain:
+        chain = tuple(a for a in chain if a != "suspend")
+        note = "transient: cannot be saved"
+    plan.items.append(StopItem(guest, persistent, paused, eff, chain, recorded=persistent, note=note))
 
 
 @dataclass

@@ -23,10 +23,41 @@ NAMESPACE = "urn:libvirt-guests:policy:1"
 KEY = "guests"
 
 
+# Sane ranges of the numeric attributes. Metadata is written by whoever may
+# edit a guest's XML: a value of thousands of digits must not reach int() or
+# time.sleep(), and one guest's typo must not hold a host shutdown for years.
+ORDER_LIMIT = 1_000_000
+TIMEOUT_LIMIT = 7 * 24 * 3600  # shutdown_timeout, save_timeout: a week
+DELAY_LIMIT = 24 * 3600  # start_delay: a day
+_MAX_DIGITS = 20
+
+
 def _parse_order(text: str) -> int:
     if not re.fullmatch(r"-?[0-9]+", text.strip()):
         raise SettingError("expected a whole number")
     return int(text)
+
+
+def _bounded(parse: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    """parse, refusing (SettingError) any value outside low..high; the length
+    is checked before parsing, so no value can make int() or float() fail."""
+
+    def parse_bounded(text: str) -> Any:
+        if len(text.strip()) > _MAX_DIGITS:
+            raise SettingError(f"expected a number from {low:g} to {high:g}")
+        value = parse(text)
+        if not low <= value <= high:
+            raise SettingError(f"expected a number from {low:g} to {high:g}")
+        return value
+
+    return parse_bounded
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A metadata value as quoted in a warning: long ones are cut."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:20]!r}... ({len(text)} characters)"
 
 
 def _parse_skip(text: str) -> bool:
@@ -49,14 +80,17 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               doc="action chain on host shutdown", host_setting="ON_SHUTDOWN"),
     Attribute(name="on_boot", parse=parse_choice("start", "ignore"), accepts="start or ignore",
               doc="action on host boot", host_setting="ON_BOOT"),
-    Attribute(name="order", parse=_parse_order, accepts="a whole number",
+    Attribute(name="order", parse=_bounded(_parse_order, -ORDER_LIMIT, ORDER_LIMIT),
+              accepts=f"a whole number, -{ORDER_LIMIT} to {ORDER_LIMIT}",
               doc="start in ascending, stop in descending order groups; guests without an order "
               "start after and stop before all ordered ones", host_setting=None),
-    Attribute(name="shutdown_timeout", parse=parse_seconds, accepts="seconds, 0 or more",
+    Attribute(name="shutdown_timeout", parse=_bounded(parse_seconds, 0, TIMEOUT_LIMIT),
+              accepts=f"seconds, 0 to {TIMEOUT_LIMIT}",
               doc="seconds to wait for this guest to shut down (0: forever)", host_setting="SHUTDOWN_TIMEOUT"),
-    Attribute(name="save_timeout", parse=parse_seconds, accepts="seconds, 0 or more",
+    Attribute(name="save_timeout", parse=_bounded(parse_seconds, 0, TIMEOUT_LIMIT),
+              accepts=f"seconds, 0 to {TIMEOUT_LIMIT}",
               doc="seconds a managed save of this guest may take (0: no limit)", host_setting="SAVE_TIMEOUT"),
-    Attribute(name="start_delay", parse=parse_delay, accepts="seconds, 0 or more",
+    Attribute(name="start_delay", parse=_bounded(parse_delay, 0, DELAY_LIMIT), accepts=f"seconds, 0 to {DELAY_LIMIT}",
               doc="seconds to wait after this guest started before the next order group", host_setting=None),
     Attribute(name="skip", parse=_parse_skip, accepts="yes or no",
               doc="yes: leave this guest alone on stop", host_setting=None),
@@ -86,14 +120,16 @@ def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
     for name, text in element.attrib.items():
         attribute = BY_ATTRIBUTE.get(name)
         if attribute is None:
-            policy.warnings.append(f"guest {guest_name}: unknown policy attribute {name}={text!r}; ignored")
+            policy.warnings.append(
+                f"guest {guest_name}: unknown policy attribute {_shown(name)}={_shown(text)}; ignored"
+            )
             continue
         try:
             policy.values[name] = attribute.parse(text)
             policy.texts[name] = text
-        except SettingError as err:
+        except (ValueError, OverflowError) as err:  # SettingError, or a parser's own error
             policy.warnings.append(
-                f"guest {guest_name}: policy {name}={text!r} is not valid ({err}); using the host-wide setting"
+                f"guest {guest_name}: policy {name}={_shown(text)} is not valid ({err}); using the host-wide setting"
             )
     return policy
 
