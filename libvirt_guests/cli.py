@@ -5,7 +5,10 @@ is commandline.py's; this module runs what it asks for."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +25,7 @@ from .commandline import (
     usage_lines,
 )
 from .config import Config, Paths, load
-from .engine import Context, close_all, connect_all
+from .engine import INTERRUPT_GRACE, TICK, Context, close_all, connect_all
 from .output import Output, discard_stdout, dump_json, tr
 from .plan import describe_start, describe_stop, plan_start, plan_stop
 from .policy import ATTRIBUTES, effective, read_policy, write_policy
@@ -32,20 +35,24 @@ from .settings import (
     EXIT_FAIL,
     EXIT_NOT_CONFIGURED,
     EXIT_OK,
+    EXIT_SIGINT,
     EXIT_USAGE,
     LSB_COMMANDS,
     Command,
     default_for,
 )
 from .start import start
-from .state import RunLock, StateError, marker_exists, peek_previous
+from .state import RunLock, RunLockBusy, StateError, marker_exists, peek_previous
 from .status import gueststatus, status
-from .stop import stop
+from .stop import ABORT_WAIT, stop
 from .virt import Hypervisor, VirtError
 
 __all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]
 
 EXIT_BROKEN_PIPE = 141  # standard output closed before the usage line was out (as SIGPIPE)
+# After a signal, the process ends this long after the actions' own bound even
+# if the work has not (a start does not yet look at the signal itself).
+BACKSTOP = 5.0
 
 
 def usage_line() -> str:
@@ -90,13 +97,78 @@ def help_text(flavour_name: str = "upstream", flavour_from: str = "") -> str:
     return "\n".join(lines)
 
 
-def _with_lock(ctx: Context, wait: float, action: Callable[[], int]) -> int:
+def _with_lock(ctx: Context, wait: float, action: Callable[[], int], required: bool = True) -> int:
+    """Run action holding the run lock. For a stop (required False) a lock
+    that cannot be used at all (read-only or missing directory) does not
+    keep the guests from being handled: it is said, and the stop goes on."""
     lock = RunLock(ctx.paths.run_lock)
-    lock.acquire(wait, ctx.out.warn)
     try:
-        return action()
+        lock.acquire(wait, ctx.out.warn)
+    except RunLockBusy:
+        raise
+    except StateError as err:
+        if required:
+            raise
+        ctx.out.error(f"{err}; going on without it: another libvirt-guests could run at the same time")
+    try:
+        return _interruptible(ctx, action)
     finally:
         lock.release()
+
+
+def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
+    """One behaviour for SIGINT and SIGTERM: the handler only notes the
+    signal (ctx.interrupt); the engines begin nothing new and give the
+    actions under way INTERRUPT_GRACE seconds, record, and return; the run
+    lock is released only then; the exit code is 128 + the signal number.
+    The action runs in a thread of its own, so this thread can still end the
+    process (BACKSTOP seconds past the bounds) if the action does not."""
+    if threading.current_thread() is not threading.main_thread():
+        return action()  # signal handlers can only be installed in the main thread
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["code"] = action()
+        except BaseException as err:  # noqa: BLE001 - re-raised below, in this thread
+            result["error"] = err
+
+    previous = {sig: signal.signal(sig, lambda signum, _frame: ctx.interrupt.set(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker = threading.Thread(target=work, name="action", daemon=True)
+        worker.start()
+        told = False
+        while worker.is_alive():
+            worker.join(TICK)
+            if ctx.interrupt.at is None:
+                continue
+            if not told:
+                told = True
+                ctx.out.warn(f"{ctx.interrupt.name} received: interrupted; no new action is begun, the actions "
+                             f"under way get up to {INTERRUPT_GRACE:g} s")
+            if worker.is_alive() and time.monotonic() > ctx.interrupt.at + INTERRUPT_GRACE + ABORT_WAIT + BACKSTOP:
+                ctx.out.error(f"still busy {time.monotonic() - ctx.interrupt.at:.0f} s after "
+                              f"{ctx.interrupt.name}: ending now")
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(ctx.interrupt.exit_code)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    code = result["code"]
+    assert isinstance(code, int)
+    return code
+
+
+def _restart(ctx: Context) -> int:
+    """restart, condrestart, try-restart: stop, then start (not after a signal)."""
+    code = stop(ctx)
+    if ctx.interrupt.is_set():
+        return code
+    return max(code, start(ctx))
 
 
 def _about(opts: Invocation, paths: Paths) -> dict[str, Any]:
@@ -135,7 +207,7 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         out.error("interrupted")
-        return EXIT_FAIL
+        return EXIT_SIGINT
 
 
 def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
@@ -337,9 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     except (StateError, VirtError) as err:
         out.error(str(err))
         code = EXIT_FAIL
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # stop and start handle SIGINT themselves (in the main thread)
         out.error("interrupted")
-        code = EXIT_FAIL
+        code = EXIT_SIGINT
+    if ctx.interrupt.is_set():
+        return ctx.interrupt.exit_code  # 130 or 143: the run did not complete
     # The guests were handled whatever the configuration said; a value the
     # command used that was not valid makes it exit 6 (6 wins over 1).
     return EXIT_NOT_CONFIGURED if config_failed else code
@@ -367,13 +441,13 @@ def _dispatch(ctx: Context, command: Command, lock_wait: float) -> int:
     """Run a command that acts on guests, under the run lock."""
     if command in (Command.CONDRESTART, Command.TRY_RESTART) and not marker_exists(ctx.paths.lock_file):
         return EXIT_OK
-    runs: dict[Command, Callable[[], int]] = {
-        Command.START: lambda: start(ctx),
-        Command.STOP: lambda: stop(ctx),
-        Command.SHUTDOWN: lambda: stop(ctx, ("shutdown",)),
-    }
-    # restart, condrestart, try-restart: stop, then start
-    return _with_lock(ctx, lock_wait, runs.get(command, lambda: max(stop(ctx), start(ctx))))
+    if command == Command.START:
+        return _with_lock(ctx, lock_wait, lambda: start(ctx))
+    if command in (Command.STOP, Command.SHUTDOWN):
+        # A stop handles the guests even when the run lock cannot be used at all.
+        chain = ("shutdown",) if command == Command.SHUTDOWN else None
+        return _with_lock(ctx, lock_wait, lambda: stop(ctx, chain), required=False)
+    return _with_lock(ctx, lock_wait, lambda: _restart(ctx))
 
 
 def run() -> None:

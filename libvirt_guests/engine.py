@@ -4,22 +4,51 @@ heartbeat."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .config import Config, Paths
 from .output import Output, notify, tr
-from .virt import Hypervisor, VirtError
+from .virt import POLL_FALLBACK, Hypervisor, VirtError
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines, as the original
+TICK = 0.5  # at most this long between two looks at the deadline and at signals, in every wait
+# After SIGINT or SIGTERM: nothing new is started, and the actions under way
+# get this long to end (a save still running then is aborted).
+INTERRUPT_GRACE = 10.0
+
+
+class Interrupt:
+    """SIGINT or SIGTERM received. Set from a signal handler, so it takes no
+    lock: plain attributes, read by waits that look at least every TICK s."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.at: float | None = None  # time.monotonic() when it came
+
+    def set(self, signum: int) -> None:
+        if self.at is None:
+            self.signum = signum
+            self.at = time.monotonic()
+
+    def is_set(self) -> bool:
+        return self.at is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "a signal"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or 0)
 
 
 @dataclass
@@ -27,15 +56,34 @@ class Context:
     config: Config
     paths: Paths
     out: Output
+    interrupt: Interrupt = field(default_factory=Interrupt)
 
 
 def each_at_once(func: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """func over items, all at the same time; results in the items' order."""
+    """func over items, all at the same time; results in the items' order.
+
+    Daemon threads: a libvirt call blocked in C must never keep the process
+    from exiting once the run has given up on it."""
     items = list(items)
     if len(items) <= 1:
         return [func(item) for item in items]
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        return list(pool.map(func, items))
+    results: list[R | None] = [None] * len(items)
+    errors: list[BaseException] = []
+
+    def one(index: int, item: T) -> None:
+        try:
+            results[index] = func(item)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=one, args=(i, item), daemon=True) for i, item in enumerate(items)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]
 
 
 def connect_all(
@@ -45,11 +93,16 @@ def connect_all(
     message, on a line of its own, for each URI that cannot be reached
     (on standard error when standard output carries JSON)."""
 
+    errors: dict[str, str] = {}
+    # One open may take this long before the daemon counts as not answering.
+    answer_within = max(1.0, float(ctx.config.connect_timeout))
+
     def open_one(uri: str) -> Hypervisor | None:
         hv = Hypervisor(uri)
         try:
-            hv.connect(retry_for, on_retry=ctx.out.warn)
-        except VirtError:
+            hv.connect(retry_for, on_retry=ctx.out.warn, answer_within=answer_within)
+        except VirtError as err:
+            errors[uri] = str(err)
             return None
         return hv
 
@@ -62,7 +115,28 @@ def connect_all(
                 ctx.out.say(message, level=4)
             else:
                 ctx.out.warn(message)
+            ctx.out.warn(f"{uri}: {errors.get(uri, 'cannot connect')}")
+        elif hv.events_error:
+            ctx.out.warn(f"{uri}: no domain events ({hv.events_error}); checking guest states every "
+                         f"{POLL_FALLBACK:g} s instead")
     return result
+
+
+def same_daemons(hvs: dict[str, Hypervisor | None]) -> list[tuple[str, str]]:
+    """(uri, earlier uri) for every connected URI that reaches the daemon an
+    earlier one already reaches (`default` and `qemu:///system` as root):
+    libvirt's own name of each connection is compared."""
+    seen: dict[str, str] = {}
+    same: list[tuple[str, str]] = []
+    for uri, hv in hvs.items():
+        if hv is None:
+            continue
+        name = hv.connected_uri() or uri
+        if name in seen:
+            same.append((uri, seen[name]))
+        else:
+            seen[name] = uri
+    return same
 
 
 def close_all(hvs: Iterable[Hypervisor | None]) -> None:
@@ -86,15 +160,21 @@ class Slots:
             self.queue.append(ticket)
         return ticket
 
-    def wait(self, ticket: object, until: float | None = None) -> bool:
-        """Take a slot for ticket; False (ticket dropped) if `until` passes first."""
+    def wait(self, ticket: object, until: float | Callable[[], float | None] | None = None) -> bool:
+        """Take a slot for ticket; False (ticket dropped) if `until` passes
+        first. A callable `until` is asked again at least every TICK s (the
+        time it names may move: a signal brings it forward)."""
+        end_of = until if callable(until) else (lambda: until)
         with self.cond:
             while not (self.queue[0] is ticket and self.busy < self.size):
-                left = None if until is None else until - time.monotonic()
+                end = end_of()
+                left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     self.queue.remove(ticket)
                     self.cond.notify_all()
                     return False
+                if callable(until):
+                    left = TICK if left is None else min(left, TICK)
                 self.cond.wait(left)
             self.queue.popleft()
             self.busy += 1

@@ -507,18 +507,37 @@ def clear_marker(path: Path) -> str | None:
 # --- the run lock ---------------------------------------------------------
 
 
+class RunLockBusy(StateError):
+    """Another invocation held the run lock for longer than we may wait."""
+
+
 class RunLock:
-    """One invocation at a time: flock on a private file, waiting up to a bound."""
+    """One invocation at a time: flock on a private file, waiting up to a bound.
+
+    StateError when the lock file cannot be used at all (read-only or missing
+    directory, a file that is not ours); RunLockBusy when another invocation
+    holds it too long."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd: int | None = None
+        self.writable = True
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        except OSError as err:
+            if err.errno == errno.EROFS:
+                # A read-only file system: an existing lock file still locks
+                # (flock needs no write access); only our pid is not written.
+                with contextlib.suppress(OSError):
+                    fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    self.writable = False
+                    return fd
+            raise StateError(f"cannot open run lock {self.path}: {err.strerror}") from err
 
     def acquire(self, wait: float, on_wait: Callable[[str], None]) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-        except OSError as err:
-            raise StateError(f"cannot open run lock {self.path}: {err.strerror}") from err
+        fd = self._open()
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             os.close(fd)
@@ -533,19 +552,22 @@ class RunLock:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise StateError(
+                    raise RunLockBusy(
                         f"another libvirt-guests (pid {holder}) is still running; gave up waiting after {wait:g} s"
                     ) from None
                 if not told:
                     on_wait(f"waiting for another libvirt-guests (pid {holder}) to finish, up to {wait:g} s")
                     told = True
                 time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if self.writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
 
     def release(self) -> None:
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            if self.writable:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, 0)
             os.close(self.fd)
             self.fd = None

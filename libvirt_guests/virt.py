@@ -65,6 +65,65 @@ def _message(err: libvirt.libvirtError) -> str:
     return err.get_error_message() or str(err)
 
 
+# The credential types virsh's default authentication (virConnectAuthPtrDefault) offers.
+AUTH_CREDENTIALS = [
+    libvirt.VIR_CRED_AUTHNAME,
+    libvirt.VIR_CRED_ECHOPROMPT,
+    libvirt.VIR_CRED_REALM,
+    libvirt.VIR_CRED_PASSPHRASE,
+    libvirt.VIR_CRED_NOECHOPROMPT,
+    libvirt.VIR_CRED_EXTERNAL,
+]
+
+
+def auth_callback(creds: list[list[object]], _opaque: object) -> int:
+    """Answer libvirt's credential questions as virsh's default callback
+    does, without a terminal: libvirt fills what /etc/libvirt/auth.conf (or
+    $LIBVIRT_AUTH_FILE) holds before it asks, but only when a callback is
+    given (with libvirt.open() a SASL login fails even with auth.conf). What
+    it still asks nobody can answer at host shutdown: take the offered
+    default, else fail (-1) rather than wait for a prompt."""
+    for cred in creds:
+        kind, _prompt, challenge, default = cred[0], cred[1], cred[2], cred[3]
+        if kind == libvirt.VIR_CRED_EXTERNAL and challenge == "PolicyKit":
+            continue  # as virsh: polkit decides on its own
+        if default is None:
+            return -1
+        cred[4] = default
+    return 0
+
+
+def _open_bounded(uri: str | None, within: float | None) -> libvirt.virConnect:
+    """libvirt.openAuth in a daemon thread, given up after `within` seconds:
+    a call blocked in C cannot be cancelled, only left behind (and the
+    connection it may still open later is closed)."""
+    box: dict[str, object] = {}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            box["conn"] = libvirt.openAuth(uri, [AUTH_CREDENTIALS, auth_callback, None], 0)
+        except libvirt.libvirtError as err:
+            box["error"] = err
+        with lock:
+            done.set()
+            abandoned = "abandoned" in box
+        if abandoned and "conn" in box:
+            with contextlib.suppress(Exception):
+                box["conn"].close()  # type: ignore[attr-defined]
+
+    threading.Thread(target=work, name=f"open-{uri or 'default'}", daemon=True).start()
+    done.wait(within)
+    with lock:
+        if not done.is_set():
+            box["abandoned"] = True
+            raise VirtError(f"no answer from libvirt within {within:g} s", disconnected=True)
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["conn"]  # type: ignore[return-value]
+
+
 class Hypervisor:
     """One libvirt connection for one URI as written in URIS."""
 
@@ -75,6 +134,8 @@ class Hypervisor:
         self._events = 0  # bumped by every lifecycle event and on close
         self._connect_lock = threading.Lock()
         self._callback_id: int | None = None
+        self.events_error: str | None = None  # why this connection has no domain events
+        self.answer_within: float | None = None  # seconds an open may take (None: no bound)
         self.reconnects = 0
 
     @property
@@ -83,15 +144,25 @@ class Hypervisor:
 
     # -- connection --------------------------------------------------------
 
-    def connect(self, retry_for: float = 0.0, on_retry: Callable[[str], None] | None = None) -> None:
+    def connect(
+        self,
+        retry_for: float = 0.0,
+        on_retry: Callable[[str], None] | None = None,
+        answer_within: float | None = None,
+    ) -> None:
         """Open the connection, retrying up to retry_for seconds while the
-        daemon is not answering; raise VirtError when it cannot be opened."""
+        daemon is not answering; raise VirtError when it cannot be opened.
+        answer_within bounds each attempt: a daemon that accepts the
+        connection and then never answers (stopped, hung) counts as not
+        reachable, and the attempt is left behind in its thread."""
         start_event_loop()
+        if answer_within is not None:
+            self.answer_within = answer_within
         deadline = time.monotonic() + retry_for
         told = False
         while True:
             try:
-                conn = libvirt.open(self.open_uri)
+                conn = _open_bounded(self.open_uri, self.answer_within)
                 break
             except libvirt.libvirtError as err:
                 retryable = err.get_error_code() in _RETRYABLE_CONNECT
@@ -105,10 +176,23 @@ class Hypervisor:
             conn.setKeepAlive(5, 3)  # local drivers (test:///) have none
         with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._on_close, None)
-        self._callback_id = conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
-        )
+        try:
+            self._callback_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+            )
+            self.events_error = None
+        except libvirt.libvirtError as err:
+            # A driver without domain events: wait_until polls every POLL_FALLBACK seconds.
+            self._callback_id = None
+            self.events_error = _message(err)
         self.conn = conn
+
+    def connected_uri(self) -> str | None:
+        """libvirt's name of this connection (`default` resolved), or None."""
+        try:
+            return self._require().getURI()
+        except (libvirt.libvirtError, VirtError):
+            return None
 
     def alive(self) -> bool:
         if self.conn is None:
