@@ -6,6 +6,7 @@ each error with its guest, and record what it did."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import pytest
 
 from libvirt_guests import output, stop
 from libvirt_guests.policy import parse_policy
+from libvirt_guests.state import RunLock, RunLockBusy
 from libvirt_guests.virt import Guest, Hypervisor, VirtError
 
 from .conftest import TEST_URI, Driver, Files, Result
@@ -170,20 +172,26 @@ def test_any_error_while_planning_one_guest_stays_with_that_guest(
 # -- fault 3: a read-only state directory ------------------------------------
 
 
-@pytest.fixture
-def readonly_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory on a read-only bind mount (root is not stopped by chmod)."""
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """path as a read-only bind mount of itself (root is not stopped by chmod)."""
     if os.geteuid() != 0:
         pytest.fail("this test needs root, to bind-mount a directory read-only", pytrace=False)
-    path = tmp_path / "ro"
-    path.mkdir()
     subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
-        assert not os.access(path, os.W_OK) or _cannot_create(path)
+        assert _cannot_create(path)
         yield path
     finally:
         subprocess.run(["umount", str(path)], check=False)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "ro"
+    path.mkdir()
+    with read_only(path):
+        yield path
 
 
 def _cannot_create(path: Path) -> bool:
@@ -209,6 +217,27 @@ def test_read_only_state_directory_still_handles_the_guests(
     assert "nothing is recorded" in result.err
     assert "Traceback" not in result.err
     assert not files.lock_file.exists()
+
+
+def test_run_lock_on_a_read_only_file_system_still_locks(tmp_path: Path) -> None:
+    """flock needs no write access: an existing run lock still keeps two
+    invocations apart when its file system went read-only."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    lock_path = path / "libvirt-guests.state.lock"
+    lock_path.write_text("")
+    lock_path.chmod(0o600)
+    with read_only(path):
+        first = RunLock(lock_path)
+        first.acquire(1, lambda _msg: None)
+        try:
+            with pytest.raises(RunLockBusy):
+                RunLock(lock_path).acquire(0.3, lambda _msg: None)
+        finally:
+            first.release()
+        second = RunLock(lock_path)
+        second.acquire(1, lambda _msg: None)
+        second.release()
 
 
 # -- fault 6 sibling at stop is above; fault 11: no domain events ------------
