@@ -38,16 +38,18 @@ def _parse_order(text: str) -> int:
     return int(text)
 
 
-def _bounded(parse: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+def _bounded(parse: Callable[[str], Any], low: int, high: int) -> Callable[[str], Any]:
     """parse, refusing (SettingError) any value outside low..high; the length
     is checked before parsing, so no value can make int() or float() fail."""
 
+    expected = f"expected a number from {int(low)} to {int(high)}"
+
     def parse_bounded(text: str) -> Any:
         if len(text.strip()) > _MAX_DIGITS:
-            raise SettingError(f"expected a number from {low:g} to {high:g}")
+            raise SettingError(expected)
         value = parse(text)
         if not low <= value <= high:
-            raise SettingError(f"expected a number from {low:g} to {high:g}")
+            raise SettingError(expected)
         return value
 
     return parse_bounded
