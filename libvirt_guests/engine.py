@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from .config import Config, Paths
 from .output import Output, notify, tr
-from .virt import POLL_FALLBACK, Hypervisor, VirtError
+from .virt import POLL_FALLBACK, Hypervisor, NoAnswer, VirtError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -93,7 +93,7 @@ def connect_all(
     message, on a line of its own, for each URI that cannot be reached
     (on standard error when standard output carries JSON)."""
 
-    errors: dict[str, str] = {}
+    no_answer: dict[str, str] = {}
     # One open may take this long before the daemon counts as not answering.
     answer_within = max(1.0, float(ctx.config.connect_timeout))
 
@@ -101,8 +101,10 @@ def connect_all(
         hv = Hypervisor(uri)
         try:
             hv.connect(retry_for, on_retry=ctx.out.warn, answer_within=answer_within)
-        except VirtError as err:
-            errors[uri] = str(err)
+        except NoAnswer as err:
+            no_answer[uri] = str(err)  # why, on a line of its own: the original never met this case
+            return None
+        except VirtError:
             return None
         return hv
 
@@ -115,7 +117,8 @@ def connect_all(
                 ctx.out.say(message, level=4)
             else:
                 ctx.out.warn(message)
-            ctx.out.warn(f"{uri}: {errors.get(uri, 'cannot connect')}")
+            if uri in no_answer:
+                ctx.out.warn(f"{uri}: {no_answer[uri]}")
         elif hv.events_error:
             ctx.out.warn(f"{uri}: no domain events ({hv.events_error}); checking guest states every "
                          f"{POLL_FALLBACK:g} s instead")

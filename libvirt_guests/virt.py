@@ -38,6 +38,10 @@ class VirtError(Exception):
         self.disconnected = disconnected
 
 
+class NoAnswer(VirtError):
+    """libvirt accepted the connection and did not answer in time."""
+
+
 _loop_lock = threading.Lock()
 _loop_started = False
 
@@ -118,7 +122,7 @@ def _open_bounded(uri: str | None, within: float | None) -> libvirt.virConnect:
     with lock:
         if not done.is_set():
             box["abandoned"] = True
-            raise VirtError(f"no answer from libvirt within {within:g} s", disconnected=True)
+            raise NoAnswer(f"no answer from libvirt within {within:g} s", disconnected=True)
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["conn"]  # type: ignore[return-value]
