@@ -32,11 +32,13 @@ MIGRATE_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | li
 ABORT_GRACE = 5.0  # seconds to wait for an aborted migration to end before giving up on it
 PROGRESS_EVERY = 2.0  # seconds between on_progress calls
 ABORT_RETRY = 0.5  # abortJob again this often while no job is visible yet
+WATCH_EVERY = 1.0  # seconds between checks that the peer connection is alive
 
 MIGRATED = "migrated"
 FAILED = "failed"
 ABORTED = "aborted"
 NO_EFFECT = "abort had no effect"
+PEER_LOST = "lost the connection to the peer"
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,9 @@ def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, ti
     ``reason`` ``"timeout"``/``"deadline"``); the guest then keeps running here.
     If the job still has not ended :data:`ABORT_GRACE` seconds after the
     abort, this gives up on it: :data:`FAILED` with :data:`NO_EFFECT` and
-    ``job_left``. ``undefine_source`` removes the definition here once the
+    ``job_left``. If the connection to the peer is lost (its libvirtd died)
+    the job is aborted at once: :data:`FAILED` with ``reason`` starting with
+    :data:`PEER_LOST`. ``undefine_source`` removes the definition here once the
     guest runs on the peer. ``on_progress`` is called about every
     :data:`PROGRESS_EVERY` seconds, from this thread.
 
@@ -327,12 +331,20 @@ def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, ti
     next_progress = t0 + PROGRESS_EVERY
     while True:
         now = time.monotonic()
-        wake = next_progress if limit_at is None else min(next_progress, limit_at)
+        wake = min(next_progress, now + WATCH_EVERY, limit_at if limit_at is not None else now + WATCH_EVERY)
         if done.wait(max(0.0, wake - now)):
             break
         now = time.monotonic()
         if limit_at is not None and now >= limit_at:
             return _abort(dom, done, box, why, outcome)
+        if not peer.alive():
+            # The source's libvirtd does not talk to the peer's (the client drives
+            # the migration): it would stream to the orphaned QEMU there until the
+            # end, then fail. Stop it now.
+            lost = _abort(dom, done, box, PEER_LOST, outcome)
+            if lost.result == ABORTED:
+                return outcome(FAILED, f"{PEER_LOST}: {peer.uri}", detail=lost.detail)
+            return lost
         if now >= next_progress:
             next_progress = now + PROGRESS_EVERY
             if on_progress is not None:

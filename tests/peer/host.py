@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.systemd.harness import Container, ContainerError
+from tests.systemd.harness import ENV, Container, ContainerError
 from tests.testbed.guests import serial_dir
 
 HOSTNAME = "lgt-peer"
@@ -50,6 +51,7 @@ def free_port(preferred: int = DEFAULT_PORT) -> int:
     """``preferred`` if nothing listens on 127.0.0.1 there, else a free port."""
     for port in (preferred, 0):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as systemd's listener: TIME_WAIT is no clash
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -115,18 +117,15 @@ class PeerHost:
 
     # -- inside the container -----------------------------------------------------------------------------------
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 120.0):  # noqa: ANN201
+    def run(self, *cmd: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` inside the peer (nsenter), as root."""
         return self.box.run(*cmd, check=check, timeout=timeout)
 
-    def virsh(self, *args: str, check: bool = True, local: bool = True, timeout: float = 120.0):  # noqa: ANN201
+    def virsh(self, *args: str, check: bool = True, local: bool = True,
+              timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """``virsh`` against the peer's libvirtd: inside over its socket (``local``), or from the host over TCP."""
         if local:
             return self.run("virsh", "-c", "qemu:///system", *args, check=check, timeout=timeout)
-        import subprocess
-
-        from tests.systemd.harness import ENV
-
         proc = subprocess.run(["virsh", *args], capture_output=True, text=True, env=ENV, timeout=timeout,
                               check=False)
         if check and proc.returncode != 0:
@@ -146,8 +145,15 @@ class PeerHost:
     def kill_libvirtd(self) -> int | None:
         """SIGKILL the peer's libvirtd (a crash: its QEMUs survive, KillMode=process); return its pid."""
         pid = self.libvirtd_pid()
+        if pid is not None:  # the minimal root has no kill(1); only the main process, not the QEMUs
+            self.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "libvirtd.service")
+        return pid
+
+    def signal_libvirtd(self, signal: str) -> int | None:
+        """Send ``signal`` (e.g. SIGSTOP, SIGCONT) to the peer's libvirtd main process; return its pid."""
+        pid = self.libvirtd_pid()
         if pid is not None:
-            self.run("kill", "-KILL", str(pid), check=False)
+            self.run("systemctl", "kill", "--kill-whom=main", f"--signal={signal}", "libvirtd.service")
         return pid
 
     def remove_guests(self) -> list[str]:
