@@ -24,6 +24,8 @@ libvirtd runs without ``--timeout`` so it does not exit while idle.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -165,10 +167,21 @@ class PeerHost:
         return names
 
     def close(self) -> None:
-        """Tear the container down (kill, unmount the overlay, remove the work directory)."""
+        """Tear the container down: its guests, every process in it, the overlay, the work directory.
+
+        The container's init is killed from the host first: killing only
+        ``systemd-nspawn`` (what the harness's ``kill`` does) leaves the
+        container's systemd, libvirtd and QEMUs running, re-parented to PID 1."""
+        pid1 = self.box.pid1
         with contextlib.suppress(Exception):
-            if self.box.pid1 is not None:
+            if pid1 is not None:
                 self.remove_guests()
+        if pid1 is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid1, signal.SIGKILL)  # the kernel then kills the whole PID namespace
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid1}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         self.box.close()
 
 
