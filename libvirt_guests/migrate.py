@@ -81,29 +81,11 @@ class MigrateOutcome:
 def open_peer(uri: str, timeout: float) -> Hypervisor:
     """Connect to the peer ``uri``, retrying a daemon that is not answering
     for up to ``timeout`` seconds; raise VirtError when it cannot be reached.
-
-    The connect runs in a daemon thread so that a peer that never answers
-    (a black-holed address) costs ``timeout`` seconds, not TCP's minutes."""
+    Each attempt is bounded too (Hypervisor.connect's answer_within), so a
+    peer that never answers (a black-holed address) costs about ``timeout``
+    seconds, not TCP's minutes."""
     peer = Hypervisor(uri)
-    box: dict[str, BaseException] = {}
-    done = threading.Event()
-
-    def connect() -> None:
-        try:
-            peer.connect(retry_for=timeout)
-        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-            box["error"] = err
-        finally:
-            done.set()
-
-    threading.Thread(target=connect, name=f"connect {uri}", daemon=True).start()
-    if not done.wait(timeout + 1.0):
-        raise VirtError(f"{uri}: no answer within {timeout:g} s", disconnected=True)
-    if "error" in box:
-        err = box["error"]
-        if isinstance(err, VirtError):
-            raise err
-        raise VirtError(f"{uri}: {err}", disconnected=True)
+    peer.connect(retry_for=timeout, answer_within=max(timeout, 0.1))
     return peer
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from dotenv.parser import parse_stream
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME_REST = re.compile(r"[A-Za-z0-9_]+")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 _BLANKS = " \t"
 _OPERATORS = ";&|<>()"
@@ -307,8 +308,12 @@ class _Lexer:
             return self._braced(quoted)
         match = NAME.match(self.s, self.i + 1)
         if match:
-            self.i = match.end()
-            return Param(match.group(), "", None, quoted)
+            name, self.i = match.group(), match.end()
+            # The shell joins backslash-newline before it reads a name: $A\<newline>B is $AB.
+            while self.s.startswith("\\\n", self.i) and (more := _NAME_REST.match(self.s, self.i + 2)):
+                self._continuation()
+                name, self.i = name + more.group(), more.end()
+            return Param(name, "", None, quoted)
         if after and after in _SPECIAL_PARAMETERS:
             return self._cannot(self.i, self.i + 2, quoted)
         self.i += 1

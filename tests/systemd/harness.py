@@ -142,6 +142,13 @@ class Container:
         return time.monotonic() - t0
 
     def kill(self) -> None:
+        """End the container whatever state it is in. The container's own
+        init is not in nspawn's process group: killing only nspawn leaves it
+        (with libvirtd and its QEMUs) running, adopted by the host's PID 1.
+        SIGKILL to a PID namespace's init ends everything in it."""
+        if self.pid1 is not None and _comm(self.pid1) == "systemd":  # not a reused pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid1, signal.SIGKILL)
         if self.nspawn is not None and self.nspawn.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.nspawn.pid, signal.SIGKILL)
