@@ -390,8 +390,10 @@ class Reading:
     referenced: set[str] = field(default_factory=set)
 
 
-def _tilde(text: str, at_start: bool, scope: dict[str, str]) -> str:
-    """Tilde expansion of an unquoted part of an assignment value (at its start and after each ':')."""
+def _tilde(text: str, at_start: bool, ends_word: bool, scope: dict[str, str]) -> str:
+    """Tilde expansion of an unquoted part of an assignment value (at its start and after each ':').
+    A tilde-prefix runs to the first '/' or ':': when it runs on into a quoted
+    part or an expansion (`~''`, `~$X`), it is not expanded."""
 
     def expand(segment: str) -> str:
         if not segment.startswith("~"):
@@ -407,7 +409,9 @@ def _tilde(text: str, at_start: bool, scope: dict[str, str]) -> str:
         return segment if home is None else home + sep + tail
 
     pieces = text.split(":")
-    return ":".join(expand(piece) if (index or at_start) else piece for index, piece in enumerate(pieces))
+    last = len(pieces) - 1
+    return ":".join(expand(piece) if (index or at_start) and (ends_word or index < last or "/" in piece) else piece
+                    for index, piece in enumerate(pieces))
 
 
 class _Evaluator:
@@ -428,7 +432,7 @@ class _Evaluator:
                 if assignment and not part.quoted and ("~" in text):
                     last = index + 1 == len(parts)
                     if last or re.search(r"[/:]", text):
-                        text = _tilde(text, index == 0, self.scope)
+                        text = _tilde(text, index == 0, last, self.scope)
                 out.append(text)
             else:
                 out.append(self.param(part))

@@ -70,6 +70,7 @@ def sh_reading(path: Path, flavour: str, env: dict[str, str]) -> dict[str, str |
 
 
 CORPUS = {
+    "tilde_runs_into_quotes": "A=:~''\nB=~''/x\nC=x:~/y:~\n",
     "continued_name": "T=9\nSHUTDOWN_TIMEOUT=$T\\\n0\nA=$A\\\n0\n",  # $T\<newline>0 is $T0, unset
     "plain": "URIS=default\nON_BOOT=start\nON_SHUTDOWN=shutdown\nSHUTDOWN_TIMEOUT=120\nPARALLEL_SHUTDOWN=2\n",
     "quoted": "URIS='default lxc:///system'\nON_SHUTDOWN=\"suspend shutdown\"\nSTART_DELAY=\"0.5\"\nSYNC_TIME='1'\n"
