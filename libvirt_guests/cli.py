@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
+from .actions import ABORT_WAIT
 from .commandline import (
     COMPLETE_GUESTS,
     ENV_LOCK_WAIT,
@@ -44,7 +45,7 @@ from .settings import (
 from .start import start
 from .state import RunLock, RunLockBusy, StateError, marker_exists, peek_previous
 from .status import gueststatus, status
-from .stop import ABORT_WAIT, stop
+from .stop import stop
 from .virt import Hypervisor, VirtError
 
 __all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]

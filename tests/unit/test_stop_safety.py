@@ -21,7 +21,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from libvirt_guests import output, stop
+from libvirt_guests import actions, output, stop
 from libvirt_guests.policy import parse_policy
 from libvirt_guests.state import RunLock, RunLockBusy
 from libvirt_guests.virt import Guest, Hypervisor, VirtError
@@ -42,8 +42,9 @@ def release() -> Iterator[threading.Event]:
 @pytest.fixture
 def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shorter bounds after the deadline, so the unit tests stay fast."""
-    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0, raising=False)
-    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0, raising=False)
+    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0)
+    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0)  # when the run gives up on libvirt
+    monkeypatch.setattr(actions, "ABORT_WAIT", 1.0)  # when a save gives up on its abort
 
 
 def bounded(run, *args: str, limit: float) -> tuple[Result, float]:  # noqa: ANN001

@@ -1,0 +1,306 @@
+"""The actions of a stop chain, one unit each, as the original's
+suspend_guest and shutdown_guest are one function each.
+
+Every unit has the same contract. It is made once per URI (so it can keep
+per-URI state, such as the shared shutdown budget) and its `perform(item,
+last)` is called for one guest, with the guest's slot of `cap` held when the
+unit names one. It returns
+
+  Step.DONE      the guest no longer runs here; the outcome is recorded,
+  Step.NEXT      the guest still runs; the chain goes on to its next action,
+  Step.SKIPPED   the deadline or a signal came before the action could begin,
+  Step.VANISHED  the guest is gone (not recorded: the chain records it),
+
+and raises VirtError(disconnected=True) to have the chain reconnect and
+perform it again. It prints the original's messages for its action and
+honours the run's bounds (work.run: STOP_DEADLINE, signals).
+
+Adding an action: one unit here, one line in ACTIONS."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, ClassVar
+
+import libvirt
+
+from .engine import PROGRESS_EVERY, TICK, fmt_bytes
+from .output import WARNING, tr, trf
+from .plan import StopItem
+from .virt import Guest, VirtError
+
+if TYPE_CHECKING:
+    from .chains import UriWork
+
+ABORT_WAIT = 5.0  # seconds an aborted save, or a libvirt call past every bound, is waited for
+
+
+class Step(Enum):
+    DONE = "done"
+    NEXT = "next"
+    SKIPPED = "skipped"
+    VANISHED = "vanished"
+
+
+class Action:
+    """One way of taking a running guest down (see the module's contract)."""
+
+    name: ClassVar[str]
+    cap: ClassVar[str | None] = None  # the Config field capping how many run at once per URI
+
+    def __init__(self, work: UriWork) -> None:
+        self.work = work
+        self.out = work.ctx.out
+
+    def perform(self, item: StopItem, last: bool) -> Step:
+        raise NotImplementedError
+
+    def begin(self, item: StopItem) -> Step | None:
+        """None when the guest still runs and the action can begin; else
+        what happened to it meanwhile (a guest that stopped is recorded)."""
+        state = self.work.ledger.state_of(item)
+        if state is Step.DONE:
+            self.work.ledger.stopped_by_itself(item)
+        return state
+
+
+@dataclass
+class JobEnd:
+    """How a save (ours, or an earlier run's) ended."""
+
+    ended: bool  # False: aborted, and still running ABORT_WAIT later: given up on
+    aborted: bool
+    error: VirtError | None = None
+
+
+class Suspend(Action):
+    """suspend_guest: a managed save, restored at the next start."""
+
+    name = "suspend"
+    cap = "parallel_save"
+
+    def perform(self, item: StopItem, last: bool) -> Step:
+        guest = item.guest
+        stopped = self.begin(item)
+        if stopped is not None:
+            return stopped
+        label = tr("Suspending $name: ", name=guest.name)
+        self.out.say(label + "...")
+        if guest.job_active():
+            # A save started by an interrupted run may still be under way: let it end, within our bounds.
+            end = self._watch(item, label, None)
+            if not end.ended:
+                return Step.NEXT
+            stopped = self.begin(item)
+            if stopped is Step.DONE:
+                self.out.say(label + tr("done"))
+            if stopped is not None:
+                return stopped
+            if end.aborted:
+                return self._after_failure(item)
+        flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if item.was_paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
+        if self.work.cfg.bypass_cache:
+            flags |= libvirt.VIR_DOMAIN_SAVE_BYPASS_CACHE
+        end = self._watch(item, label, lambda: guest.managed_save(flags))
+        if not end.ended:
+            return Step.NEXT  # no cleanup: the save may still be writing
+        if end.error is None:
+            self.out.say(label + tr("done"))
+            self.work.ledger.finish(item, "saved")
+            return Step.DONE
+        if end.error.vanished:
+            return Step.VANISHED
+        if end.error.disconnected:
+            raise end.error
+        self.out.say(label + f"failed: {end.error}", level=WARNING)
+        return self._after_failure(item)
+
+    def _watch(self, item: StopItem, label: str, save: Callable[[], None] | None) -> JobEnd:
+        """Run save in a daemon thread (or, with save None, watch the job an
+        earlier run started); print progress; abort the job at SAVE_TIMEOUT,
+        at the stop deadline, or INTERRUPT_GRACE after a signal; give up on
+        it when it is still running ABORT_WAIT after the abort."""
+        guest = item.guest
+        errors: list[VirtError] = []
+        finished = threading.Event()
+
+        def work() -> None:
+            try:
+                save()  # type: ignore[misc]
+            except VirtError as err:
+                errors.append(err)
+            finally:
+                finished.set()
+
+        if save is not None:
+            threading.Thread(target=work, name=f"save-{guest.name}", daemon=True).start()
+        started = time.monotonic()
+        timeout = item.policy.save_timeout
+        aborted_at: float | None = None
+        next_report = started + PROGRESS_EVERY
+        while not (finished.wait(TICK) if save is not None else _job_ended(guest)):
+            now = time.monotonic()
+            if aborted_at is None:
+                limit = self.work.run.bounds.save_end(started + timeout if timeout else None)
+                if limit is not None and now >= limit:
+                    self.out.say(label + f"aborting the save after {now - started:.0f} s", level=WARNING)
+                    with contextlib.suppress(VirtError):
+                        guest.abort_job()
+                    aborted_at = now
+            elif now >= aborted_at + ABORT_WAIT:
+                self.out.say(label + f"the save did not end {ABORT_WAIT:g} s after it was aborted; "
+                             "giving up on it", level=WARNING)
+                return JobEnd(ended=False, aborted=True)
+            if now >= next_report:
+                progress = guest.job_progress()
+                text = f"{fmt_bytes(progress.processed)} of {fmt_bytes(progress.total)}" if progress else "..."
+                self.out.say(label + text)
+                next_report += PROGRESS_EVERY
+        return JobEnd(ended=True, aborted=aborted_at is not None, error=errors[0] if errors else None)
+
+    def _after_failure(self, item: StopItem) -> Step:
+        """A failed save leaves the guest running: drop any partial image and
+        resume the guest if we paused it, so its next action can work."""
+        guest = item.guest
+        try:
+            if not guest.is_active():
+                return self.begin(item) or Step.DONE
+            if guest.has_managed_save():
+                guest.remove_managed_save()
+        except VirtError as err:
+            if err.vanished:
+                return Step.VANISHED
+            self.out.warn(f"guest {guest.name}: cleaning up after the failed save: {err}")
+        self.work.ledger.unpause(item)
+        return Step.NEXT
+
+
+def _job_ended(guest: Guest) -> bool:
+    if not guest.job_active():
+        return True
+    time.sleep(TICK)
+    return False
+
+
+class Shutdown(Action):
+    """shutdown_guest: ask the guest to shut down and wait, up to its own
+    SHUTDOWN_TIMEOUT, or (PARALLEL_SHUTDOWN above 1) one budget per URI."""
+
+    name = "shutdown"
+    cap = "parallel_shutdown"
+
+    def __init__(self, work: UriWork) -> None:
+        super().__init__(work)
+        self.parallel = work.cfg.parallel_shutdown > 1
+        self.budget_end: float | None = None  # the per-URI budget, from the first shutdown on
+        self.budget_expired = False
+        self._lock = threading.Lock()
+
+    def timeout(self, item: StopItem) -> float | None:
+        """Seconds this guest's shutdown may take by its own or the host's
+        setting (None: no limit); the deadline is applied by the caller."""
+        now = time.monotonic()
+        if item.policy.shutdown_timeout is not None:
+            return item.policy.shutdown_timeout or None
+        if self.parallel:
+            with self._lock:
+                if self.budget_end is None and self.work.cfg.shutdown_timeout:
+                    self.budget_end = now + self.work.cfg.shutdown_timeout
+            return None if self.budget_end is None else max(0.0, self.budget_end - now)
+        return self.work.cfg.shutdown_timeout or None
+
+    def progress_line(self, waiting: int) -> str | None:
+        """Parallel shutdown: the original's per-URI 'Waiting for N guests' line."""
+        if not self.parallel or waiting == 0:
+            return None
+        if self.budget_end is not None:
+            left = max(0, int(self.budget_end - time.monotonic()))
+            return trf("Waiting for %d guests to shut down, %d seconds left\\n", waiting, left)
+        return trf("Waiting for %d guests to shut down\\n", waiting)
+
+    def perform(self, item: StopItem, last: bool) -> Step:
+        guest = item.guest
+        stopped = self.begin(item)
+        if stopped is not None:
+            return stopped
+        if guest.state() == libvirt.VIR_DOMAIN_PAUSED:
+            guest.resume()  # a paused guest cannot act on a shutdown request
+        self.out.say(tr("Starting shutdown on guest: $name", name=guest.name))
+        try:
+            guest.shutdown()
+        except VirtError as err:
+            if err.vanished or err.disconnected:
+                raise
+            self.out.say(f"Shutdown of guest {guest.name} could not be requested: {err}", level=WARNING)
+            return self.begin(item) or Step.NEXT
+        if not self._wait(item, last):
+            return Step.NEXT
+        self.out.say(tr("Shutdown of guest $name complete.", name=guest.name))
+        self.work.ledger.finish(item, "shutdown")
+        return Step.DONE
+
+    def _wait(self, item: StopItem, last: bool) -> bool:
+        """Wait for the guest to go off; False when its time ran out."""
+        guest = item.guest
+        timeout = self.timeout(item)
+        own_end = None if timeout is None else time.monotonic() + timeout
+        next_report = time.monotonic() + PROGRESS_EVERY
+        while True:
+            bound = self.work.run.bounds.wait_end(last)  # the deadline or a signal: asked again each time
+            end = min((t for t in (own_end, bound) if t is not None), default=None)
+            if guest.wait_inactive(TICK if end is None else max(0.0, min(TICK, end - time.monotonic()))):
+                return True
+            now = time.monotonic()
+            if end is not None and now >= end:
+                self.out.say(tr("Shutdown of guest $name failed to complete in time.", name=guest.name),
+                             level=WARNING)
+                if end == own_end and self.budget_end is not None and item.policy.shutdown_timeout is None:
+                    with self._lock:
+                        expired, self.budget_expired = self.budget_expired, True
+                    if not expired:
+                        self.out.say(tr("Timeout expired while shutting down domains"), level=WARNING)
+                return False
+            if now >= next_report:
+                next_report += PROGRESS_EVERY
+                if self.parallel:
+                    continue  # the per-URI ticker reports
+                if end is None:
+                    self.out.say(trf("Waiting for guest %s to shut down\\n", guest.name))
+                else:
+                    left = int(end - now + 0.5)
+                    self.out.say(trf("Waiting for guest %s to shut down, %d seconds left\\n", guest.name, left))
+
+
+class Poweroff(Action):
+    """Pull the plug (virDomainDestroy): the last resort of a chain."""
+
+    name = "poweroff"
+
+    def perform(self, item: StopItem, last: bool) -> Step:
+        guest = item.guest
+        stopped = self.begin(item)
+        if stopped is not None:
+            return stopped
+        self.out.say(f"Powering off guest {guest.name}")
+        try:
+            guest.destroy()
+        except VirtError as err:
+            if err.vanished or err.disconnected:
+                raise
+            stopped = self.begin(item)
+            if stopped is not None:
+                return stopped
+            self.out.error(f"cannot power off guest {guest.name}: {err}")
+            return Step.NEXT
+        self.out.say(f"Power-off of guest {guest.name} complete.")
+        self.work.ledger.finish(item, "poweroff")
+        return Step.DONE
+
+
+# action name -> its unit: the chain runner makes one of each per URI.
+ACTIONS: dict[str, type[Action]] = {unit.name: unit for unit in (Suspend, Shutdown, Poweroff)}
