@@ -89,13 +89,6 @@ def open_peer(uri: str, timeout: float) -> Hypervisor:
     return peer
 
 
-def _libvirt_call(hv: Hypervisor, fn: Callable[[], object]) -> object:
-    try:
-        return fn()
-    except libvirt.libvirtError as err:
-        raise hv._error(err) from None
-
-
 def _cpu_reason(guest: Guest, peer: Hypervisor) -> str | None:
     """Why the peer's hypervisor cannot give the guest its CPU, or None.
 
@@ -103,7 +96,8 @@ def _cpu_reason(guest: Guest, peer: Hypervisor) -> str | None:
     an unexpanded ``host-model`` (expanded on the peer when it starts there)
     count as compatible; ``host-passthrough``/``maximum`` cannot be compared
     from the XML and are left to libvirt's own check at migration time."""
-    xml = str(_libvirt_call(guest.hv, lambda: guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)))
+    with guest.errors():
+        xml = str(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
     root = ET.fromstring(xml)
     cpu = root.find("cpu")
     if cpu is None or cpu.find("model") is None:
@@ -156,7 +150,8 @@ def check_peer(guest: Guest, peer: Hypervisor) -> list[str]:
     if cpu:
         reasons.append(cpu)
 
-    need_kib = int(_libvirt_call(guest.hv, lambda: guest.dom.maxMemory()))  # type: ignore[call-overload]
+    with guest.errors():
+        need_kib = int(guest.dom.maxMemory())
     try:
         free = int(peer._require().getFreeMemory())
     except libvirt.libvirtError as err:
@@ -213,9 +208,11 @@ def running_on_peer(peer: Hypervisor, uuid: str) -> bool:
 def disable_autostart_here(guest: Guest) -> bool:
     """Turn the guest's autostart off on this host; return the old flag, for
     :func:`restore_autostart`. A transient guest has none: False."""
-    old = bool(_libvirt_call(guest.hv, lambda: guest.dom.autostart()))
+    with guest.errors():
+        old = bool(guest.dom.autostart())
     if old:
-        _libvirt_call(guest.hv, lambda: guest.dom.setAutostart(0))
+        with guest.errors():
+            guest.dom.setAutostart(0)
     return old
 
 
@@ -223,7 +220,8 @@ def restore_autostart(guest: Guest, flag: bool) -> None:
     """Put back the autostart flag :func:`disable_autostart_here` returned
     (nothing to do when it was off)."""
     if flag:
-        _libvirt_call(guest.hv, lambda: guest.dom.setAutostart(1))
+        with guest.errors():
+            guest.dom.setAutostart(1)
 
 
 def _where(guest: Guest) -> tuple[bool, str]:

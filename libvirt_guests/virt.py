@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import libvirt
@@ -323,38 +323,49 @@ class Guest:
             self._conn = conn
         return self._dom
 
-    def _call(self, method: str, *args: object) -> object:
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Around a direct libvirt call: its libvirtError becomes a VirtError
+        (vanished, disconnected) that the engines understand."""
         try:
-            return getattr(self.dom, method)(*args)
+            yield
         except libvirt.libvirtError as err:
             raise self.hv._error(err) from None
 
     def state(self) -> int:
-        return self._call("state")[0]  # type: ignore[index]
+        with self.errors():
+            return int(self.dom.state()[0])
 
     def state_name(self) -> str:
         return STATE_NAMES.get(self.state(), "unknown")
 
     def is_active(self) -> bool:
-        return bool(self._call("isActive"))
+        with self.errors():
+            return bool(self.dom.isActive())
 
     def is_persistent(self) -> bool:
-        return bool(self._call("isPersistent"))
+        with self.errors():
+            return bool(self.dom.isPersistent())
 
     def has_managed_save(self) -> bool:
-        return bool(self._call("hasManagedSaveImage", 0))
+        with self.errors():
+            return bool(self.dom.hasManagedSaveImage(0))
 
     def domain_id(self) -> int:
-        return int(self._call("ID"))  # type: ignore[arg-type]
+        with self.errors():
+            return int(self.dom.ID())
 
     def managed_save(self, flags: int) -> None:
-        self._call("managedSave", flags)
+        with self.errors():
+            self.dom.managedSave(flags)
 
     def remove_managed_save(self) -> None:
-        self._call("managedSaveRemove", 0)
+        with self.errors():
+            self.dom.managedSaveRemove(0)
 
     def abort_job(self) -> None:
-        self._call("abortJob")
+        with self.errors():
+            self.dom.abortJob()
 
     def job_active(self) -> bool:
         """True while a job (such as a save started by an earlier, killed run) runs."""
@@ -376,22 +387,28 @@ class Guest:
         return None
 
     def shutdown(self) -> None:
-        self._call("shutdown")
+        with self.errors():
+            self.dom.shutdown()
 
     def destroy(self) -> None:
-        self._call("destroy")
+        with self.errors():
+            self.dom.destroy()
 
     def pause(self) -> None:
-        self._call("suspend")
+        with self.errors():
+            self.dom.suspend()
 
     def resume(self) -> None:
-        self._call("resume")
+        with self.errors():
+            self.dom.resume()
 
     def start(self, flags: int = 0) -> None:
-        self._call("createWithFlags", flags)
+        with self.errors():
+            self.dom.createWithFlags(flags)
 
     def sync_time(self) -> None:
-        self._call("setTime", None, libvirt.VIR_DOMAIN_TIME_SYNC)
+        with self.errors():
+            self.dom.setTime(None, libvirt.VIR_DOMAIN_TIME_SYNC)
 
     def metadata(self, namespace: str, live: bool) -> str | None:
         flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -403,7 +420,8 @@ class Guest:
             raise self.hv._error(err) from None
 
     def set_metadata(self, xml: str | None, key: str, namespace: str, flags: int) -> None:
-        self._call("setMetadata", libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, namespace, flags)
+        with self.errors():
+            self.dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, namespace, flags)
 
     def wait_inactive(self, timeout: float | None) -> bool:
         def done() -> bool:
