@@ -41,7 +41,7 @@ from .engine import (
 )
 from .output import INFO, WARNING, Output, tr
 from .plan import UriStopPlan, plan_stop
-from .state import GuestRecord, Journal, StateError, clear_marker, load_previous, remove, write_list
+from .state import GuestRecord, Journal, ListEntries, StateError, clear_marker, load_previous, remove, write_list
 from .virt import Hypervisor, VirtError
 
 OUTCOME_WORDS = {
@@ -209,11 +209,11 @@ class StopRun:
             if hv is not None:
                 hv.close()
         self.stage = "listing the guests of"
-        self.plans = self._list(hvs)
+        self.plans = list_guests(self, hvs)
         with self._lock:
             if self.abandoned:
                 return
-            self.entries = self._merge(self.entries, self.plans)
+            self.entries = merge_list_lines(self.entries, self.plans)
             entries = [(uri, list(uuids)) for uri, uuids in self.entries]
             self.journal.save("stopping")
             self._record(lambda: write_list(paths.list_file, entries))
@@ -276,55 +276,6 @@ class StopRun:
             self.failed = True
             return None
 
-    def _list(self, hvs: dict[str, Hypervisor | None]) -> dict[str, UriStopPlan]:
-        """The listing phase, for all URIs at once, reported in URIS order."""
-        out = self.ctx.out
-        connected = [uri for uri, hv in hvs.items() if hv is not None]
-
-        def plan_one(uri: str) -> UriStopPlan | Exception:
-            try:
-                return plan_stop(hvs[uri], self.ctx.config, self.forced_chain, self.journal)  # type: ignore[arg-type]
-            except Exception as err:  # noqa: BLE001 - one URI must not cost the others
-                return err
-
-        plans: dict[str, UriStopPlan] = {}
-        for uri, plan in zip(connected, each_at_once(plan_one, connected), strict=False):
-            if isinstance(plan, Exception):
-                out.say(tr("Failed to list persistent guests on $uri", uri=uri), level=WARNING)
-                out.error(f"{uri}: {plan}")
-                self.failed = True
-                continue
-            names = ", ".join(g.name for g in plan.running)
-            out.say(tr("Running guests on $uri URI: ", uri=uri) + (names or tr("no running guests.")))
-            if plan.transient_left:
-                msg = "Not suspending transient guests on URI: $uri: " if self.host_chain[0] == "suspend" else (
-                    "Not shutting down transient guests on URI: $uri: ")
-                out.say(tr(msg, uri=uri) + ", ".join(g.name for g in plan.transient_left))
-            for guest in plan.skipped:
-                out.say(f"Leaving guest {guest.name} alone: its policy says skip")
-            for warning in plan.warnings:
-                out.warn(warning)
-            for item in plan.items:
-                existing = self.journal.get(uri, item.guest.uuid)
-                self.journal.add(GuestRecord(
-                    uri, item.guest.uuid, item.guest.name, item.persistent, item.recorded, item.was_paused,
-                    paused_by_us=bool(existing and existing.paused_by_us),
-                ))
-            plans[uri] = plan
-        return plans
-
-    @staticmethod
-    def _merge(previous: list[tuple[str, list[str]]], plans: dict[str, UriStopPlan]) -> list[tuple[str, list[str]]]:
-        """Lines of the list file: what an interrupted run recorded, plus
-        the guests listed now, one line per URI, URIs in first-seen order."""
-        merged: dict[str, list[str]] = {}
-        for uri, uuids in previous:
-            merged.setdefault(uri, []).extend(u for u in uuids if u not in merged.get(uri, []))
-        for uri, plan in plans.items():
-            line = merged.setdefault(uri, [])
-            line.extend(u for u in plan.recorded_uuids if u not in line)
-        return list(merged.items())
-
     def _forget_undefined(self, hvs: dict[str, Hypervisor | None]) -> None:
         """Drop guests that no longer exist from the list, so no start (ours or
         the original's) fails on them."""
@@ -340,6 +291,58 @@ class StopRun:
                 with self._lock:
                     if gone and not self.abandoned:
                         uuids.remove(uuid)
+
+
+def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, UriStopPlan]:
+    """The listing phase, for all URIs at once, reported in URIS order."""
+    out = run.ctx.out
+    connected = [uri for uri, hv in hvs.items() if hv is not None]
+
+    def plan_one(uri: str) -> UriStopPlan | Exception:
+        try:
+            hv = hvs[uri]
+            assert hv is not None
+            return plan_stop(hv, run.ctx.config, run.forced_chain, run.journal)
+        except Exception as err:  # noqa: BLE001 - one URI must not cost the others
+            return err
+
+    plans: dict[str, UriStopPlan] = {}
+    for uri, plan in zip(connected, each_at_once(plan_one, connected), strict=False):
+        if isinstance(plan, Exception):
+            out.say(tr("Failed to list persistent guests on $uri", uri=uri), level=WARNING)
+            out.error(f"{uri}: {plan}")
+            run.failed = True
+            continue
+        names = ", ".join(g.name for g in plan.running)
+        out.say(tr("Running guests on $uri URI: ", uri=uri) + (names or tr("no running guests.")))
+        if plan.transient_left:
+            msg = "Not suspending transient guests on URI: $uri: " if run.host_chain[0] == "suspend" else (
+                "Not shutting down transient guests on URI: $uri: ")
+            out.say(tr(msg, uri=uri) + ", ".join(g.name for g in plan.transient_left))
+        for guest in plan.skipped:
+            out.say(f"Leaving guest {guest.name} alone: its policy says skip")
+        for warning in plan.warnings:
+            out.warn(warning)
+        for item in plan.items:
+            existing = run.journal.get(uri, item.guest.uuid)
+            run.journal.add(GuestRecord(
+                uri, item.guest.uuid, item.guest.name, item.persistent, item.recorded, item.was_paused,
+                paused_by_us=bool(existing and existing.paused_by_us),
+            ))
+        plans[uri] = plan
+    return plans
+
+
+def merge_list_lines(previous: ListEntries, plans: dict[str, UriStopPlan]) -> ListEntries:
+    """Lines of the list file: what an interrupted run recorded, plus
+    the guests listed now, one line per URI, URIs in first-seen order."""
+    merged: dict[str, list[str]] = {}
+    for uri, uuids in previous:
+        merged.setdefault(uri, []).extend(u for u in uuids if u not in merged.get(uri, []))
+    for uri, plan in plans.items():
+        line = merged.setdefault(uri, [])
+        line.extend(u for u in plan.recorded_uuids if u not in line)
+    return list(merged.items())
 
 
 def _earliest(*times: float | None) -> float | None:
