@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, ClassVar
 import libvirt
 
 from .engine import PROGRESS_EVERY, TICK, fmt_bytes
+from .outcomes import Outcome
 from .output import WARNING, tr, trf
 from .plan import StopItem
 from .virt import Guest, VirtError
@@ -111,7 +112,7 @@ class Suspend(Action):
             return Step.NEXT  # no cleanup: the save may still be writing
         if end.error is None:
             self.out.say(label + tr("done"))
-            self.work.ledger.finish(item, "saved")
+            self.work.ledger.finish(item, Outcome.SAVED)
             return Step.DONE
         if end.error.vanished:
             return Step.VANISHED
@@ -241,7 +242,7 @@ class Shutdown(Action):
         if not self._wait(item, last):
             return Step.NEXT
         self.out.say(tr("Shutdown of guest $name complete.", name=guest.name))
-        self.work.ledger.finish(item, "shutdown")
+        self.work.ledger.finish(item, Outcome.SHUTDOWN)
         return Step.DONE
 
     def _wait(self, item: StopItem, last: bool) -> bool:
@@ -298,7 +299,7 @@ class Poweroff(Action):
             self.out.error(f"cannot power off guest {guest.name}: {err}")
             return Step.NEXT
         self.out.say(f"Power-off of guest {guest.name} complete.")
-        self.work.ledger.finish(item, "poweroff")
+        self.work.ledger.finish(item, Outcome.POWEROFF)
         return Step.DONE
 
 

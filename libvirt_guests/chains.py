@@ -13,6 +13,7 @@ import libvirt
 
 from .actions import ACTIONS, Action, Shutdown, Step
 from .engine import PROGRESS_EVERY, Slots
+from .outcomes import Outcome
 from .output import ERR, WARNING, tr
 from .plan import StopItem, UriStopPlan
 from .virt import Hypervisor, VirtError
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from .stop import StopRun
 
 MAX_RECONNECTS = 3  # per guest: reconnect and repeat its current action
-NOT_HANDLED = "not-handled"  # interrupted, or given up on: in the summary only when it happened
 
 
 class GuestLedger:
@@ -32,11 +32,11 @@ class GuestLedger:
         self.run = work.run
         self.uri = work.hv.uri
 
-    def finish(self, item: StopItem, outcome: str, detail: str = "") -> None:
+    def finish(self, item: StopItem, outcome: Outcome, detail: str = "") -> None:
         self.run.journal.update(self.uri, item.guest.uuid, outcome=outcome, detail=detail)
         self.run.tally.add(outcome)
 
-    def leave(self, item: StopItem, outcome: str, detail: str) -> None:
+    def leave(self, item: StopItem, outcome: Outcome, detail: str) -> None:
         """The guest stays running: resume it if we paused it, then record why."""
         self.unpause(item)
         self.finish(item, outcome, detail)
@@ -65,7 +65,7 @@ class GuestLedger:
             raise
 
     def stopped_by_itself(self, item: StopItem) -> None:
-        self.finish(item, "saved" if item.guest.has_managed_save() else "shutdown", "stopped by itself")
+        self.finish(item, Outcome.SAVED if item.guest.has_managed_save() else Outcome.SHUTDOWN, "stopped by itself")
 
     def chain_exhausted(self, item: StopItem) -> None:
         """Every action was tried: record whether the guest still runs, and why."""
@@ -75,13 +75,13 @@ class GuestLedger:
         except VirtError:
             running = True
         if not running:
-            self.finish(item, "shutdown", "stopped by itself")
+            self.finish(item, Outcome.SHUTDOWN, "stopped by itself")
         elif self.run.bounds.interrupted():
-            self.leave(item, NOT_HANDLED, "interrupted")
+            self.leave(item, Outcome.NOT_HANDLED, "interrupted")
         else:
             why = ("the stop deadline came before its chain ended" if self.run.bounds.past_deadline()
                    else "every action of its chain failed")
-            self.leave(item, "left-running", why)
+            self.leave(item, Outcome.LEFT_RUNNING, why)
             self.work.ctx.out.say(f"Guest {guest.name} is still running: {why}", level=ERR)
 
 
@@ -109,7 +109,7 @@ class UriWork:
             for group in self.plan.groups:
                 if self.run.bounds.interrupted():
                     for item in group:  # queue nothing new
-                        self.ledger.finish(item, NOT_HANDLED, "interrupted before its turn")
+                        self.ledger.finish(item, Outcome.NOT_HANDLED, "interrupted before its turn")
                     continue
                 self._run_group(group)
         finally:
@@ -166,14 +166,15 @@ class UriWork:
         reconnect and repeat the step (MAX_RECONNECTS times)."""
         chain = item.chain
         if not chain:
-            self.ledger.finish(item, "failed", "a transient guest cannot be saved and its chain has no other action")
+            why = "a transient guest cannot be saved and its chain has no other action"
+            self.ledger.finish(item, Outcome.FAILED, why)
             self.ctx.out.error(f"guest {item.guest.name} is transient and cannot be saved; it is left running")
             return
         index, reconnects, announced = 0, 0, False
         while True:
             if self.run.bounds.interrupted():
                 self._drop(chain[index], ticket)
-                self.ledger.leave(item, NOT_HANDLED, "interrupted: no new action is begun")
+                self.ledger.leave(item, Outcome.NOT_HANDLED, "interrupted: no new action is begun")
                 return
             if self.run.bounds.past_deadline() and not announced:
                 announced = True
@@ -181,7 +182,7 @@ class UriWork:
                 ticket = None
                 index = len(chain) - 1
                 if chain[index] == "suspend":  # no save is begun after the deadline
-                    self.ledger.leave(item, "left-running", "the stop deadline came before it could be saved")
+                    self.ledger.leave(item, Outcome.LEFT_RUNNING, "the stop deadline came before it could be saved")
                     self.ctx.out.say(f"Stop deadline reached: guest {item.guest.name} cannot be saved any more; "
                                      "it is still running", level=ERR)
                     return
@@ -201,7 +202,7 @@ class UriWork:
                     step = Step.NEXT
             ticket = None
             if step is Step.VANISHED:
-                self.ledger.finish(item, "vanished", "no longer running or defined")
+                self.ledger.finish(item, Outcome.VANISHED, "no longer running or defined")
                 return
             if step is Step.DONE:
                 return

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import cast
 
 from .actions import ABORT_WAIT
-from .chains import NOT_HANDLED, UriWork
+from .chains import UriWork
 from .engine import (
     INTERRUPT_GRACE,
     TICK,
@@ -39,19 +39,12 @@ from .engine import (
     each_at_once,
     same_daemons,
 )
+from .outcomes import SUMMARY, Outcome
 from .output import INFO, WARNING, Output, tr
 from .plan import UriStopPlan, plan_stop
 from .state import GuestRecord, Journal, ListEntries, StateError, clear_marker, load_previous, remove, write_list
 from .virt import Hypervisor, VirtError
 
-OUTCOME_WORDS = {
-    "saved": "saved",
-    "shutdown": "shut down",
-    "poweroff": "powered off",
-    "left-running": "left running",
-    "failed": "failed",
-    "vanished": "vanished",
-}
 DEADLINE_GRACE = 5.0  # seconds after STOP_DEADLINE for the last actions begun at the deadline
 
 
@@ -232,7 +225,7 @@ class StopRun:
         why = f"after {self.ctx.interrupt.name}" if self.bounds.interrupted() else "at the stop deadline"
         pending = [
             (plan.uri, item) for plan in self.plans.values() for item in plan.items
-            if (record := self.journal.get(plan.uri, item.guest.uuid)) is not None and record.outcome == "pending"
+            if (record := self.journal.get(plan.uri, item.guest.uuid)) is not None and record.outcome == Outcome.PENDING
         ]
         if pending:
             names = ", ".join(item.guest.name for _uri, item in pending)
@@ -241,22 +234,20 @@ class StopRun:
             what = f"{self.stage} {' '.join(self.ctx.config.uris)}"
         self.main_ctx.out.error(f"no answer from libvirt {why}: gave up waiting for {what}")
         for uri, item in pending:
-            self.journal.update(uri, item.guest.uuid, outcome=NOT_HANDLED, detail="no answer from libvirt")
-            self.tally.add(NOT_HANDLED)
+            self.journal.update(uri, item.guest.uuid, outcome=Outcome.NOT_HANDLED, detail="no answer from libvirt")
+            self.tally.add(Outcome.NOT_HANDLED)
         self.failed = True
 
     def _summary(self, started: float, finished: bool) -> None:
         counts = self.tally.counts
-        words = dict(OUTCOME_WORDS)
-        if counts[NOT_HANDLED]:
-            words[NOT_HANDLED] = "not handled"
+        shown = [*SUMMARY, Outcome.NOT_HANDLED] if counts[Outcome.NOT_HANDLED] else list(SUMMARY)
         text = (f"libvirt-guests stop: {self.tally.done()} guests in {time.monotonic() - started:.1f} s: "
-                + ", ".join(f"{counts[key]} {word}" for key, word in words.items()))
+                + ", ".join(f"{counts[outcome]} {outcome.words}" for outcome in shown))
         if self.bounds.interrupted():
             text += f" (interrupted by {self.ctx.interrupt.name})"
-        troubled = counts["left-running"] or counts["failed"] or counts[NOT_HANDLED] or not finished
+        troubled = any(counts[outcome] for outcome in Outcome if outcome.troubled()) or not finished
         self.main_ctx.out.say(text, level=WARNING if troubled else INFO)
-        if counts["left-running"] or counts["failed"]:
+        if counts[Outcome.LEFT_RUNNING] or counts[Outcome.FAILED]:
             self.failed = True
 
     def _status(self) -> str:

@@ -1,0 +1,32 @@
+"""What happened to a guest in a stop, as the journal records it and the
+closing summary counts it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    PENDING = "pending"  # not handled yet (an interrupted stop finishes it)
+    SAVED = "saved"
+    SHUTDOWN = "shutdown"
+    POWEROFF = "poweroff"
+    LEFT_RUNNING = "left-running"  # every action of its chain failed, or the deadline came
+    FAILED = "failed"
+    VANISHED = "vanished"  # undefined or gone while the stop ran
+    NOT_HANDLED = "not-handled"  # interrupted, or given up on: in the summary only when it happened
+
+    @property
+    def words(self) -> str:
+        """How the closing summary says it."""
+        return _WORDS.get(self, self.value)
+
+    def troubled(self) -> bool:
+        """A guest that still runs although the stop was asked to take it down."""
+        return self in (Outcome.LEFT_RUNNING, Outcome.FAILED, Outcome.NOT_HANDLED)
+
+
+_WORDS = {Outcome.SHUTDOWN: "shut down", Outcome.POWEROFF: "powered off", Outcome.LEFT_RUNNING: "left running",
+          Outcome.NOT_HANDLED: "not handled"}
+# The closing summary's counts, in this order (NOT_HANDLED only when it happened).
+SUMMARY = (Outcome.SAVED, Outcome.SHUTDOWN, Outcome.POWEROFF, Outcome.LEFT_RUNNING, Outcome.FAILED, Outcome.VANISHED)
