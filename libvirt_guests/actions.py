@@ -4,7 +4,8 @@ suspend_guest and shutdown_guest are one function each.
 Every unit has the same contract. It is made once per URI (so it can keep
 per-URI state, such as the shared shutdown budget) and its `perform(item,
 last)` is called for one guest, with the guest's slot of `cap` held when the
-unit names one. It returns
+unit names one; a guest found no longer running is settled there, else the
+unit's `act` runs. It returns
 
   Step.DONE      the guest no longer runs here; the outcome is recorded,
   Step.NEXT      the guest still runs; the chain goes on to its next action,
@@ -15,7 +16,8 @@ and raises VirtError(disconnected=True) to have the chain reconnect and
 perform it again. It prints the original's messages for its action and
 honours the run's bounds (work.run: STOP_DEADLINE, signals).
 
-Adding an action: one unit here, one line in ACTIONS."""
+Adding an action: one unit here (an Action with `name`, `cap` and `act`), one
+line in ACTIONS, and its word in settings.ACTIONS (what chains accept)."""
 
 from __future__ import annotations
 
@@ -59,6 +61,11 @@ class Action:
         self.out = work.ctx.out
 
     def perform(self, item: StopItem, last: bool) -> Step:
+        """The action, unless the guest stopped or vanished meanwhile."""
+        return self.begin(item) or self.act(item, last)
+
+    def act(self, item: StopItem, last: bool) -> Step:
+        """The action itself, on a guest found running."""
         raise NotImplementedError
 
     def begin(self, item: StopItem) -> Step | None:
@@ -85,11 +92,8 @@ class Suspend(Action):
     name = "suspend"
     cap = "parallel_save"
 
-    def perform(self, item: StopItem, last: bool) -> Step:
+    def act(self, item: StopItem, last: bool) -> Step:
         guest = item.guest
-        stopped = self.begin(item)
-        if stopped is not None:
-            return stopped
         label = tr("Suspending $name: ", name=guest.name)
         self.out.say(label + "...")
         if guest.job_active():
@@ -224,11 +228,8 @@ class Shutdown(Action):
             return trf("Waiting for %d guests to shut down, %d seconds left\\n", waiting, left)
         return trf("Waiting for %d guests to shut down\\n", waiting)
 
-    def perform(self, item: StopItem, last: bool) -> Step:
+    def act(self, item: StopItem, last: bool) -> Step:
         guest = item.guest
-        stopped = self.begin(item)
-        if stopped is not None:
-            return stopped
         if guest.state() == libvirt.VIR_DOMAIN_PAUSED:
             guest.resume()  # a paused guest cannot act on a shutdown request
         self.out.say(tr("Starting shutdown on guest: $name", name=guest.name))
@@ -282,11 +283,8 @@ class Poweroff(Action):
 
     name = "poweroff"
 
-    def perform(self, item: StopItem, last: bool) -> Step:
+    def act(self, item: StopItem, last: bool) -> Step:
         guest = item.guest
-        stopped = self.begin(item)
-        if stopped is not None:
-            return stopped
         self.out.say(f"Powering off guest {guest.name}")
         try:
             guest.destroy()

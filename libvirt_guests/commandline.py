@@ -157,16 +157,11 @@ def _split_options(argv: list[str], inv: Invocation) -> list[str]:
         if option is None:
             rest.append(word)
             continue
-        if option.metavar is None:
-            if eq:
-                raise UsageError(f"{flag} takes no value")
+        taken, i = _option_value(flag, option.metavar, eq, value, argv, i)
+        if taken is None:
             setattr(inv, option.dest, True)
             continue
-        if not eq:
-            if i >= len(argv):
-                raise UsageError(f"{flag} needs a value ({option.metavar})")
-            value = argv[i]
-            i += 1
+        value = taken
         if option.dest == "defaults" and value not in FLAVOURS:
             raise UsageError(f"--defaults={value!r} is not valid: expected upstream or debian"
                              + _near(value, list(FLAVOURS)))
@@ -175,6 +170,21 @@ def _split_options(argv: list[str], inv: Invocation) -> list[str]:
             continue
         setattr(inv, option.dest, value)
     return rest
+
+
+def _option_value(flag: str, metavar: str | None, eq: str, value: str, words: list[str], i: int,
+                  what: str = "") -> tuple[str | None, int]:
+    """An option's value, from FLAG=VALUE or the next word (None for a
+    switch), and the index of the word after it."""
+    if metavar is None:
+        if eq:
+            raise UsageError(f"{flag} takes no value")
+        return None, i
+    if eq:
+        return value, i
+    if i >= len(words):
+        raise UsageError(f"{what}{flag} needs a value ({metavar})")
+    return words[i], i + 1
 
 
 def _no_arguments(command: str, args: list[str]) -> None:
@@ -201,16 +211,11 @@ def _parse_policy(args: list[str]) -> PolicyArgs:
         flag, eq, value = word.partition("=")
         if flag not in POLICY_OPTIONS:
             raise UsageError(f"policy: unknown option {flag}" + _near(flag, list(POLICY_OPTIONS)))
-        if POLICY_OPTIONS[flag] is None:
-            if eq:
-                raise UsageError(f"{flag} takes no value")
+        taken, i = _option_value(flag, POLICY_OPTIONS[flag], eq, value, args, i, "policy: ")
+        if taken is None:
             clear = True
             continue
-        if not eq:
-            if i >= len(args):
-                raise UsageError(f"policy: {flag} needs a value ({POLICY_OPTIONS[flag]})")
-            value = args[i]
-            i += 1
+        value = taken
         if flag == "--uri":
             uri = value
             continue
