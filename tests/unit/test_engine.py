@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import libvirt
+import pytest
 
 from .support import TEST_URI, Driver, Files
 
@@ -262,3 +263,41 @@ def test_state_that_cannot_be_written_does_not_stop_the_work(files: Files, drive
     assert result.code == 1
     assert "cannot write" in result.err and "not recorded to be started at boot" in result.err
     assert driver.state(a) == "saved"
+
+
+def test_slots_wake_only_the_head_of_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A freed slot wakes the guest whose turn it is, not every waiter:
+    with N waiters the wake-ups stay O(N), not O(N²) (issue 13)."""
+    import threading
+
+    from libvirt_guests import engine
+
+    wakeups = 0
+    count_lock = threading.Lock()
+
+    class CountingCondition(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            nonlocal wakeups
+            result = super().wait(timeout)
+            with count_lock:
+                wakeups += 1
+            return result
+
+    monkeypatch.setattr(engine.threading, "Condition", CountingCondition)
+    slots = engine.Slots(1)
+    waiters = 200
+    order: list[int] = []
+    tickets = [slots.reserve() for _ in range(waiters)]
+
+    def worker(index: int) -> None:
+        assert slots.wait(tickets[index])
+        order.append(index)
+        slots.release()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in reversed(range(waiters))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert order == list(range(waiters))  # reservation order kept
+    assert wakeups <= 3 * waiters, wakeups
