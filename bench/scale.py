@@ -1,0 +1,555 @@
+"""Scaling benchmark on libvirt's test driver: wall time and peak RSS of our
+`stop` and `start` for N guests, each run as a separate `libvirt-guests`
+process with every path redirected into a scratch folder on the real disk.
+
+    .venv/bin/python -m bench.scale [--sizes 10 100 1000 5000] [--timeout 600]
+        [--json bench/scale-results.json] [--plot BENCHMARKS-scale.png] [--baseline OLD.json]
+    .venv/bin/python -m bench.scale --profile 1000 --profile-dir /var/tmp/lg-profile   # py-spy, -X importtime
+
+For each N, a `test:///…/node.xml` file holds N running domains; `stop` runs
+with ON_SHUTDOWN=suspend. Then the same node file is rewritten so that every
+domain is shut off with a managed-save image (the test driver's
+<test:runstate>/<test:hasmanagedsave>), and `start` runs on the list file and
+journal that our stop left: the test driver keeps no state between processes,
+so this is what a host sees after a reboot. (If the stop failed or timed out,
+start gets a list file written here in the original's format, and no journal.)
+
+Beside ours: a bare process that only imports libvirt and opens a connection
+on the same node file (the driver's own share of RSS: the test driver lives in
+our process), and `stop` with zero guests against Debian's libvirt-guests.sh
+with the same test URI, alternated in the same run.
+
+A benchmark, not a test: nothing asserts on a time, and pytest never collects
+it (bench/ is outside testpaths). Needs no libvirtd and no root; leaves nothing
+behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.realguest.support import Original, Tool, clean_env
+
+DEFAULT_SIZES = (10, 100, 1000, 5000)
+SCRATCH_PARENT = Path("/var/tmp")
+NOT_A_DISK = {"tmpfs", "ramfs", "devtmpfs", "overlay", "squashfs"}
+TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
+VIR_DOMAIN_SHUTOFF = 5
+MiB = 1024  # ru_maxrss is in KiB
+
+
+# --- the scratch folder --------------------------------------------------------
+
+
+def fs_type(path: Path) -> str:
+    """File system type of the mount holding path (longest mount-point prefix)."""
+    real = os.path.realpath(path)
+    best, kind = "", "?"
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point = fields[1].encode().decode("unicode_escape")
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                best, kind = point, fields[2]
+    return kind
+
+
+@contextlib.contextmanager
+def scratch(parent: Path) -> Iterator[Path]:
+    """A temporary folder on the real disk, removed whatever happens."""
+    kind = fs_type(parent)
+    if kind in NOT_A_DISK:
+        raise SystemExit(f"{parent} is on {kind}, not a disk: choose another --scratch")
+    work = Path(tempfile.mkdtemp(prefix="lg-scale-", dir=parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- node files ------------------------------------------------------------------
+
+
+def guest_uuid(i: int) -> str:
+    return f"5ca1ab1e-0000-4000-8000-{i:012x}"
+
+
+def node_xml(n: int, saved: bool) -> str:
+    """N domains: running, or shut off with a managed-save image."""
+    extra = (f"<test:runstate>{VIR_DOMAIN_SHUTOFF}</test:runstate><test:hasmanagedsave>yes</test:hasmanagedsave>"
+             if saved else "")
+    domains = "".join(
+        f"<domain type='test' xmlns:test='{TEST_NS}'><name>bench-{i:05d}</name><uuid>{guest_uuid(i)}</uuid>"
+        f"<memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type>hvm</type></os>{extra}</domain>\n"
+        for i in range(1, n + 1)
+    )
+    return f"<node>\n{domains}</node>\n"
+
+
+def write_node(path: Path, n: int, saved: bool) -> str:
+    path.write_text(node_xml(n, saved))
+    return f"test://{path}"
+
+
+# --- running one process ------------------------------------------------------------
+
+
+# Peak RSS needs a small parent: Linux carries the RSS high-water mark of the
+# memory a child had before exec (with vfork, its parent's) into the child's
+# ru_maxrss, so a child spawned straight from this process (libvirt imported)
+# would never read below this process's own RSS. This spawner, a bare
+# interpreter, forks the command, times it, kills it at the timeout and
+# writes its rusage as JSON.
+SPAWNER = """
+import json, os, signal, sys, time
+result, timeout, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+killed = []
+def on_alarm(*_):
+    killed.append(1)
+    os.kill(pid, signal.SIGKILL)
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, timeout)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+signal.setitimer(signal.ITIMER_REAL, 0)
+with open(result, "w") as out:
+    json.dump({"wall": wall, "rc": None if killed else os.waitstatus_to_exitcode(status),
+               "rss_kib": ru.ru_maxrss, "utime": ru.ru_utime, "stime": ru.ru_stime,
+               "oublock": ru.ru_oublock, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw}, out)
+"""
+
+
+@dataclass
+class Run:
+    wall: float  # seconds
+    rss_kib: int  # peak RSS of the process (and of its waited-for children)
+    rc: int | None  # None: killed at the timeout
+    cpu: float = 0.0  # user + system seconds, less sensitive than wall time to a busy machine
+    oublock: int = 0  # 512-byte blocks written (the journal's fsync'ed rewrites show here)
+    switches: int = 0  # voluntary context switches (waits: fsync, locks, condition variables)
+    output: str = ""
+
+    @property
+    def timed_out(self) -> bool:
+        return self.rc is None
+
+    def figures(self) -> dict[str, object]:
+        return {"wall": round(self.wall, 4), "rss_kib": self.rss_kib, "rc": self.rc, "cpu": round(self.cpu, 3),
+                "oublock": self.oublock, "nvcsw": self.switches}
+
+
+def measure(argv: list[str], env: dict[str, str], timeout: float, log: Path) -> Run:
+    """Wall time, CPU time and peak RSS of one process, through the spawner."""
+    result = log.with_suffix(".rusage.json")
+    spawner = [sys.executable, "-I", "-S", "-c", SPAWNER, str(result), str(timeout), *argv]
+    with open(log, "wb") as out:
+        subprocess.run(spawner, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                       check=True)
+    usage = json.loads(result.read_text())
+    result.unlink()
+    text = log.read_text(errors="replace")
+    log.unlink()
+    return Run(usage["wall"], usage["rss_kib"], usage["rc"], usage["utime"] + usage["stime"], usage["oublock"],
+               usage["nvcsw"], text)
+
+
+def tool_argv() -> list[str]:
+    """The installed `libvirt-guests` entry point of this venv, else -m."""
+    script = Path(sys.executable).with_name("libvirt-guests")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "libvirt_guests"]
+
+
+def bare_argv(uri: str | None) -> list[str]:
+    code = "import libvirt, sys\n"
+    if uri:
+        code += "c = libvirt.open(sys.argv[1]); c.close()\n"
+    return [sys.executable, "-c", code, *([uri] if uri else [])]
+
+
+# --- one size --------------------------------------------------------------------
+
+
+def reset(tool: Tool) -> None:
+    for path in (tool.list_file, tool.state_file, tool.lock_file, Path(f"{tool.state_file}.lock")):
+        path.unlink(missing_ok=True)
+    for leftover in tool.list_file.parent.glob(".*"):  # temporaries of a killed atomic write
+        leftover.unlink(missing_ok=True)
+
+
+def listed(tool: Tool) -> int:
+    return sum(len(line) - 1 for line in tool.list_lines())
+
+
+def summary(output: str, command: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith(f"libvirt-guests {command}:")]
+    return lines[-1] if lines else ""
+
+
+def outcome(kind: str, n: int, run: Run, tool: Tool) -> dict[str, object]:
+    """A run's figures and whether it did its work."""
+    line = summary(run.output, kind)
+    if kind == "stop":
+        done = run.output.count(": done\n")  # "Suspending NAME: done"
+        ok = run.rc == 0 and listed(tool) == n and f"{n} saved" in line
+    else:
+        done = run.output.count(": done\n")  # "Resuming guest NAME: done"
+        ok = run.rc == 0 and f"{n} started" in line and not tool.list_file.exists()
+    result: dict[str, object] = {
+        **run.figures(), "timed_out": run.timed_out, "done": done, "ok": ok, "summary": line,
+    }
+    if not ok:
+        result["tail"] = run.output[-2000:]
+    return result
+
+
+def bench_size(n: int, work: Path, repeat: int, repeat_below: float, timeout: float) -> dict[str, object]:
+    root = work / f"n{n}"
+    tool = Tool(root)
+    node = root / "node.xml"
+    uri = f"test://{node}"
+    tool.configure(URIS=uri, ON_SHUTDOWN="suspend", ON_BOOT="start")
+    env = tool.env()
+    stops: list[dict[str, object]] = []
+    starts: list[dict[str, object]] = []
+    bare: list[dict[str, object]] = []
+    while True:
+        reset(tool)
+        write_node(node, n, saved=False)
+        b = measure(bare_argv(uri), clean_env(), timeout, root / "bare.log")
+        bare.append(b.figures())
+        run = measure([*tool_argv(), "stop"], env, timeout, root / "stop.log")
+        stops.append(outcome("stop", n, run, tool))
+        start_input = "left by our stop"
+        if not stops[-1]["ok"]:
+            reset(tool)
+            tool.list_file.write_text(f"{uri} {' '.join(guest_uuid(i) for i in range(1, n + 1))}\n")
+            start_input = "list file written by the benchmark (stop did not complete)"
+        write_node(node, n, saved=True)
+        run = measure([*tool_argv(), "start"], env, timeout, root / "start.log")
+        starts.append({**outcome("start", n, run, tool), "input": start_input})
+        print(f"  N={n}: stop {stops[-1]['wall']:.2f} s {int(stops[-1]['rss_kib']) / MiB:.1f} MiB "  # type: ignore[call-overload]
+              f"{'ok' if stops[-1]['ok'] else 'FAILED'}, start {starts[-1]['wall']:.2f} s "
+              f"{int(starts[-1]['rss_kib']) / MiB:.1f} MiB {'ok' if starts[-1]['ok'] else 'FAILED'}, "  # type: ignore[call-overload]
+              f"bare connection {b.rss_kib / MiB:.1f} MiB", flush=True)
+        slow = max(float(stops[0]["wall"]), float(starts[0]["wall"])) > repeat_below  # type: ignore[arg-type]
+        if len(stops) >= (1 if slow else repeat):
+            break
+    shutil.rmtree(root)
+    return {"n": n, "stop": digest(stops, n), "start": digest(starts, n), "bare_connection": digest(bare, n)}
+
+
+def digest(samples: list[dict[str, object]], n: int) -> dict[str, object]:
+    """Median wall time and RSS over samples, time per guest, and the samples."""
+    wall = statistics.median(float(s["wall"]) for s in samples)  # type: ignore[arg-type]
+    rss = statistics.median(int(s["rss_kib"]) for s in samples)  # type: ignore[call-overload]
+    cpu = statistics.median(float(s["cpu"]) for s in samples)  # type: ignore[arg-type]
+    result: dict[str, object] = {
+        "wall": round(wall, 4), "cpu": round(cpu, 3), "rss_mib": round(rss / MiB, 1),
+        "per_guest_ms": round(1000 * wall / n, 3) if n else None,
+        "ok": all(s.get("ok", s.get("rc") == 0) for s in samples),
+        "timed_out": any(s.get("timed_out") for s in samples),
+        "samples": samples,
+    }
+    return result
+
+
+# --- zero guests, ours against Debian's script ------------------------------------------
+
+
+def bench_zero(work: Path, repeat: int, timeout: float) -> dict[str, object]:
+    """`stop` with no guest: ours and Debian's, alternated, same test URI."""
+    root = work / "zero"
+    root.mkdir()
+    node = root / "node.xml"
+    uri = write_node(node, 0, saved=False)
+    tool, original = Tool(root / "ours"), Original(root / "debian")
+    tool.configure(URIS=uri, ON_SHUTDOWN="suspend")
+    original.configure(URIS=uri, ON_SHUTDOWN="suspend")
+    floors = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "python -c 'import libvirt'": bare_argv(None),
+        "python: import libvirt, open the URI": bare_argv(uri),
+        "virsh connect": ["virsh", "-c", uri, "connect"],
+    }
+    runs: dict[str, list[Run]] = {"ours": [], "debian": [], **{k: [] for k in floors}}
+    for _ in range(repeat):
+        reset(tool)
+        runs["ours"].append(measure([*tool_argv(), "stop"], tool.env(), timeout, root / "ours.log"))
+        for path in (original.list_file, original.lock_file):
+            path.unlink(missing_ok=True)
+        runs["debian"].append(measure(["sh", str(original.script), "stop"], clean_env(), timeout, root / "deb.log"))
+        for name, argv in floors.items():
+            runs[name].append(measure(argv, clean_env(), timeout, root / "floor.log"))
+    for who in ("ours", "debian"):
+        bad = [r for r in runs[who] if r.rc != 0]
+        if bad:
+            print(f"  zero guests: {who} stop failed: {bad[0].output[-500:]}", file=sys.stderr)
+    shutil.rmtree(root)
+    result: dict[str, object] = {}
+    for name, samples in runs.items():
+        result[name] = {
+            "wall": round(statistics.median(r.wall for r in samples), 4),
+            "min": round(min(r.wall for r in samples), 4),
+            "cpu": round(statistics.median(r.cpu for r in samples), 4),
+            "rss_mib": round(statistics.median(r.rss_kib for r in samples) / MiB, 1),
+            "ok": all(r.rc == 0 for r in samples),
+            "samples": [round(r.wall, 4) for r in samples],
+        }
+    result["ratio"] = round(float(result["ours"]["wall"]) / float(result["debian"]["wall"]), 2)  # type: ignore[index]
+    return result
+
+
+# --- derived figures, machine, report ------------------------------------------------------
+
+
+def marginals(sizes: list[dict[str, object]]) -> dict[str, object]:
+    """Marginal cost per guest (ms) between consecutive sizes, per command."""
+    result: dict[str, object] = {}
+    for kind in ("stop", "start"):
+        rows = sorted((int(s["n"]), float(s[kind]["wall"]), bool(s[kind]["ok"]))  # type: ignore[index,call-overload]
+                      for s in sizes)
+        pairs = {}
+        for (n1, t1, ok1), (n2, t2, ok2) in zip(rows, rows[1:], strict=False):
+            pairs[f"{n1}->{n2}"] = {"ms_per_guest": round(1000 * (t2 - t1) / (n2 - n1), 3),
+                                    "complete": ok1 and ok2}
+        result[kind] = pairs
+        a, b = pairs.get("10->100"), pairs.get("100->1000")
+        if a and b and a["ms_per_guest"] > 0:
+            result[f"{kind}_ratio_100_1000_vs_10_100"] = round(b["ms_per_guest"] / a["ms_per_guest"], 2)
+    return result
+
+
+def machine() -> dict[str, object]:
+    import libvirt
+
+    def run(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            return ""
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    major, rest = divmod(libvirt.getVersion(), 1_000_000)
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "free_h": run("free", "-h"),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "libvirt": f"{major}.{rest // 1000}.{rest % 1000}", "libvirt_python": libvirt.getVersion(),
+        "loadavg": list(os.getloadavg()),
+    }
+
+
+def git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "../libvirt_guests"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return head + ("+dirty" if dirty else "")
+
+
+def markdown(results: dict[str, object]) -> str:
+    lines = ["| N | stop (s) | stop ms/guest | stop RSS (MiB) | start (s) | start ms/guest | start RSS (MiB) "
+             "| bare connection RSS (MiB) |", "|---|---|---|---|---|---|---|---|"]
+    for s in results["sizes"]:  # type: ignore[attr-defined]
+        def cell(kind: str, key: str, s: dict[str, object] = s) -> str:
+            part = s[kind]
+            value = part[key]  # type: ignore[index]
+            mark = "" if part["ok"] else (" (killed)" if part["timed_out"] else " (failed)")  # type: ignore[index]
+            return f"{value:.2f}{mark}" if key == "wall" else f"{value}"
+        lines.append(f"| {s['n']} | {cell('stop', 'wall')} | {cell('stop', 'per_guest_ms')} | "
+                     f"{cell('stop', 'rss_mib')} | {cell('start', 'wall')} | {cell('start', 'per_guest_ms')} | "
+                     f"{cell('start', 'rss_mib')} | {s['bare_connection']['rss_mib']} |")  # type: ignore[index]
+    lines += ["", "| marginal ms per guest | stop | start |", "|---|---|---|"]
+    marg = results["marginals"]
+    for pair in marg["stop"]:  # type: ignore[index]
+        lines.append(f"| {pair} | {marg['stop'][pair]['ms_per_guest']} | "  # type: ignore[index]
+                     f"{marg['start'][pair]['ms_per_guest']} |")  # type: ignore[index]
+    zero = results.get("zero")
+    if zero:
+        lines += ["", "| zero guests, stop | median (s) | min (s) | peak RSS (MiB) |", "|---|---|---|---|"]
+        for name, z in zero.items():  # type: ignore[attr-defined]
+            if isinstance(z, dict):
+                lines.append(f"| {name} | {z['wall']:.3f} | {z['min']:.3f} | {z['rss_mib']} |")
+        lines.append(f"\nours / Debian: {zero['ratio']}")  # type: ignore[index]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = [("", results, "-")] + ([("baseline ", baseline, "--")] if baseline else [])
+    for label, res, style in series:
+        sizes = res["sizes"]  # type: ignore[index]
+        ns = [s["n"] for s in sizes]
+        for kind, colour in (("stop", "tab:red"), ("start", "tab:blue")):
+            per = [s[kind]["per_guest_ms"] for s in sizes]
+            rss = [s[kind]["rss_mib"] for s in sizes]
+            left.plot(ns, per, style, marker="o", color=colour, label=f"{label}{kind} ({res['revision']})")
+            right.plot(ns, rss, style, marker="o", color=colour, label=f"{label}{kind}")
+            for n, p, s in zip(ns, per, sizes, strict=True):
+                if not s[kind]["ok"]:
+                    left.annotate("killed" if s[kind]["timed_out"] else "failed", (n, p), fontsize=7)
+        if not label:
+            right.plot(ns, [s["bare_connection"]["rss_mib"] for s in sizes], ":", marker=".", color="grey",
+                       label="bare connection (driver)")
+    left.set(xscale="log", yscale="log", xlabel="guests (N)", ylabel="wall time per guest (ms)",
+             title="time per guest, test driver")
+    right.set(xscale="log", xlabel="guests (N)", ylabel="peak RSS (MiB)", title="peak RSS")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"libvirt-guests on test:///node.xml, {results['date']}, {results['machine']['nproc']} cores",  # type: ignore[index]
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- profiles ----------------------------------------------------------------------------
+
+
+def profile(n: int, work: Path, out_dir: Path, rate: int, timeout: float) -> None:
+    """py-spy (all threads, idle included) of stop and start at N; -X importtime at N=0."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = work / f"profile-{n}"
+    tool = Tool(root)
+    node = root / "node.xml"
+    uri = f"test://{node}"
+    tool.configure(URIS=uri, ON_SHUTDOWN="suspend", ON_BOOT="start")
+    write_node(node, n, saved=False)
+    for kind in ("stop", "start"):
+        raw = out_dir / f"{kind}-{n}.txt"
+        argv = [spy, "record", "--idle", "--threads", "--rate", str(rate), "--format", "raw", "-o", str(raw),
+                "--", *tool_argv(), kind]
+        run = measure(argv, tool.env(), timeout, root / f"{kind}.log")
+        print(f"{kind} N={n} under py-spy: {run.wall:.1f} s, rc {run.rc}; collapsed stacks in {raw}")
+        if raw.exists():
+            print(top_functions(raw))
+        if kind == "stop":
+            write_node(node, n, saved=True)
+    reset(tool)
+    write_node(node, 0, saved=False)
+    log = out_dir / "importtime-stop-0.txt"
+    subprocess.run([sys.executable, "-X", "importtime", "-m", "libvirt_guests", "stop"], env=tool.env(),
+                   stderr=open(log, "w"), stdout=subprocess.DEVNULL, check=False)  # noqa: SIM115
+    print(f"-X importtime of stop with zero guests: {log}")
+    print(top_imports(log))
+    shutil.rmtree(root)
+
+
+def top_functions(raw: Path, count: int = 25) -> str:
+    """Self and inclusive samples per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, weight = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(weight)
+        frames = stack.split(";")[1:]  # the first frame is the thread
+        total += samples
+        if frames:
+            own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    lines = [f"  {total} samples over all threads; self:"]
+    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(count)]
+    lines += ["  inclusive:"] + [f"    {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(count)]
+    return "\n".join(lines)
+
+
+def top_imports(log: Path, count: int = 20) -> str:
+    rows = []
+    for line in log.read_text().splitlines():
+        if line.startswith("import time:") and "|" in line and "self" not in line:
+            _, self_us, cum_us, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+            rows.append((int(cum_us), int(self_us), name))
+    rows.sort(reverse=True)
+    return "\n".join(f"  cumulative {c / 1000:7.1f} ms  self {s / 1000:6.1f} ms  {n}" for c, s, n in rows[:count])
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size (median), for sizes that are quick")
+    parser.add_argument("--repeat-below", type=float, default=10.0,
+                        help="repeat a size only if its first stop and start took at most this many seconds")
+    parser.add_argument("--zero-repeat", type=int, default=9, help="runs of the zero-guest comparison (0: skip)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is killed")
+    parser.add_argument("--scratch", type=Path, default=SCRATCH_PARENT, help="parent of the scratch folder (a disk)")
+    parser.add_argument("--json", type=Path, default=Path("bench/scale-results.json"))
+    parser.add_argument("--plot", type=Path, default=Path("BENCHMARKS-scale.png"))
+    parser.add_argument("--baseline", type=Path, help="earlier results JSON to draw dashed in the plot")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from --json, run nothing")
+    parser.add_argument("--profile", type=int, metavar="N", help="profile stop and start at N guests instead")
+    parser.add_argument("--profile-dir", type=Path, default=Path("/var/tmp/lg-profile"))
+    parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second")
+    opts = parser.parse_args()
+    baseline = json.loads(opts.baseline.read_text()) if opts.baseline else None
+    if opts.plot_only:
+        plot(json.loads(opts.json.read_text()), opts.plot, baseline)
+        return 0
+    with scratch(opts.scratch) as work:
+        if opts.profile is not None:
+            profile(opts.profile, work, opts.profile_dir, opts.profile_rate, opts.timeout)
+            return 0
+        results: dict[str, object] = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "revision": git_revision(), "machine": machine(),
+            "scratch_fs": fs_type(opts.scratch), "tool": tool_argv(),
+            "config": {"ON_SHUTDOWN": "suspend", "ON_BOOT": "start", "others": "defaults"},
+        }
+        print(f"scratch folder {work} ({results['scratch_fs']}); revision {results['revision']}", flush=True)
+        if opts.zero_repeat:
+            print("zero guests: ours and Debian's stop, alternated", flush=True)
+            results["zero"] = bench_zero(work, opts.zero_repeat, opts.timeout)
+        sizes = []
+        for n in opts.sizes:
+            print(f"N={n}", flush=True)
+            sizes.append(bench_size(n, work, opts.repeat, opts.repeat_below, opts.timeout))
+        results["sizes"] = sizes
+        results["marginals"] = marginals(sizes)
+        results["loadavg_after"] = list(os.getloadavg())
+    opts.json.parent.mkdir(parents=True, exist_ok=True)
+    opts.json.write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, opts.plot, baseline)
+    print(markdown(results))
+    print(f"\nresults: {opts.json}; plot: {opts.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
