@@ -37,6 +37,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -233,6 +235,7 @@ def bench_size(n: int, work: Path, repeat: int, repeat_below: float, timeout: fl
     stops: list[dict[str, object]] = []
     starts: list[dict[str, object]] = []
     bare: list[dict[str, object]] = []
+    load = [round(x, 2) for x in os.getloadavg()]
     while True:
         reset(tool)
         write_node(node, n, saved=False)
@@ -256,7 +259,8 @@ def bench_size(n: int, work: Path, repeat: int, repeat_below: float, timeout: fl
         if len(stops) >= (1 if slow else repeat):
             break
     shutil.rmtree(root)
-    return {"n": n, "stop": digest(stops, n), "start": digest(starts, n), "bare_connection": digest(bare, n)}
+    return {"n": n, "stop": digest(stops, n), "start": digest(starts, n), "bare_connection": digest(bare, n),
+            "loadavg_before": load}
 
 
 def digest(samples: list[dict[str, object]], n: int) -> dict[str, object]:
@@ -277,47 +281,70 @@ def digest(samples: list[dict[str, object]], n: int) -> dict[str, object]:
 # --- zero guests, ours against Debian's script ------------------------------------------
 
 
-def bench_zero(work: Path, repeat: int, timeout: float) -> dict[str, object]:
-    """`stop` with no guest: ours and Debian's, alternated, same test URI."""
+def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None) -> dict[str, object]:
+    """`stop` with no guest: ours and Debian's, alternated, same test URI, with
+    ON_SHUTDOWN=suspend (the original then lists three times) and shutdown (once)."""
     root = work / "zero"
     root.mkdir()
-    node = root / "node.xml"
-    uri = write_node(node, 0, saved=False)
-    tool, original = Tool(root / "ours"), Original(root / "debian")
-    tool.configure(URIS=uri, ON_SHUTDOWN="suspend")
-    original.configure(URIS=uri, ON_SHUTDOWN="suspend")
+    uri = write_node(root / "node.xml", 0, saved=False)
+    sandboxes: dict[str, tuple[Tool, Original]] = {}
+    for chain in ("suspend", "shutdown"):
+        tool, original = Tool(root / f"ours-{chain}"), Original(root / f"debian-{chain}")
+        tool.configure(URIS=uri, ON_SHUTDOWN=chain)
+        original.configure(URIS=uri, ON_SHUTDOWN=chain)
+        sandboxes[chain] = (tool, original)
     floors = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "python -c 'import libvirt'": bare_argv(None),
         "python: import libvirt, open the URI": bare_argv(uri),
         "virsh connect": ["virsh", "-c", uri, "connect"],
     }
-    runs: dict[str, list[Run]] = {"ours": [], "debian": [], **{k: [] for k in floors}}
+    runs: dict[str, list[Run]] = {}
     for _ in range(repeat):
-        reset(tool)
-        runs["ours"].append(measure([*tool_argv(), "stop"], tool.env(), timeout, root / "ours.log"))
-        for path in (original.list_file, original.lock_file):
-            path.unlink(missing_ok=True)
-        runs["debian"].append(measure(["sh", str(original.script), "stop"], clean_env(), timeout, root / "deb.log"))
+        wait_quiet(wait_load)
+        for chain, (tool, original) in sandboxes.items():
+            reset(tool)
+            runs.setdefault(f"ours, ON_SHUTDOWN={chain}", []).append(
+                measure([*tool_argv(), "stop"], tool.env(), timeout, root / "ours.log"))
+            for path in (original.list_file, original.lock_file):
+                path.unlink(missing_ok=True)
+            runs.setdefault(f"Debian, ON_SHUTDOWN={chain}", []).append(
+                measure(["sh", str(original.script), "stop"], clean_env(), timeout, root / "deb.log"))
         for name, argv in floors.items():
-            runs[name].append(measure(argv, clean_env(), timeout, root / "floor.log"))
-    for who in ("ours", "debian"):
-        bad = [r for r in runs[who] if r.rc != 0]
-        if bad:
-            print(f"  zero guests: {who} stop failed: {bad[0].output[-500:]}", file=sys.stderr)
+            runs.setdefault(name, []).append(measure(argv, clean_env(), timeout, root / "floor.log"))
     shutil.rmtree(root)
     result: dict[str, object] = {}
     for name, samples in runs.items():
+        bad = [r for r in samples if r.rc != 0]
+        if bad:
+            print(f"  zero guests: {name} failed: {bad[0].output[-500:]}", file=sys.stderr)
         result[name] = {
             "wall": round(statistics.median(r.wall for r in samples), 4),
             "min": round(min(r.wall for r in samples), 4),
             "cpu": round(statistics.median(r.cpu for r in samples), 4),
             "rss_mib": round(statistics.median(r.rss_kib for r in samples) / MiB, 1),
-            "ok": all(r.rc == 0 for r in samples),
+            "ok": not bad,
             "samples": [round(r.wall, 4) for r in samples],
         }
-    result["ratio"] = round(float(result["ours"]["wall"]) / float(result["debian"]["wall"]), 2)  # type: ignore[index]
+    for chain in sandboxes:
+        ours, debian = result[f"ours, ON_SHUTDOWN={chain}"], result[f"Debian, ON_SHUTDOWN={chain}"]
+        result[f"ratio, ON_SHUTDOWN={chain}"] = {
+            "median": round(ours["wall"] / debian["wall"], 2), "min": round(ours["min"] / debian["min"], 2),  # type: ignore[index]
+        }
     return result
+
+
+def wait_quiet(limit: float | None, patience: float = 600.0) -> None:
+    """Wait (up to patience seconds) until the 1-minute load average is below limit."""
+    if limit is None:
+        return
+    end = time.monotonic() + patience
+    told = False
+    while os.getloadavg()[0] >= limit and time.monotonic() < end:
+        if not told:
+            print(f"  waiting for the load average ({os.getloadavg()[0]:.2f}) to fall below {limit}", flush=True)
+            told = True
+        time.sleep(5)
 
 
 # --- derived figures, machine, report ------------------------------------------------------
@@ -370,16 +397,17 @@ def git_revision() -> str:
 
 
 def markdown(results: dict[str, object]) -> str:
-    lines = ["| N | stop (s) | stop ms/guest | stop RSS (MiB) | start (s) | start ms/guest | start RSS (MiB) "
-             "| bare connection RSS (MiB) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| N | stop (s) | stop CPU (s) | stop ms/guest | stop RSS (MiB) | start (s) | start CPU (s) "
+             "| start ms/guest | start RSS (MiB) | bare connection RSS (MiB) |", "|---" * 10 + "|"]
     for s in results["sizes"]:  # type: ignore[attr-defined]
         def cell(kind: str, key: str, s: dict[str, object] = s) -> str:
             part = s[kind]
             value = part[key]  # type: ignore[index]
             mark = "" if part["ok"] else (" (killed)" if part["timed_out"] else " (failed)")  # type: ignore[index]
             return f"{value:.2f}{mark}" if key == "wall" else f"{value}"
-        lines.append(f"| {s['n']} | {cell('stop', 'wall')} | {cell('stop', 'per_guest_ms')} | "
-                     f"{cell('stop', 'rss_mib')} | {cell('start', 'wall')} | {cell('start', 'per_guest_ms')} | "
+        lines.append(f"| {s['n']} | {cell('stop', 'wall')} | {cell('stop', 'cpu')} | {cell('stop', 'per_guest_ms')} | "
+                     f"{cell('stop', 'rss_mib')} | {cell('start', 'wall')} | {cell('start', 'cpu')} | "
+                     f"{cell('start', 'per_guest_ms')} | "
                      f"{cell('start', 'rss_mib')} | {s['bare_connection']['rss_mib']} |")  # type: ignore[index]
     lines += ["", "| marginal ms per guest | stop | start |", "|---|---|---|"]
     marg = results["marginals"]
@@ -388,11 +416,13 @@ def markdown(results: dict[str, object]) -> str:
                      f"{marg['start'][pair]['ms_per_guest']} |")  # type: ignore[index]
     zero = results.get("zero")
     if zero:
-        lines += ["", "| zero guests, stop | median (s) | min (s) | peak RSS (MiB) |", "|---|---|---|---|"]
+        lines += ["", "| zero guests, stop | median (s) | min (s) | CPU (s) | peak RSS (MiB) |", "|---" * 5 + "|"]
         for name, z in zero.items():  # type: ignore[attr-defined]
-            if isinstance(z, dict):
-                lines.append(f"| {name} | {z['wall']:.3f} | {z['min']:.3f} | {z['rss_mib']} |")
-        lines.append(f"\nours / Debian: {zero['ratio']}")  # type: ignore[index]
+            if "wall" in z:
+                lines.append(f"| {name} | {z['wall']:.3f} | {z['min']:.3f} | {z['cpu']:.3f} | {z['rss_mib']} |")
+        for name, z in zero.items():  # type: ignore[attr-defined]
+            if name.startswith("ratio"):
+                lines.append(f"\nours / Debian, {name.split(', ')[1]}: {z['median']} (medians), {z['min']} (minima)")
     return "\n".join(lines)
 
 
@@ -401,6 +431,7 @@ def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     series = [("", results, "-")] + ([("baseline ", baseline, "--")] if baseline else [])
@@ -418,10 +449,14 @@ def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | N
         if not label:
             right.plot(ns, [s["bare_connection"]["rss_mib"] for s in sizes], ":", marker=".", color="grey",
                        label="bare connection (driver)")
+    left.axhline(3.0, color="black", linewidth=0.8, linestyle=":", label="target: stop of 1000 guests in 3 s")
+    right.axhline(100, color="black", linewidth=0.8, linestyle=":", label="target: 100 MiB at N=5000")
     left.set(xscale="log", yscale="log", xlabel="guests (N)", ylabel="wall time per guest (ms)",
              title="time per guest, test driver")
     right.set(xscale="log", xlabel="guests (N)", ylabel="peak RSS (MiB)", title="peak RSS")
     for ax in (left, right):
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"libvirt-guests on test:///node.xml, {results['date']}, {results['machine']['nproc']} cores",  # type: ignore[index]
@@ -435,7 +470,8 @@ def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | N
 
 
 def profile(n: int, work: Path, out_dir: Path, rate: int, timeout: float) -> None:
-    """py-spy (all threads, idle included) of stop and start at N; -X importtime at N=0."""
+    """py-spy (all threads, samples of running threads only: where the CPU goes) of stop and start at N;
+    -X importtime of stop at N=0."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
@@ -448,7 +484,7 @@ def profile(n: int, work: Path, out_dir: Path, rate: int, timeout: float) -> Non
     write_node(node, n, saved=False)
     for kind in ("stop", "start"):
         raw = out_dir / f"{kind}-{n}.txt"
-        argv = [spy, "record", "--idle", "--threads", "--rate", str(rate), "--format", "raw", "-o", str(raw),
+        argv = [spy, "record", "--threads", "--rate", str(rate), "--format", "raw", "-o", str(raw),
                 "--", *tool_argv(), kind]
         run = measure(argv, tool.env(), timeout, root / f"{kind}.log")
         print(f"{kind} N={n} under py-spy: {run.wall:.1f} s, rc {run.rc}; collapsed stacks in {raw}")
@@ -498,6 +534,145 @@ def top_imports(log: Path, count: int = 20) -> str:
     return "\n".join(f"  cumulative {c / 1000:7.1f} ms  self {s / 1000:6.1f} ms  {n}" for c, s, n in rows[:count])
 
 
+# --- in-process breakdown -------------------------------------------------------------------
+
+# Functions timed by --breakdown, as "module:attribute.path"; a name the code
+# no longer has is reported as missing, so the list can outlive a rewrite.
+BREAKDOWN_TARGETS = (
+    "libvirt_guests.engine:connect_all", "libvirt_guests.engine:Slots.wait", "libvirt_guests.engine:Slots.release",
+    "libvirt_guests.plan:plan_stop", "libvirt_guests.plan:plan_start", "libvirt_guests.policy:read_policy",
+    "libvirt_guests.stop:StopRun._list", "libvirt_guests.stop:UriStop._pause", "libvirt_guests.stop:UriStop._run_group",
+    "libvirt_guests.stop:UriStop._suspend", "libvirt_guests.stop:UriStop._finish",
+    "libvirt_guests.stop:StopRun._forget_undefined", "libvirt_guests.start:StartRun._act",
+    "libvirt_guests.state:Journal.load", "libvirt_guests.state:Journal.update", "libvirt_guests.state:Journal.save",
+    "libvirt_guests.state:Journal._save_locked", "libvirt_guests.state:atomic_write", "libvirt_guests.state:asdict",
+    "libvirt_guests.state:write_list", "os:fsync", "json:dumps", "threading:Thread.start",
+    "libvirt:virConnect.listAllDomains", "libvirt:virConnect.lookupByUUIDString", "libvirt:virDomain.state",
+    "libvirt:virDomain.isActive", "libvirt:virDomain.isPersistent", "libvirt:virDomain.metadata",
+    "libvirt:virDomain.hasManagedSaveImage", "libvirt:virDomain.jobInfo", "libvirt:virDomain.managedSave",
+    "libvirt:virDomain.suspend", "libvirt:virDomain.createWithFlags",
+)
+
+
+def _resolve(target: str) -> tuple[object, str, object] | None:
+    """(owner, attribute name, value) of "module:attribute.path", None if absent."""
+    import importlib
+
+    module_name, _, path = target.partition(":")
+    try:
+        owner: object = importlib.import_module(module_name)
+        *parents, leaf = path.split(".")
+        for part in parents:
+            owner = getattr(owner, part)
+        return owner, leaf, getattr(owner, leaf)
+    except (ImportError, AttributeError):
+        return None
+
+
+def traced_run(command: str, report: Path, stubs: list[str], slows: list[str],
+               targets: tuple[str, ...] = BREAKDOWN_TARGETS) -> int:
+    """Run one command in this process with every target wrapped in a timer
+    (calls, seconds summed over threads), then write the table to report.
+    Each stub is replaced by a function that does nothing (what if it were free?);
+    each slow ("target=seconds") sleeps that long before it runs (a save that
+    takes time, as on a real host, where the test driver's is instant)."""
+    import functools
+
+    totals: dict[str, list[float]] = {}
+    missing: list[str] = []
+    guard = threading.Lock()
+    for stub in stubs:
+        found = _resolve(stub)
+        if found is None:
+            raise SystemExit(f"no {stub} to stub")
+        setattr(found[0], found[1], lambda *_args, **_kwargs: None)
+    for slow in slows:
+        target, _, seconds = slow.partition("=")
+        found = _resolve(target)
+        if found is None:
+            raise SystemExit(f"no {target} to slow down")
+
+        def delayed(*args: object, _f: object = found[2], _s: float = float(seconds), **kwargs: object) -> object:
+            time.sleep(_s)
+            return _f(*args, **kwargs)  # type: ignore[operator]
+
+        setattr(found[0], found[1], delayed)
+    for target in targets:
+        found = _resolve(target)
+        if found is None:
+            missing.append(target)
+            continue
+        owner, leaf, original = found
+        cell = totals.setdefault(target, [0, 0.0])
+
+        def wrapper(*args: object, _f: object = original, _cell: list[float] = cell, **kwargs: object) -> object:
+            started = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)  # type: ignore[operator]
+            finally:
+                took = time.perf_counter() - started
+                with guard:
+                    _cell[0] += 1
+                    _cell[1] += took
+
+        functools.update_wrapper(wrapper, original)  # type: ignore[arg-type]
+        setattr(owner, leaf, wrapper)
+    from libvirt_guests.cli import main as cli_main
+
+    peak = {"threads": 0}
+
+    def count_threads() -> None:  # the most threads alive at once
+        while not done.wait(0.01):
+            peak["threads"] = max(peak["threads"], threading.active_count())
+
+    done = threading.Event()
+    threading.Thread(target=count_threads, daemon=True).start()
+    started = time.perf_counter()
+    rc = cli_main([command])
+    wall = time.perf_counter() - started
+    done.set()
+    rows = {name: {"calls": int(c), "seconds": round(t, 4)} for name, (c, t) in totals.items() if c}
+    report.write_text(json.dumps({"command": command, "rc": rc, "wall_in_main": round(wall, 4), "functions": rows,
+                                  "peak_threads": peak["threads"], "stubs": stubs, "slows": slows,
+                                  "missing": missing}, indent=1))
+    return rc
+
+
+def breakdown(n: int, work: Path, timeout: float, commands: list[str], stubs: list[str],
+              slows: list[str]) -> dict[str, object]:
+    """--breakdown: stop then start at N, each timed function by function.
+    Without stop, start gets a list file written here (and no journal)."""
+    root = work / f"breakdown-{n}"
+    tool = Tool(root)
+    node = root / "node.xml"
+    uri = write_node(node, n, saved=False)
+    tool.configure(URIS=uri, ON_SHUTDOWN="suspend", ON_BOOT="start")
+    result: dict[str, object] = {"n": n}
+    if "stop" not in commands:
+        tool.list_file.write_text(f"{uri} {' '.join(guest_uuid(i) for i in range(1, n + 1))}\n")
+        write_node(node, n, saved=True)
+    for command in commands:
+        report = root / f"{command}.json"
+        argv = [sys.executable, "-m", "bench.scale", "--traced-run", command, "--traced-report", str(report),
+                *(f"--stub={stub}" for stub in stubs), *(f"--slow={slow}" for slow in slows)]
+        env = {**tool.env(), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        run = measure(argv, env, timeout, root / f"{command}.log")
+        data = json.loads(report.read_text()) if report.exists() else {}
+        result[command] = {"process": run.figures(), **data}
+        print(f"{command} N={n}: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU, peak RSS {run.rss_kib / MiB:.1f} MiB, "
+              f"rc {run.rc}, {data.get('wall_in_main', 0):.2f} s in main(), "
+              f"{data.get('peak_threads')} threads at most{', stubbed: ' + ', '.join(stubs) if stubs else ''}"
+              f"{', slowed: ' + ', '.join(slows) if slows else ''}")
+        for name, row in sorted(data.get("functions", {}).items(), key=lambda kv: -kv[1]["seconds"]):
+            print(f"  {row['seconds']:9.3f} s  {row['calls']:7d} calls  "
+                  f"{1000 * row['seconds'] / row['calls']:8.3f} ms/call  {name}")
+        if data.get("missing"):
+            print(f"  not found: {', '.join(data['missing'])}")
+        write_node(node, n, saved=True)
+    shutil.rmtree(root)
+    return result
+
+
 # --- main --------------------------------------------------------------------------------
 
 
@@ -508,6 +683,8 @@ def main() -> int:
     parser.add_argument("--repeat-below", type=float, default=10.0,
                         help="repeat a size only if its first stop and start took at most this many seconds")
     parser.add_argument("--zero-repeat", type=int, default=9, help="runs of the zero-guest comparison (0: skip)")
+    parser.add_argument("--wait-load", type=float, metavar="LOAD",
+                        help="before each size, wait (up to 10 min) for the 1-minute load average to fall below LOAD")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is killed")
     parser.add_argument("--scratch", type=Path, default=SCRATCH_PARENT, help="parent of the scratch folder (a disk)")
     parser.add_argument("--json", type=Path, default=Path("bench/scale-results.json"))
@@ -517,7 +694,18 @@ def main() -> int:
     parser.add_argument("--profile", type=int, metavar="N", help="profile stop and start at N guests instead")
     parser.add_argument("--profile-dir", type=Path, default=Path("/var/tmp/lg-profile"))
     parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second")
+    parser.add_argument("--breakdown", type=int, metavar="N", help="time stop and start at N function by function")
+    parser.add_argument("--commands", nargs="+", choices=("stop", "start"), default=["stop", "start"],
+                        help="with --breakdown: which commands")
+    parser.add_argument("--stub", action="append", default=[], metavar="MODULE:ATTR",
+                        help="with --breakdown: replace this function by one that does nothing")
+    parser.add_argument("--slow", action="append", default=[], metavar="MODULE:ATTR=SECONDS",
+                        help="with --breakdown: sleep this long before each call of this function")
+    parser.add_argument("--traced-run", help=argparse.SUPPRESS)
+    parser.add_argument("--traced-report", type=Path, help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.traced_run:
+        return traced_run(opts.traced_run, opts.traced_report, opts.stub, opts.slow)
     baseline = json.loads(opts.baseline.read_text()) if opts.baseline else None
     if opts.plot_only:
         plot(json.loads(opts.json.read_text()), opts.plot, baseline)
@@ -525,6 +713,9 @@ def main() -> int:
     with scratch(opts.scratch) as work:
         if opts.profile is not None:
             profile(opts.profile, work, opts.profile_dir, opts.profile_rate, opts.timeout)
+            return 0
+        if opts.breakdown is not None:
+            breakdown(opts.breakdown, work, opts.timeout, opts.commands, opts.stub, opts.slow)
             return 0
         results: dict[str, object] = {
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -535,10 +726,11 @@ def main() -> int:
         print(f"scratch folder {work} ({results['scratch_fs']}); revision {results['revision']}", flush=True)
         if opts.zero_repeat:
             print("zero guests: ours and Debian's stop, alternated", flush=True)
-            results["zero"] = bench_zero(work, opts.zero_repeat, opts.timeout)
+            results["zero"] = bench_zero(work, opts.zero_repeat, opts.timeout, opts.wait_load)
         sizes = []
         for n in opts.sizes:
             print(f"N={n}", flush=True)
+            wait_quiet(opts.wait_load)
             sizes.append(bench_size(n, work, opts.repeat, opts.repeat_below, opts.timeout))
         results["sizes"] = sizes
         results["marginals"] = marginals(sizes)
