@@ -351,14 +351,16 @@ def wait_quiet(limit: float | None, patience: float = 600.0) -> None:
 
 
 def marginals(sizes: list[dict[str, object]]) -> dict[str, object]:
-    """Marginal cost per guest (ms) between consecutive sizes, per command."""
+    """Marginal cost per guest (ms) between consecutive sizes, per command, and
+    the same less the bare connection's (the test driver's own parsing)."""
     result: dict[str, object] = {}
     for kind in ("stop", "start"):
-        rows = sorted((int(s["n"]), float(s[kind]["wall"]), bool(s[kind]["ok"]))  # type: ignore[index,call-overload]
-                      for s in sizes)
+        rows = sorted((int(s["n"]), float(s[kind]["wall"]), bool(s[kind]["ok"]),  # type: ignore[index,call-overload]
+                       float(s["bare_connection"]["wall"])) for s in sizes)  # type: ignore[index,arg-type]
         pairs = {}
-        for (n1, t1, ok1), (n2, t2, ok2) in zip(rows, rows[1:], strict=False):
+        for (n1, t1, ok1, b1), (n2, t2, ok2, b2) in zip(rows, rows[1:], strict=False):
             pairs[f"{n1}->{n2}"] = {"ms_per_guest": round(1000 * (t2 - t1) / (n2 - n1), 3),
+                                    "less_driver": round(1000 * ((t2 - b2) - (t1 - b1)) / (n2 - n1), 3),
                                     "complete": ok1 and ok2}
         result[kind] = pairs
         a, b = pairs.get("10->100"), pairs.get("100->1000")
@@ -388,9 +390,10 @@ def machine() -> dict[str, object]:
 
 
 def git_revision() -> str:
+    """The last commit that changed libvirt_guests/ (+dirty if it has uncommitted changes)."""
     here = Path(__file__).resolve().parent
-    head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          check=False).stdout.strip()
+    head = subprocess.run(["git", "-C", str(here), "log", "-1", "--format=%h", "--", "../libvirt_guests"],
+                          capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "../libvirt_guests"],
                            capture_output=True, text=True, check=False).stdout.strip()
     return head + ("+dirty" if dirty else "")
@@ -398,7 +401,8 @@ def git_revision() -> str:
 
 def markdown(results: dict[str, object]) -> str:
     lines = ["| N | stop (s) | stop CPU (s) | stop ms/guest | stop RSS (MiB) | start (s) | start CPU (s) "
-             "| start ms/guest | start RSS (MiB) | bare connection RSS (MiB) |", "|---" * 10 + "|"]
+             "| start ms/guest | start RSS (MiB) | bare connection (s) | bare connection RSS (MiB) |",
+             "|---" * 11 + "|"]
     for s in results["sizes"]:  # type: ignore[attr-defined]
         def cell(kind: str, key: str, s: dict[str, object] = s) -> str:
             part = s[kind]
@@ -408,12 +412,19 @@ def markdown(results: dict[str, object]) -> str:
         lines.append(f"| {s['n']} | {cell('stop', 'wall')} | {cell('stop', 'cpu')} | {cell('stop', 'per_guest_ms')} | "
                      f"{cell('stop', 'rss_mib')} | {cell('start', 'wall')} | {cell('start', 'cpu')} | "
                      f"{cell('start', 'per_guest_ms')} | "
-                     f"{cell('start', 'rss_mib')} | {s['bare_connection']['rss_mib']} |")  # type: ignore[index]
-    lines += ["", "| marginal ms per guest | stop | start |", "|---|---|---|"]
-    marg = results["marginals"]
-    for pair in marg["stop"]:  # type: ignore[index]
-        lines.append(f"| {pair} | {marg['stop'][pair]['ms_per_guest']} | "  # type: ignore[index]
-                     f"{marg['start'][pair]['ms_per_guest']} |")  # type: ignore[index]
+                     f"{cell('start', 'rss_mib')} | {s['bare_connection']['wall']:.2f} | "  # type: ignore[index]
+                     f"{s['bare_connection']['rss_mib']} |")  # type: ignore[index]
+    lines += ["", "| marginal ms per guest | stop | stop less driver | start | start less driver |", "|---" * 5 + "|"]
+    marg = marginals(results["sizes"])  # type: ignore[arg-type]
+    for pair, stop in marg["stop"].items():  # type: ignore[attr-defined]
+        start = marg["start"][pair]  # type: ignore[index]
+        note = "" if stop["complete"] else " (stop: lower bound, a run was killed)"
+        lines.append(f"| {pair}{note} | {stop['ms_per_guest']} | {stop['less_driver']} | {start['ms_per_guest']} | "
+                     f"{start['less_driver']} |")
+    for kind in ("stop", "start"):
+        if f"{kind}_ratio_100_1000_vs_10_100" in marg:
+            ratio = marg[f"{kind}_ratio_100_1000_vs_10_100"]
+            lines.append(f"\n{kind}: marginal 100->1000 / marginal 10->100 = {ratio}")
     zero = results.get("zero")
     if zero:
         lines += ["", "| zero guests, stop | median (s) | min (s) | CPU (s) | peak RSS (MiB) |", "|---" * 5 + "|"]
@@ -441,11 +452,19 @@ def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | N
         for kind, colour in (("stop", "tab:red"), ("start", "tab:blue")):
             per = [s[kind]["per_guest_ms"] for s in sizes]
             rss = [s[kind]["rss_mib"] for s in sizes]
-            left.plot(ns, per, style, marker="o", color=colour, label=f"{label}{kind} ({res['revision']})")
-            right.plot(ns, rss, style, marker="o", color=colour, label=f"{label}{kind}")
-            for n, p, s in zip(ns, per, sizes, strict=True):
-                if not s[kind]["ok"]:
-                    left.annotate("killed" if s[kind]["timed_out"] else "failed", (n, p), fontsize=7)
+            done = [i for i, s in enumerate(sizes) if s[kind]["ok"]]
+            left.plot([ns[i] for i in done], [per[i] for i in done], style, marker="o", color=colour,
+                      label=f"{label}{kind} ({res['revision']})")
+            right.plot([ns[i] for i in done], [rss[i] for i in done], style, marker="o", color=colour,
+                       label=f"{label}{kind}")
+            for i, s in enumerate(sizes):
+                if not s[kind]["ok"]:  # a lower bound: killed at the timeout (or failed)
+                    word = "killed" if s[kind]["timed_out"] else "failed"
+                    left.plot([ns[i]], [per[i]], "^", color=colour, markerfacecolor="none")
+                    done_then = max(int(x.get("done", 0)) for x in s[kind]["samples"])
+                    left.annotate(f"{word} at {s[kind]['wall']:.0f} s, {done_then} done", (ns[i], per[i]),
+                                  fontsize=7, textcoords="offset points", xytext=(-90, 6))
+                    right.plot([ns[i]], [rss[i]], "^", color=colour, markerfacecolor="none")
         if not label:
             right.plot(ns, [s["bare_connection"]["rss_mib"] for s in sizes], ":", marker=".", color="grey",
                        label="bare connection (driver)")
@@ -690,7 +709,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench/scale-results.json"))
     parser.add_argument("--plot", type=Path, default=Path("BENCHMARKS-scale.png"))
     parser.add_argument("--baseline", type=Path, help="earlier results JSON to draw dashed in the plot")
-    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from --json, run nothing")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw the plot and print the tables from --json, run nothing")
     parser.add_argument("--profile", type=int, metavar="N", help="profile stop and start at N guests instead")
     parser.add_argument("--profile-dir", type=Path, default=Path("/var/tmp/lg-profile"))
     parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second")
@@ -708,7 +728,9 @@ def main() -> int:
         return traced_run(opts.traced_run, opts.traced_report, opts.stub, opts.slow)
     baseline = json.loads(opts.baseline.read_text()) if opts.baseline else None
     if opts.plot_only:
-        plot(json.loads(opts.json.read_text()), opts.plot, baseline)
+        results = json.loads(opts.json.read_text())
+        plot(results, opts.plot, baseline)
+        print(markdown(results))
         return 0
     with scratch(opts.scratch) as work:
         if opts.profile is not None:
