@@ -370,6 +370,8 @@ def marginals(sizes: list[dict[str, object]]) -> dict[str, object]:
 
 
 def machine() -> dict[str, object]:
+    from importlib import metadata
+
     import libvirt
 
     def run(*argv: str) -> str:
@@ -384,7 +386,7 @@ def machine() -> dict[str, object]:
     return {
         "nproc": os.cpu_count(), "cpu": cpu, "free_h": run("free", "-h"),
         "kernel": platform.release(), "python": platform.python_version(),
-        "libvirt": f"{major}.{rest // 1000}.{rest % 1000}", "libvirt_python": libvirt.getVersion(),
+        "libvirt": f"{major}.{rest // 1000}.{rest % 1000}", "libvirt_python": metadata.version("libvirt-python"),
         "loadavg": list(os.getloadavg()),
     }
 
