@@ -213,10 +213,11 @@ def outcome(kind: str, n: int, run: Run, tool: Tool) -> dict[str, object]:
     line = summary(run.output, kind)
     if kind == "stop":
         done = run.output.count(": done\n")  # "Suspending NAME: done"
-        ok = run.rc == 0 and listed(tool) == n and f"{n} saved" in line
+        ok = run.rc == 0 and done == n and listed(tool) == n and f"{n} saved" in line
     else:
         done = run.output.count(": done\n")  # "Resuming guest NAME: done"
-        ok = run.rc == 0 and f"{n} started" in line and not tool.list_file.exists()
+        # "N started" before main's 680c482, "N restored, 0 booted" since: ask only for N done and none failed
+        ok = run.rc == 0 and done == n and " 0 failed" in line and not tool.list_file.exists()
     result: dict[str, object] = {
         **run.figures(), "timed_out": run.timed_out, "done": done, "ok": ok, "summary": line,
     }
