@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -732,6 +733,10 @@ def main() -> int:
     parser.add_argument("--traced-run", help=argparse.SUPPRESS)
     parser.add_argument("--traced-report", type=Path, help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    # SIGTERM (and SIGINT, ignored in a background job) end the run through the
+    # finally clauses, so the scratch folder and node files never stay behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if opts.traced_run:
         return traced_run(opts.traced_run, opts.traced_report, opts.stub, opts.slow)
     baseline = json.loads(opts.baseline.read_text()) if opts.baseline else None
