@@ -453,7 +453,7 @@ def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | N
     from matplotlib import ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    series = [("", results, "-")] + ([("baseline ", baseline, "--")] if baseline else [])
+    series = [("", results, "-")] + ([(f"{baseline['revision']} ", baseline, "--")] if baseline else [])
     for label, res, style in series:
         sizes = res["sizes"]  # type: ignore[index]
         ns = [s["n"] for s in sizes]
@@ -462,16 +462,18 @@ def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | N
             rss = [s[kind]["rss_mib"] for s in sizes]
             done = [i for i, s in enumerate(sizes) if s[kind]["ok"]]
             left.plot([ns[i] for i in done], [per[i] for i in done], style, marker="o", color=colour,
-                      label=f"{label}{kind} ({res['revision']})")
+                      label=f"{label or res['revision'] + ' '}{kind}")
             right.plot([ns[i] for i in done], [rss[i] for i in done], style, marker="o", color=colour,
-                       label=f"{label}{kind}")
+                       label=f"{label or res['revision'] + ' '}{kind}")
             for i, s in enumerate(sizes):
                 if not s[kind]["ok"]:  # a lower bound: killed at the timeout (or failed)
                     word = "killed" if s[kind]["timed_out"] else "failed"
                     left.plot([ns[i]], [per[i]], "^", color=colour, markerfacecolor="none")
                     done_then = max(int(x.get("done", 0)) for x in s[kind]["samples"])
-                    left.annotate(f"{word} at {s[kind]['wall']:.0f} s, {done_then} done", (ns[i], per[i]),
-                                  fontsize=7, textcoords="offset points", xytext=(-90, 6))
+                    if not label:  # the dashed series keeps its markers only
+                        left.annotate(f"{kind} {word} at {s[kind]['wall']:.0f} s, {done_then} done",
+                                      (ns[i], per[i]), fontsize=7, color=colour, textcoords="offset points",
+                                      xytext=(-150, 8 if kind == "stop" else -14))
                     right.plot([ns[i]], [rss[i]], "^", color=colour, markerfacecolor="none")
         if not label:
             right.plot(ns, [s["bare_connection"]["rss_mib"] for s in sizes], ":", marker=".", color="grey",
@@ -717,7 +719,7 @@ def main() -> int:
     parser.add_argument("--scratch", type=Path, default=SCRATCH_PARENT, help="parent of the scratch folder (a disk)")
     parser.add_argument("--json", type=Path, default=Path("bench/scale-results.json"))
     parser.add_argument("--plot", type=Path, default=Path("BENCHMARKS-scale.png"))
-    parser.add_argument("--baseline", type=Path, help="earlier results JSON to draw dashed in the plot")
+    parser.add_argument("--baseline", type=Path, help="other results JSON to draw dashed in the plot")
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw the plot and print the tables from --json, run nothing")
     parser.add_argument("--profile", type=int, metavar="N", help="profile stop and start at N guests instead")
