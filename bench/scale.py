@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.realguest.support import Original, Tool, clean_env
 
@@ -157,7 +158,7 @@ class Run:
     def timed_out(self) -> bool:
         return self.rc is None
 
-    def figures(self) -> dict[str, object]:
+    def figures(self) -> dict[str, Any]:
         return {"wall": round(self.wall, 4), "rss_kib": self.rss_kib, "rc": self.rc, "cpu": round(self.cpu, 3),
                 "oublock": self.oublock, "nvcsw": self.switches}
 
@@ -226,7 +227,7 @@ def summary(output: str, command: str) -> str:
     return lines[-1] if lines else ""
 
 
-def outcome(kind: str, n: int, run: Run, tool: Tool) -> dict[str, object]:
+def outcome(kind: str, n: int, run: Run, tool: Tool) -> dict[str, Any]:
     """A run's figures and whether it did its work."""
     line = summary(run.output, kind)
     if kind == "stop":
@@ -236,7 +237,7 @@ def outcome(kind: str, n: int, run: Run, tool: Tool) -> dict[str, object]:
         done = run.output.count(": done\n")  # "Resuming guest NAME: done"
         # "N started" before main's 680c482, "N restored, 0 booted" since: ask only for N done and none failed
         ok = run.rc == 0 and done == n and " 0 failed" in line and not tool.list_file.exists()
-    result: dict[str, object] = {
+    result: dict[str, Any] = {
         **run.figures(), "timed_out": run.timed_out, "done": done, "ok": ok, "summary": line,
     }
     if not ok:
@@ -244,16 +245,16 @@ def outcome(kind: str, n: int, run: Run, tool: Tool) -> dict[str, object]:
     return result
 
 
-def bench_size(n: int, work: Path, repeat: int, repeat_below: float, timeout: float) -> dict[str, object]:
+def bench_size(n: int, work: Path, repeat: int, repeat_below: float, timeout: float) -> dict[str, Any]:
     root = work / f"n{n}"
     tool = Tool(root)
     node = root / "node.xml"
     uri = f"test://{node}"
     tool.configure(URIS=uri, ON_SHUTDOWN="suspend", ON_BOOT="start")
     env = tool.env()
-    stops: list[dict[str, object]] = []
-    starts: list[dict[str, object]] = []
-    bare: list[dict[str, object]] = []
+    stops: list[dict[str, Any]] = []
+    starts: list[dict[str, Any]] = []
+    bare: list[dict[str, Any]] = []
     load = [round(x, 2) for x in os.getloadavg()]
     while True:
         reset(tool)
@@ -270,11 +271,11 @@ def bench_size(n: int, work: Path, repeat: int, repeat_below: float, timeout: fl
         write_node(node, n, saved=True)
         run = measure([*tool_argv(), "start"], env, timeout, root / "start.log")
         starts.append({**outcome("start", n, run, tool), "input": start_input})
-        print(f"  N={n}: stop {stops[-1]['wall']:.2f} s {int(stops[-1]['rss_kib']) / MiB:.1f} MiB "  # type: ignore[call-overload]
+        print(f"  N={n}: stop {stops[-1]['wall']:.2f} s {int(stops[-1]['rss_kib']) / MiB:.1f} MiB "
               f"{'ok' if stops[-1]['ok'] else 'FAILED'}, start {starts[-1]['wall']:.2f} s "
-              f"{int(starts[-1]['rss_kib']) / MiB:.1f} MiB {'ok' if starts[-1]['ok'] else 'FAILED'}, "  # type: ignore[call-overload]
+              f"{int(starts[-1]['rss_kib']) / MiB:.1f} MiB {'ok' if starts[-1]['ok'] else 'FAILED'}, "
               f"bare connection {b.rss_kib / MiB:.1f} MiB", flush=True)
-        slow = max(float(stops[0]["wall"]), float(starts[0]["wall"])) > repeat_below  # type: ignore[arg-type]
+        slow = max(float(stops[0]["wall"]), float(starts[0]["wall"])) > repeat_below
         if len(stops) >= (1 if slow else repeat):
             break
     shutil.rmtree(root)
@@ -282,12 +283,12 @@ def bench_size(n: int, work: Path, repeat: int, repeat_below: float, timeout: fl
             "loadavg_before": load}
 
 
-def digest(samples: list[dict[str, object]], n: int) -> dict[str, object]:
+def digest(samples: list[dict[str, Any]], n: int) -> dict[str, Any]:
     """Median wall time and RSS over samples, time per guest, and the samples."""
-    wall = statistics.median(float(s["wall"]) for s in samples)  # type: ignore[arg-type]
-    rss = statistics.median(int(s["rss_kib"]) for s in samples)  # type: ignore[call-overload]
-    cpu = statistics.median(float(s["cpu"]) for s in samples)  # type: ignore[arg-type]
-    result: dict[str, object] = {
+    wall = statistics.median(float(s["wall"]) for s in samples)
+    rss = statistics.median(int(s["rss_kib"]) for s in samples)
+    cpu = statistics.median(float(s["cpu"]) for s in samples)
+    result: dict[str, Any] = {
         "wall": round(wall, 4), "cpu": round(cpu, 3), "rss_mib": round(rss / MiB, 1),
         "per_guest_ms": round(1000 * wall / n, 3) if n else None,
         "ok": all(s.get("ok", s.get("rc") == 0) for s in samples),
@@ -300,7 +301,7 @@ def digest(samples: list[dict[str, object]], n: int) -> dict[str, object]:
 # --- zero guests, ours against Debian's script ------------------------------------------
 
 
-def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None) -> dict[str, object]:
+def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None) -> dict[str, Any]:
     """`stop` with no guest: ours and Debian's, alternated, same test URI, with
     ON_SHUTDOWN=suspend (the original then lists three times) and shutdown (once)."""
     root = work / "zero"
@@ -332,7 +333,7 @@ def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None)
         for name, argv in floors.items():
             runs.setdefault(name, []).append(measure(argv, clean_env(), timeout, root / "floor.log"))
     shutil.rmtree(root)
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
     for name, samples in runs.items():
         bad = [r for r in samples if r.rc != 0]
         if bad:
@@ -348,7 +349,7 @@ def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None)
     for chain in sandboxes:
         ours, debian = result[f"ours, ON_SHUTDOWN={chain}"], result[f"Debian, ON_SHUTDOWN={chain}"]
         result[f"ratio, ON_SHUTDOWN={chain}"] = {
-            "median": round(ours["wall"] / debian["wall"], 2), "min": round(ours["min"] / debian["min"], 2),  # type: ignore[index]
+            "median": round(ours["wall"] / debian["wall"], 2), "min": round(ours["min"] / debian["min"], 2),
         }
     return result
 
@@ -373,13 +374,13 @@ def wait_quiet(limit: float | None, budget: float = 900.0) -> None:
 # --- derived figures, machine, report ------------------------------------------------------
 
 
-def marginals(sizes: list[dict[str, object]]) -> dict[str, object]:
+def marginals(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     """Marginal cost per guest (ms) between consecutive sizes, per command, and
     the same less the bare connection's (the test driver's own parsing)."""
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
     for kind in ("stop", "start"):
-        rows = sorted((int(s["n"]), float(s[kind]["wall"]), bool(s[kind]["ok"]),  # type: ignore[index,call-overload]
-                       float(s["bare_connection"]["wall"])) for s in sizes)  # type: ignore[index,arg-type]
+        rows = sorted((int(s["n"]), float(s[kind]["wall"]), bool(s[kind]["ok"]),
+                       float(s["bare_connection"]["wall"])) for s in sizes)
         pairs = {}
         for (n1, t1, ok1, b1), (n2, t2, ok2, b2) in zip(rows, rows[1:], strict=False):
             pairs[f"{n1}->{n2}"] = {"ms_per_guest": round(1000 * (t2 - t1) / (n2 - n1), 3),
@@ -392,7 +393,7 @@ def marginals(sizes: list[dict[str, object]]) -> dict[str, object]:
     return result
 
 
-def machine() -> dict[str, object]:
+def machine() -> dict[str, Any]:
     from importlib import metadata
 
     import libvirt
@@ -424,25 +425,25 @@ def git_revision() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def markdown(results: dict[str, object]) -> str:
+def markdown(results: dict[str, Any]) -> str:
     lines = ["| N | stop (s) | stop CPU (s) | stop ms/guest | stop RSS (MiB) | start (s) | start CPU (s) "
              "| start ms/guest | start RSS (MiB) | bare connection (s) | bare connection RSS (MiB) |",
              "|---" * 11 + "|"]
-    for s in results["sizes"]:  # type: ignore[attr-defined]
-        def cell(kind: str, key: str, s: dict[str, object] = s) -> str:
+    for s in results["sizes"]:
+        def cell(kind: str, key: str, s: dict[str, Any] = s) -> str:
             part = s[kind]
-            value = part[key]  # type: ignore[index]
-            mark = "" if part["ok"] else (" (killed)" if part["timed_out"] else " (failed)")  # type: ignore[index]
+            value = part[key]
+            mark = "" if part["ok"] else (" (killed)" if part["timed_out"] else " (failed)")
             return f"{value:.2f}{mark}" if key == "wall" else f"{value}"
         lines.append(f"| {s['n']} | {cell('stop', 'wall')} | {cell('stop', 'cpu')} | {cell('stop', 'per_guest_ms')} | "
                      f"{cell('stop', 'rss_mib')} | {cell('start', 'wall')} | {cell('start', 'cpu')} | "
                      f"{cell('start', 'per_guest_ms')} | "
-                     f"{cell('start', 'rss_mib')} | {s['bare_connection']['wall']:.2f} | "  # type: ignore[index]
-                     f"{s['bare_connection']['rss_mib']} |")  # type: ignore[index]
+                     f"{cell('start', 'rss_mib')} | {s['bare_connection']['wall']:.2f} | "
+                     f"{s['bare_connection']['rss_mib']} |")
     lines += ["", "| marginal ms per guest | stop | stop less driver | start | start less driver |", "|---" * 5 + "|"]
-    marg = marginals(results["sizes"])  # type: ignore[arg-type]
-    for pair, stop in marg["stop"].items():  # type: ignore[attr-defined]
-        start = marg["start"][pair]  # type: ignore[index]
+    marg = marginals(results["sizes"])
+    for pair, stop in marg["stop"].items():
+        start = marg["start"][pair]
         note = "" if stop["complete"] else " (stop: lower bound, a run was killed)"
         lines.append(f"| {pair}{note} | {stop['ms_per_guest']} | {stop['less_driver']} | {start['ms_per_guest']} | "
                      f"{start['less_driver']} |")
@@ -453,16 +454,16 @@ def markdown(results: dict[str, object]) -> str:
     zero = results.get("zero")
     if zero:
         lines += ["", "| zero guests, stop | median (s) | min (s) | CPU (s) | peak RSS (MiB) |", "|---" * 5 + "|"]
-        for name, z in zero.items():  # type: ignore[attr-defined]
+        for name, z in zero.items():
             if "wall" in z:
                 lines.append(f"| {name} | {z['wall']:.3f} | {z['min']:.3f} | {z['cpu']:.3f} | {z['rss_mib']} |")
-        for name, z in zero.items():  # type: ignore[attr-defined]
+        for name, z in zero.items():
             if name.startswith("ratio"):
                 lines.append(f"\nours / Debian, {name.split(', ')[1]}: {z['median']} (medians), {z['min']} (minima)")
     return "\n".join(lines)
 
 
-def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | None) -> None:
+def plot(results: dict[str, Any], path: Path, baseline: dict[str, Any] | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -472,7 +473,7 @@ def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | N
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     series = [("", results, "-")] + ([(f"{baseline['revision']} ", baseline, "--")] if baseline else [])
     for label, res, style in series:
-        sizes = res["sizes"]  # type: ignore[index]
+        sizes = res["sizes"]
         ns = [s["n"] for s in sizes]
         for kind, colour in (("stop", "tab:red"), ("start", "tab:blue")):
             per = [s[kind]["per_guest_ms"] for s in sizes]
@@ -505,7 +506,7 @@ def plot(results: dict[str, object], path: Path, baseline: dict[str, object] | N
             axis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"libvirt-guests on test:///node.xml, {results['date']}, {results['machine']['nproc']} cores",  # type: ignore[index]
+    fig.suptitle(f"libvirt-guests on test:///node.xml, {results['date']}, {results['machine']['nproc']} cores",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -600,7 +601,7 @@ BREAKDOWN_TARGETS = (
 )
 
 
-def _resolve(target: str) -> tuple[object, str, object] | None:
+def _resolve(target: str) -> tuple[object, str, Any] | None:
     """(owner, attribute name, value) of "module:attribute.path", None if absent."""
     import importlib
 
@@ -638,9 +639,9 @@ def traced_run(command: str, report: Path, stubs: list[str], slows: list[str],
         if found is None:
             raise SystemExit(f"no {target} to slow down")
 
-        def delayed(*args: object, _f: object = found[2], _s: float = float(seconds), **kwargs: object) -> object:
+        def delayed(*args: object, _f: Any = found[2], _s: float = float(seconds), **kwargs: object) -> object:
             time.sleep(_s)
-            return _f(*args, **kwargs)  # type: ignore[operator]
+            return _f(*args, **kwargs)
 
         setattr(found[0], found[1], delayed)
     for target in targets:
@@ -651,17 +652,17 @@ def traced_run(command: str, report: Path, stubs: list[str], slows: list[str],
         owner, leaf, original = found
         cell = totals.setdefault(target, [0, 0.0])
 
-        def wrapper(*args: object, _f: object = original, _cell: list[float] = cell, **kwargs: object) -> object:
+        def wrapper(*args: object, _f: Any = original, _cell: list[float] = cell, **kwargs: object) -> object:
             started = time.perf_counter()
             try:
-                return _f(*args, **kwargs)  # type: ignore[operator]
+                return _f(*args, **kwargs)
             finally:
                 took = time.perf_counter() - started
                 with guard:
                     _cell[0] += 1
                     _cell[1] += took
 
-        functools.update_wrapper(wrapper, original)  # type: ignore[arg-type]
+        functools.update_wrapper(wrapper, original)
         setattr(owner, leaf, wrapper)
     from libvirt_guests.cli import main as cli_main
 
@@ -685,7 +686,7 @@ def traced_run(command: str, report: Path, stubs: list[str], slows: list[str],
 
 
 def breakdown(n: int, work: Path, timeout: float, commands: list[str], stubs: list[str],
-              slows: list[str]) -> dict[str, object]:
+              slows: list[str]) -> dict[str, Any]:
     """--breakdown: stop then start at N, each timed function by function.
     Without stop, start gets a list file written here (and no journal)."""
     root = work / f"breakdown-{n}"
@@ -693,7 +694,7 @@ def breakdown(n: int, work: Path, timeout: float, commands: list[str], stubs: li
     node = root / "node.xml"
     uri = write_node(node, n, saved=False)
     tool.configure(URIS=uri, ON_SHUTDOWN="suspend", ON_BOOT="start")
-    result: dict[str, object] = {"n": n}
+    result: dict[str, Any] = {"n": n}
     if "stop" not in commands:
         tool.list_file.write_text(f"{uri} {' '.join(guest_uuid(i) for i in range(1, n + 1))}\n")
         write_node(node, n, saved=True)
@@ -760,9 +761,9 @@ def main() -> int:
         return traced_run(opts.traced_run, opts.traced_report, opts.stub, opts.slow)
     baseline = json.loads(opts.baseline.read_text()) if opts.baseline else None
     if opts.plot_only:
-        results = json.loads(opts.json.read_text())
-        plot(results, opts.plot, baseline)
-        print(markdown(results))
+        earlier = json.loads(opts.json.read_text())
+        plot(earlier, opts.plot, baseline)
+        print(markdown(earlier))
         return 0
     compile_package()
     with scratch(opts.scratch) as work:
@@ -772,7 +773,7 @@ def main() -> int:
         if opts.breakdown is not None:
             breakdown(opts.breakdown, work, opts.timeout, opts.commands, opts.stub, opts.slow)
             return 0
-        results: dict[str, object] = {
+        results: dict[str, Any] = {
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "revision": git_revision(), "machine": machine(),
             "scratch_fs": fs_type(opts.scratch), "tool": tool_argv(),
