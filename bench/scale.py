@@ -591,6 +591,11 @@ BREAKDOWN_TARGETS = (
     "libvirt_guests.stop:StopRun._list", "libvirt_guests.stop:UriStop._pause", "libvirt_guests.stop:UriStop._run_group",
     "libvirt_guests.stop:UriStop._suspend", "libvirt_guests.stop:UriStop._finish",
     "libvirt_guests.stop:StopRun._forget_undefined", "libvirt_guests.start:StartRun._act",
+    # the same steps after main's reshaping of stop (a0da4ee): chains.py and actions.py
+    "libvirt_guests.stop:list_guests", "libvirt_guests.chains:UriWork._run_group",
+    "libvirt_guests.chains:UriWork._pause", "libvirt_guests.chains:UriWork._run_chain",
+    "libvirt_guests.chains:GuestLedger.finish",
+    "libvirt_guests.actions:Suspend.act", "libvirt_guests.actions:Suspend._watch",
     "libvirt_guests.state:Journal.load", "libvirt_guests.state:Journal.update", "libvirt_guests.state:Journal.save",
     "libvirt_guests.state:Journal._save_locked", "libvirt_guests.state:atomic_write", "libvirt_guests.state:asdict",
     "libvirt_guests.state:write_list", "os:fsync", "json:dumps", "threading:Thread.start",
