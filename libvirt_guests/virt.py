@@ -134,8 +134,13 @@ class Hypervisor:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.conn: libvirt.virConnect | None = None
-        self._cond = threading.Condition()
-        self._events = 0  # bumped by every lifecycle event and on close
+        # Waiters of one guest wait on that guest's condition (all share one
+        # lock), so an event wakes only them, not every waiter of the
+        # connection; a close wakes everyone. Key None: waiters of any guest.
+        self._lock = threading.Lock()
+        self._waiters: dict[str | None, threading.Condition] = {}
+        self._events: dict[str | None, int] = {}  # lifecycle events seen, per guest UUID
+        self._closes = 0
         self._connect_lock = threading.Lock()
         self._callback_id: int | None = None
         self.events_error: str | None = None  # why this connection has no domain events
@@ -228,13 +233,26 @@ class Hypervisor:
         with contextlib.suppress(libvirt.libvirtError):
             conn.close()
 
-    def _on_lifecycle(self, _conn: object, _dom: object, _event: int, _detail: int, _opaque: object) -> None:
-        with self._cond:
-            self._events += 1
-            self._cond.notify_all()
+    def _on_lifecycle(self, _conn: object, dom: libvirt.virDomain, _event: int, _detail: int, _opaque: object) -> None:
+        try:
+            uuid: str | None = dom.UUIDString()  # local: no call to the daemon
+        except libvirt.libvirtError:
+            uuid = None
+        with self._lock:
+            for key in {uuid, None}:
+                self._events[key] = self._events.get(key, 0) + 1
+                if key in self._waiters:
+                    self._waiters[key].notify_all()
 
     def _on_close(self, _conn: object, _reason: int, _opaque: object) -> None:
-        self._on_lifecycle(None, None, 0, 0, None)
+        with self._lock:
+            self._closes += 1
+            for waiters in self._waiters.values():
+                waiters.notify_all()
+
+    def _seen(self, key: str | None) -> int:
+        """With the lock held: how much has happened that concerns `key`."""
+        return self._events.get(key, 0) + self._closes
 
     def _error(self, err: libvirt.libvirtError) -> VirtError:
         return VirtError(_message(err), vanished=err.get_error_code() in _GONE, disconnected=not self.alive())
@@ -276,21 +294,24 @@ class Hypervisor:
             raise self._error(err) from None
         return Guest(self, dom.UUIDString(), dom.name(), dom)
 
-    def wait_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+    def wait_until(self, done: Callable[[], bool], timeout: float | None, uuid: str | None = None) -> bool:
         """Wait until done() holds, re-checking on every lifecycle event of
-        this connection (and every POLL_FALLBACK seconds); False on timeout."""
+        the guest `uuid` (of any guest if None), on a close of the
+        connection, and every POLL_FALLBACK seconds; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            waiters = self._waiters.setdefault(uuid, threading.Condition(self._lock))
         while True:
-            with self._cond:
-                seen = self._events
+            with self._lock:
+                seen = self._seen(uuid)
             if done():
                 return True
             left = POLL_FALLBACK if deadline is None else min(POLL_FALLBACK, deadline - time.monotonic())
             if left <= 0:
                 return False
-            with self._cond:
-                if self._events == seen:
-                    self._cond.wait(timeout=left)
+            with self._lock:
+                if self._seen(uuid) == seen:
+                    waiters.wait(timeout=left)
 
 
 @dataclass
@@ -432,4 +453,4 @@ class Guest:
                     return True
                 raise
 
-        return self.hv.wait_until(done, timeout)
+        return self.hv.wait_until(done, timeout, self.uuid)

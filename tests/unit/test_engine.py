@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import libvirt
 import pytest
@@ -301,3 +302,44 @@ def test_slots_wake_only_the_head_of_the_queue(monkeypatch: pytest.MonkeyPatch) 
         thread.join(30)
     assert order == list(range(waiters))  # reservation order kept
     assert wakeups <= 3 * waiters, wakeups
+
+
+def test_an_event_wakes_only_the_waiters_of_its_guest(driver: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N guests waited for at once, going off one by one: each lifecycle event
+    makes only its own guest's waiter ask libvirt again, so the state checks
+    stay O(N), not N(N+1)/2 (issue 13)."""
+    import threading
+
+    from libvirt_guests.virt import Guest, Hypervisor
+
+    checks = 0
+    count_lock = threading.Lock()
+    real_is_active = Guest.is_active
+
+    def counting_is_active(self: Guest) -> bool:
+        nonlocal checks
+        with count_lock:
+            checks += 1
+        return real_is_active(self)
+
+    monkeypatch.setattr(Guest, "is_active", counting_is_active)
+    doms = [driver.guest() for _ in range(60)]
+    hv = Hypervisor(TEST_URI)
+    hv.connect()
+    try:
+        guests = {d.UUIDString(): hv.lookup(d.UUIDString()) for d in doms}
+        results: list[bool] = []
+        waiters = [threading.Thread(target=lambda g=g: results.append(g.wait_inactive(20)))
+                   for g in guests.values()]
+        for thread in waiters:
+            thread.start()
+        time.sleep(0.3)  # every waiter has made its first check
+        for dom in doms:
+            dom.destroy()
+            time.sleep(0.01)  # one event at a time, as guests going off one by one
+        for thread in waiters:
+            thread.join(30)
+    finally:
+        hv.close()
+    assert results == [True] * len(doms)
+    assert checks <= 4 * len(doms), checks
