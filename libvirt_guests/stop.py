@@ -327,13 +327,12 @@ def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, Ur
 def merge_list_lines(previous: ListEntries, plans: dict[str, UriStopPlan]) -> ListEntries:
     """Lines of the list file: what an interrupted run recorded, plus
     the guests listed now, one line per URI, URIs in first-seen order."""
-    merged: dict[str, list[str]] = {}
+    merged: dict[str, dict[str, None]] = {}  # uri -> its UUIDs, in order, once each
     for uri, uuids in previous:
-        merged.setdefault(uri, []).extend(u for u in uuids if u not in merged.get(uri, []))
+        merged.setdefault(uri, {}).update(dict.fromkeys(uuids))
     for uri, plan in plans.items():
-        line = merged.setdefault(uri, [])
-        line.extend(u for u in plan.recorded_uuids if u not in line)
-    return list(merged.items())
+        merged.setdefault(uri, {}).update(dict.fromkeys(plan.recorded_uuids))
+    return [(uri, list(uuids)) for uri, uuids in merged.items()]
 
 
 def _earliest(*times: float | None) -> float | None:
