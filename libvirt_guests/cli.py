@@ -283,7 +283,7 @@ def _describe_entry(which: str, entry: dict[str, Any]) -> str:
 
 def show_value(value: object) -> str:
     """A policy value for people: yes/no, plain numbers, words, '-' for unset."""
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"

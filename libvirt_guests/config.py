@@ -145,6 +145,13 @@ class Config:
     save_timeout: int
     stop_deadline: int
     connect_timeout: int
+    migrate_uri: str
+    migrate_data_uri: str
+    parallel_migrate: int
+    migrate_timeout: int
+    migrate_undefine: bool
+    migrate_back: bool
+    migrate_back_data_uri: str
     # Where each value came from ('default', 'file', 'environment') and its
     # text as read there (before parsing; a problem's value is used instead).
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -154,6 +161,9 @@ class Config:
     problems: tuple[Problem, ...] = field(default=(), compare=False)
 
     def persistent_only_for(self, chain: tuple[str, ...]) -> bool:
+        """PERSISTENT_ONLY for a chain: default means true when it begins with
+        suspend (a transient guest cannot be saved), false otherwise (one that
+        begins with migrate moves transient guests too)."""
         if self.persistent_only == "default":
             return chain[0] == "suspend"
         return self.persistent_only == "true"
