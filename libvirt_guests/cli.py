@@ -28,7 +28,7 @@ from .commandline import (
 from .config import Config, Paths, load
 from .engine import INTERRUPT_GRACE, TICK, Context, close_all, connect_all
 from .output import Output, discard_stdout, dump_json, tr
-from .plan import describe_start, describe_stop, plan_start, plan_stop
+from .plan import check_peers, describe_start, describe_stop, plan_start, plan_stop
 from .policy import ATTRIBUTES, effective, read_policy, write_policy
 from .settings import (
     COMMANDS,
@@ -218,7 +218,9 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     note = ""
     if which == "stop":
         hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
-        report = [describe_stop(plan_stop(hv, cfg, None, journal), cfg) for hv in hvs.values() if hv is not None]
+        plans = [plan_stop(hv, cfg, None, journal) for hv in hvs.values() if hv is not None]
+        check_peers(plans)  # before anything is done: can each guest's peer take it?
+        report = [describe_stop(plan, cfg) for plan in plans]
         # The original's rule, as stop applies it: a list left by a completed stop makes the next stop a no-op.
         if previous.entries is not None and not previous.resumable:
             note = (f"the list file {ctx.paths.list_file} is still there (no start since the last stop): "
@@ -274,6 +276,10 @@ def _describe_entry(which: str, entry: dict[str, Any]) -> str:
         text += f" (shutdown timeout {timeout} per {entry['shutdown_timeout_scope']})"
     if "suspend" in entry["actions"] and entry["save_timeout"]:
         text += f" (save timeout {_number(entry['save_timeout'])})"
+    if entry.get("peer_can_take") is not None:
+        peer = entry["migrate_to"] or "no peer"
+        text += (f" (peer {peer} can take it)" if entry["peer_can_take"]
+                 else f" (peer {peer} cannot take it: {'; '.join(entry['peer_reasons'])})")
     if not entry["recorded"]:
         text += " [not recorded: not started at boot]"
     if entry["note"]:

@@ -52,7 +52,9 @@ class ConfigError(Exception):
 class Problem:
     """One thing wrong with the configuration, and what is done about it."""
 
-    kind: str  # "value", "line" (a line of the file read otherwise, or not at all) or "file" (the whole file)
+    # "value", "line" (a line of the file read otherwise, or not at all), "file" (the whole file)
+    # or "setting" (values that do not go together; check-config's only)
+    kind: str
     where: str  # FILE:LINE, FILE, or "the environment"
     reason: str  # what is wrong (for a value: what is accepted)
     variable: str | None = None  # None: not one variable's (a file, a command line)
@@ -65,7 +67,7 @@ class Problem:
 
     def text(self) -> str:
         """The one line that says it."""
-        if self.kind == "file":
+        if self.kind in ("file", "setting"):
             text = self.reason
         elif self.kind == "line":
             text = f"{self.where}: {self.reason}"
