@@ -136,8 +136,11 @@ class StartItem:
     uuid: str
     guest: Guest | None  # None: no longer defined, or could not be looked up
     policy: Effective | None
-    action: str  # 'start', 'restore', 'resume', 'already active', 'ignore', 'missing', 'failed'
-    detail: str = ""  # for 'failed': why
+    # 'start', 'restore', 'resume', 'already active', 'ignore', 'missing', 'failed'; start's peer
+    # check (migrated.decide) adds 'on peer' (left there, unlisted) and 'held' (kept listed, exit 1)
+    action: str
+    detail: str = ""  # for 'failed' and 'held': why; for 'on peer': the line to print
+    peer: str = ""  # the peer asked about it, if any
 
 
 @dataclass
