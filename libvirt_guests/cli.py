@@ -27,6 +27,7 @@ from .commandline import (
 )
 from .config import Config, Paths, load
 from .engine import INTERRUPT_GRACE, TICK, Context, close_all, connect_all
+from .migrated import describe_migrated
 from .output import Output, discard_stdout, dump_json, tr
 from .plan import check_peers, describe_start, describe_stop, plan_start, plan_stop
 from .policy import ATTRIBUTES, effective, read_policy, write_policy
@@ -236,13 +237,18 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
         elif cfg.on_boot != "start":
             note = f"ON_BOOT={cfg.on_boot}: the next start starts only guests whose own policy says on_boot=start"
     close_all(hvs.values())
+    migrated = describe_migrated(journal, cfg) if which == "start" else []
     if opts.json:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
+        extra = {"migrated": migrated} if which == "start" else {}
         ctx.out.say(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
-                               "note": note or None, **about}))
+                               "note": note or None, **extra, **about}))
         return EXIT_OK
-    if note:
+    if note and not (migrated and previous.entries is None):
         ctx.out.say(f"note: {note}")
+    for guest in migrated:
+        ctx.out.say(f"on a peer: {guest['name']} of {guest['uri']} runs on {guest['peer']} "
+                    f"(migrated by the last stop): {guest['next_start']}")
     for uri_report in report:
         ctx.out.say(f"{which} on {uri_report['uri']}:")
         for number, group in enumerate(uri_report["groups"], 1):

@@ -30,7 +30,7 @@ STAYED_HERE = frozenset({"saved", "shutdown", "poweroff", "left-running", "faile
 class PeerVerdict:
     """What start does with one listed guest, as far as its peer is concerned."""
 
-    action: str  # "start" (go on), "on peer" (leave it there, unlist it), "hold" (keep it listed, exit 1)
+    action: str  # "start" (go on), "on peer" (leave it there, unlist it), "held" (keep it listed, exit 1)
     peer: str = ""
     message: str = ""
 
@@ -90,7 +90,7 @@ def decide(peers: Peers, uuid: str, record: GuestRecord | None, migrate_to: str)
             why = f"the last stop migrated it to {uri}"
         else:
             why = f"it may be running on {uri} (nothing says a stop did not move it there)"
-        return PeerVerdict("hold", uri, f"not started: {why}, and {uri} cannot be asked ({err}); it stays "
+        return PeerVerdict("held", uri, f"not started: {why}, and {uri} cannot be asked ({err}); it stays "
                                         "listed: check the peer, then start it by hand or run start again")
     if there:
         return PeerVerdict("on peer", uri, f"running on {uri}, left there")
@@ -130,7 +130,7 @@ def bring_back(record: GuestRecord, here: Hypervisor, peers: Peers, config: Conf
         if guest is None or not guest.is_active():
             restore_here(record, here)
             return Return("not on peer", f"no longer running on {uri}; not brought back, forgotten")
-        reasons = check_peer(guest, here)
+        reasons = [r.replace("the peer", "this host") for r in check_peer(guest, here)]
     except VirtError as err:
         return Return("kept", f"cannot look it up on {uri} ({err}); it stays there", failed=True)
     if reasons:
