@@ -13,6 +13,7 @@ its disks."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from .config import Config
@@ -36,16 +37,22 @@ class PeerVerdict:
 
 
 class Peers:
-    """One connection per peer URI for the length of a run; a peer that
-    could not be opened is remembered with its error."""
+    """One connection per peer URI for the length of a run (shared by the
+    threads of a stop); a peer that could not be opened is remembered with
+    its error, so it costs its timeout once."""
 
     def __init__(self, timeout: float = PEER_ASK_TIMEOUT, retry_for: float = 0.0) -> None:
         self.timeout = timeout
         self.retry_for = retry_for
         self._open: dict[str, Hypervisor | VirtError] = {}
+        self._lock = threading.Lock()
 
     def get(self, uri: str) -> Hypervisor:
         """The open peer; raises the VirtError it could not be opened with."""
+        with self._lock:
+            return self._get(uri)
+
+    def _get(self, uri: str) -> Hypervisor:
         if uri not in self._open:
             try:
                 if self.retry_for:
