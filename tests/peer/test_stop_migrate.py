@@ -21,7 +21,12 @@ DATA_URI = "tcp://127.0.0.1"
 
 
 @pytest.fixture
-def tool(tmp_path: Path) -> Tool:
+def tool(system_conn: libvirt.virConnect, tmp_path: Path) -> Tool:
+    """Our tool on temporary paths; refuses to run beside guests the test bed did not make (stop acts on all)."""
+    foreign = [d.name() for d in system_conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+               if not d.name().startswith("lgt-")]
+    if foreign:
+        pytest.fail(f"guests not made by the test bed are running ({', '.join(foreign)})", pytrace=False)
     return Tool(tmp_path / "ours")
 
 
