@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, ClassVar
 import libvirt
 
 from .engine import PROGRESS_EVERY, TICK, fmt_bytes
+from .migrate import MigrateProgress, check_peer, disable_autostart_here, migrate_live, restore_autostart
+from .migrated import Peers
 from .outcomes import Outcome
 from .output import WARNING, tr, trf
 from .plan import StopItem
@@ -67,6 +69,9 @@ class Action:
     def act(self, item: StopItem, last: bool) -> Step:
         """The action itself, on a guest found running."""
         raise NotImplementedError
+
+    def close(self) -> None:
+        """The URI's chains are done: release what the unit holds (connections)."""
 
     def begin(self, item: StopItem) -> Step | None:
         """None when the guest still runs and the action can begin; else
@@ -301,5 +306,80 @@ class Poweroff(Action):
         return Step.DONE
 
 
+class Migrate(Action):
+    """Move the running guest live to its peer host (its policy's migrate_to,
+    else MIGRATE_URI), persistent there, never post-copy. Before: the peer
+    is asked whether it can take the guest (check_peer), the peer is written
+    in the journal (a stop killed now leaves start a peer to ask) and the
+    guest's autostart here is turned off and remembered. After: the guest
+    runs there, is taken out of the list file and recorded MIGRATED (detail:
+    the peer). Whatever fails (no peer, peer unreachable or refusing, data
+    URI unreachable, MIGRATE_TIMEOUT, the deadline, the peer's libvirtd
+    lost), the guest keeps running here, its autostart is put back, and the
+    chain goes on (Step.NEXT)."""
+
+    name = "migrate"
+    cap = "parallel_migrate"
+
+    def __init__(self, work: UriWork) -> None:
+        super().__init__(work)
+        self.peers = Peers(retry_for=max(1.0, float(work.cfg.connect_timeout)))
+
+    def close(self) -> None:
+        self.peers.close()
+
+    def act(self, item: StopItem, last: bool) -> Step:
+        guest = item.guest
+        uri = item.policy.migrate_to
+        label = f"Migrating guest {guest.name}: "
+        if not uri:
+            self.out.say(label + "skipped: no peer (MIGRATE_URI is empty and its policy sets no migrate_to)",
+                         level=WARNING)
+            return Step.NEXT
+        try:
+            peer = self.peers.get(uri)
+        except VirtError as err:
+            self.out.say(label + f"cannot reach the peer {uri} ({err}); it stays here", level=WARNING)
+            return Step.NEXT
+        reasons = check_peer(guest, peer)
+        if reasons:
+            self.out.say(label + f"the peer {uri} cannot take it: {'; '.join(reasons)}; it stays here",
+                         level=WARNING)
+            return Step.NEXT
+        journal, here = self.work.run.journal, self.work.hv.uri
+        journal.update(here, guest.uuid, peer=uri)
+        autostart = disable_autostart_here(guest)
+        journal.update(here, guest.uuid, autostart_here=autostart)
+        self.out.say(label + f"to {uri}...")
+
+        def progress(seen: MigrateProgress) -> None:
+            if seen.total:
+                self.out.say(label + f"{fmt_bytes(seen.processed)} of {fmt_bytes(seen.total)}")
+
+        timeout = self.work.cfg.migrate_timeout or None
+        out = migrate_live(guest, peer, item.policy.migrate_data_uri or None, timeout=timeout,
+                           deadline_at=self.work.run.bounds.save_end(None),
+                           undefine_source=self.work.cfg.migrate_undefine, on_progress=progress)
+        if out.migrated:
+            self.out.say(label + f"done in {out.seconds:.1f} s, running on {uri}")
+            self.work.run.unlist(here, guest.uuid)
+            journal.update(here, guest.uuid, recorded=False)
+            self.work.ledger.finish(item, Outcome.MIGRATED, uri)
+            return Step.DONE
+        why = {"timeout": f"MIGRATE_TIMEOUT ({self.work.cfg.migrate_timeout} s) expired, aborted",
+               "deadline": "the stop deadline came, aborted"}.get(out.reason, out.reason)
+        if out.job_left:
+            # The job may still move the guest: keep the peer in the journal, so start asks it.
+            self.out.say(label + f"failed: {why}; the migration job may still be running", level=WARNING)
+            return Step.NEXT
+        if out.state_here == "vanished":
+            return Step.VANISHED
+        with contextlib.suppress(VirtError):
+            restore_autostart(guest, autostart)
+        journal.update(here, guest.uuid, peer="", autostart_here=None)
+        self.out.say(label + f"failed after {out.seconds:.1f} s: {why}; it keeps running here", level=WARNING)
+        return Step.NEXT
+
+
 # action name -> its unit: the chain runner makes one of each per URI.
-ACTIONS: dict[str, type[Action]] = {unit.name: unit for unit in (Suspend, Shutdown, Poweroff)}
+ACTIONS: dict[str, type[Action]] = {unit.name: unit for unit in (Migrate, Suspend, Shutdown, Poweroff)}

@@ -114,6 +114,8 @@ class UriWork:
                 self._run_group(group)
         finally:
             self._running = False
+            for unit in self.units.values():
+                unit.close()
 
     def _run_group(self, group: list[StopItem]) -> None:
         if self.cfg.pause_before_save and not self.run.bounds.past_deadline():

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from .config import Config, Paths, load
+from .config import Config, Paths, Problem, load
 from .output import Output
 from .settings import BY_NAME, SETTINGS, Setting, default_for
 
@@ -93,6 +93,32 @@ def flavour_notes(config: Config) -> list[str]:
     return notes
 
 
+def migrate_problems(config: Config) -> list[Problem]:
+    """ON_SHUTDOWN with migrate but no peer: the step would be skipped for
+    every guest whose own policy names none (migrate_to)."""
+    if "migrate" not in config.on_shutdown or config.migrate_uri:
+        return []
+    chain = config.texts["ON_SHUTDOWN"]
+    return [Problem("setting", "ON_SHUTDOWN and MIGRATE_URI", f"ON_SHUTDOWN={chain!r} has migrate but MIGRATE_URI "
+                    "is empty: stop skips the migrate step of every guest whose own policy sets no migrate_to",
+                    variable="MIGRATE_URI", value=config.migrate_uri, source=config.sources.get("MIGRATE_URI", ""))]
+
+
+def migrate_notes(config: Config) -> list[str]:
+    """Migration settings that have no effect as the others are."""
+    notes = []
+    migrates = "migrate" in config.on_shutdown
+    if config.migrate_back and config.on_boot != "start":
+        notes.append("MIGRATE_BACK=1 has no effect with ON_BOOT=ignore: migrated guests stay on the peer")
+    if (config.migrate_data_uri or config.migrate_undefine) and not migrates and not config.migrate_uri:
+        notes.append("MIGRATE_DATA_URI/MIGRATE_UNDEFINE are set but no chain migrates (ON_SHUTDOWN has no "
+                     "migrate); they apply only to guests whose own policy chain does")
+    if migrates and config.migrate_undefine:
+        notes.append("MIGRATE_UNDEFINE=1: a migrated guest's definition is removed here; if the peer is lost, "
+                     "so is the guest")
+    return notes
+
+
 def qemu_conf_notes(path: Path = QEMU_CONF) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -113,22 +139,23 @@ def check_config(
 ) -> int:
     config = load(paths, flavour=flavour)
     notes = (list(config.warnings) + original_notes(config) + canonical_notes(config) + budget_notes(config)
-             + flavour_notes(config) + qemu_conf_notes(qemu_conf))
+             + flavour_notes(config) + migrate_notes(config) + qemu_conf_notes(qemu_conf))
+    problems = list(config.problems) + migrate_problems(config)
     settings: dict[str, dict[str, str]] = {}
     for setting in SETTINGS:
         entry = {"value": value_text(getattr(config, setting.attr)), "source": config.sources[setting.name]}
         if config.texts[setting.name] != entry["value"]:
             entry["text"] = config.texts[setting.name]
         settings[setting.name] = entry
-    valid = not config.problems
+    valid = not problems
     if as_json:
         out.say(json.dumps({
             "valid": valid, "file": str(paths.config) if paths.config else None,
             "defaults": config.flavour, "settings": settings,
-            "problems": [problem.as_dict() for problem in config.problems], "notes": notes,
+            "problems": [problem.as_dict() for problem in problems], "notes": notes,
         }, indent=2))
         return 0 if valid else 6
-    for problem in config.problems:
+    for problem in problems:
         out.error(problem.text())
     out.say(f"# configuration file: {paths.config or '(none)'}; defaults: {config.flavour}")
     width = max(len(name) for name in settings)
@@ -143,6 +170,6 @@ def check_config(
     for note in notes:
         out.say(f"note: {note}")
     if not valid:
-        out.say(f"{len(config.problems)} problem(s): see the error lines; stop and start would go on with the "
+        out.say(f"{len(problems)} problem(s): see the error lines; stop and start would go on with the "
                 "values shown, and exit 6")
     return 0 if valid else 6

@@ -27,8 +27,9 @@ from .commandline import (
 )
 from .config import Config, Paths, load
 from .engine import INTERRUPT_GRACE, TICK, Context, close_all, connect_all
+from .migrated import describe_migrated
 from .output import Output, discard_stdout, dump_json, tr
-from .plan import describe_start, describe_stop, plan_start, plan_stop
+from .plan import check_peers, describe_start, describe_stop, plan_start, plan_stop
 from .policy import ATTRIBUTES, effective, read_policy, write_policy
 from .settings import (
     COMMANDS,
@@ -218,7 +219,9 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     note = ""
     if which == "stop":
         hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
-        report = [describe_stop(plan_stop(hv, cfg, None, journal), cfg) for hv in hvs.values() if hv is not None]
+        plans = [plan_stop(hv, cfg, None, journal) for hv in hvs.values() if hv is not None]
+        check_peers(plans)  # before anything is done: can each guest's peer take it?
+        report = [describe_stop(plan, cfg) for plan in plans]
         # The original's rule, as stop applies it: a list left by a completed stop makes the next stop a no-op.
         if previous.entries is not None and not previous.resumable:
             note = (f"the list file {ctx.paths.list_file} is still there (no start since the last stop): "
@@ -234,13 +237,18 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
         elif cfg.on_boot != "start":
             note = f"ON_BOOT={cfg.on_boot}: the next start starts only guests whose own policy says on_boot=start"
     close_all(hvs.values())
+    migrated = describe_migrated(journal, cfg) if which == "start" else []
     if opts.json:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
+        extra = {"migrated": migrated} if which == "start" else {}
         ctx.out.say(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
-                               "note": note or None, **about}))
+                               "note": note or None, **extra, **about}))
         return EXIT_OK
-    if note:
+    if note and not (migrated and previous.entries is None):
         ctx.out.say(f"note: {note}")
+    for guest in migrated:
+        ctx.out.say(f"on a peer: {guest['name']} of {guest['uri']} runs on {guest['peer']} "
+                    f"(migrated by the last stop): {guest['next_start']}")
     for uri_report in report:
         ctx.out.say(f"{which} on {uri_report['uri']}:")
         for number, group in enumerate(uri_report["groups"], 1):
@@ -274,6 +282,10 @@ def _describe_entry(which: str, entry: dict[str, Any]) -> str:
         text += f" (shutdown timeout {timeout} per {entry['shutdown_timeout_scope']})"
     if "suspend" in entry["actions"] and entry["save_timeout"]:
         text += f" (save timeout {_number(entry['save_timeout'])})"
+    if entry.get("peer_can_take") is not None:
+        peer = entry["migrate_to"] or "no peer"
+        text += (f" (peer {peer} can take it)" if entry["peer_can_take"]
+                 else f" (peer {peer} cannot take it: {'; '.join(entry['peer_reasons'])})")
     if not entry["recorded"]:
         text += " [not recorded: not started at boot]"
     if entry["note"]:
@@ -283,7 +295,7 @@ def _describe_entry(which: str, entry: dict[str, Any]) -> str:
 
 def show_value(value: object) -> str:
     """A policy value for people: yes/no, plain numbers, words, '-' for unset."""
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"

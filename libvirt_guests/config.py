@@ -52,7 +52,9 @@ class ConfigError(Exception):
 class Problem:
     """One thing wrong with the configuration, and what is done about it."""
 
-    kind: str  # "value", "line" (a line of the file read otherwise, or not at all) or "file" (the whole file)
+    # "value", "line" (a line of the file read otherwise, or not at all), "file" (the whole file)
+    # or "setting" (values that do not go together; check-config's only)
+    kind: str
     where: str  # FILE:LINE, FILE, or "the environment"
     reason: str  # what is wrong (for a value: what is accepted)
     variable: str | None = None  # None: not one variable's (a file, a command line)
@@ -65,7 +67,7 @@ class Problem:
 
     def text(self) -> str:
         """The one line that says it."""
-        if self.kind == "file":
+        if self.kind in ("file", "setting"):
             text = self.reason
         elif self.kind == "line":
             text = f"{self.where}: {self.reason}"
@@ -145,6 +147,13 @@ class Config:
     save_timeout: int
     stop_deadline: int
     connect_timeout: int
+    migrate_uri: str
+    migrate_data_uri: str
+    parallel_migrate: int
+    migrate_timeout: int
+    migrate_undefine: bool
+    migrate_back: bool
+    migrate_back_data_uri: str
     # Where each value came from ('default', 'file', 'environment') and its
     # text as read there (before parsing; a problem's value is used instead).
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -154,6 +163,9 @@ class Config:
     problems: tuple[Problem, ...] = field(default=(), compare=False)
 
     def persistent_only_for(self, chain: tuple[str, ...]) -> bool:
+        """PERSISTENT_ONLY for a chain: default means true when it begins with
+        suspend (a transient guest cannot be saved), false otherwise (one that
+        begins with migrate moves transient guests too)."""
         if self.persistent_only == "default":
             return chain[0] == "suspend"
         return self.persistent_only == "true"

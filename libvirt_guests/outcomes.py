@@ -15,6 +15,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
     VANISHED = "vanished"  # undefined or gone while the stop ran
     NOT_HANDLED = "not-handled"  # interrupted, or given up on: in the summary only when it happened
+    MIGRATED = "migrated"  # runs on a peer host now (the migrate action): in the summary only when it happened
 
     @property
     def words(self) -> str:
@@ -28,5 +29,5 @@ class Outcome(StrEnum):
 
 _WORDS = {Outcome.SHUTDOWN: "shut down", Outcome.POWEROFF: "powered off", Outcome.LEFT_RUNNING: "left running",
           Outcome.NOT_HANDLED: "not handled"}
-# The closing summary's counts, in this order (NOT_HANDLED only when it happened).
+# The closing summary's counts, in this order (NOT_HANDLED and MIGRATED only when they happened).
 SUMMARY = (Outcome.SAVED, Outcome.SHUTDOWN, Outcome.POWEROFF, Outcome.LEFT_RUNNING, Outcome.FAILED, Outcome.VANISHED)

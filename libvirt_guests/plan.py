@@ -10,9 +10,13 @@ from typing import Any
 import libvirt
 
 from .config import Config
+from .migrate import check_peer, open_peer
 from .policy import Effective, GuestPolicy, effective, order_groups, read_policy
 from .state import GuestRecord, Journal
 from .virt import Guest, Hypervisor, VirtError
+
+PEER_CHECK_TIMEOUT = 5.0  # seconds `plan` waits for a peer to answer
+NO_PEER = "no peer: MIGRATE_URI is empty and its policy sets no migrate_to"
 
 
 @dataclass
@@ -24,6 +28,9 @@ class StopItem:
     chain: tuple[str, ...]
     recorded: bool  # written to the list file: started again at boot
     note: str = ""
+    # For a chain with migrate, as `plan stop` checks it: why the peer cannot
+    # take the guest (empty: it can); None when not checked.
+    peer_reasons: list[str] | None = None
 
 
 @dataclass
@@ -90,13 +97,50 @@ def _plan_guest(
     plan.items.append(StopItem(guest, persistent, paused, eff, chain, recorded=persistent, note=note))
 
 
+def check_peers(plans: list[UriStopPlan], timeout: float = PEER_CHECK_TIMEOUT) -> None:
+    """For every guest whose chain has migrate, ask its peer whether it can
+    take it (connection, CPU, memory, a clash), touching nothing: fills
+    StopItem.peer_reasons. One connection per peer, each open bounded by
+    ``timeout``; an error stays with the guest (or peer) it concerns."""
+    peers: dict[str, Hypervisor | str] = {}
+    try:
+        for plan in plans:
+            for item in plan.items:
+                if "migrate" not in item.chain:
+                    continue
+                uri = item.policy.migrate_to
+                if not uri:
+                    item.peer_reasons = [NO_PEER]
+                    continue
+                if uri not in peers:
+                    try:
+                        peers[uri] = open_peer(uri, timeout)
+                    except VirtError as err:
+                        peers[uri] = f"cannot reach the peer {uri}: {err}"
+                peer = peers[uri]
+                if isinstance(peer, str):
+                    item.peer_reasons = [peer]
+                    continue
+                try:
+                    item.peer_reasons = check_peer(item.guest, peer)
+                except VirtError as err:
+                    item.peer_reasons = [f"cannot check: {err}"]
+    finally:
+        for peer in peers.values():
+            if isinstance(peer, Hypervisor):
+                peer.close()
+
+
 @dataclass
 class StartItem:
     uuid: str
     guest: Guest | None  # None: no longer defined, or could not be looked up
     policy: Effective | None
-    action: str  # 'start', 'restore', 'resume', 'already active', 'ignore', 'missing', 'failed'
-    detail: str = ""  # for 'failed': why
+    # 'start', 'restore', 'resume', 'already active', 'ignore', 'missing', 'failed'; start's peer
+    # check (migrated.decide) adds 'on peer' (left there, unlisted) and 'held' (kept listed, exit 1)
+    action: str
+    detail: str = ""  # for 'failed' and 'held': why; for 'on peer': the line to print
+    peer: str = ""  # the peer asked about it, if any
 
 
 @dataclass
@@ -171,6 +215,9 @@ def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
                 "save_timeout": item.policy.save_timeout,
                 "note": item.note,
                 "sources": item.policy.sources,
+                "migrate_to": (item.policy.migrate_to or None) if "migrate" in item.chain else None,
+                "peer_can_take": None if item.peer_reasons is None else not item.peer_reasons,
+                "peer_reasons": item.peer_reasons or [],
             })
         groups.append(entries)
     return {

@@ -16,7 +16,16 @@ from typing import Any
 import libvirt
 
 from .config import Config
-from .settings import SettingError, parse_chain, parse_choice, parse_delay, parse_seconds
+from .settings import (
+    CHAIN_WORDS,
+    SettingError,
+    parse_chain,
+    parse_choice,
+    parse_data_uri,
+    parse_delay,
+    parse_peer_uri,
+    parse_seconds,
+)
 from .virt import Guest
 
 NAMESPACE = "urn:libvirt-guests:policy:1"
@@ -78,7 +87,7 @@ class Attribute:
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (
-    Attribute(name="on_shutdown", parse=parse_chain, accepts="one or more of suspend, shutdown, poweroff",
+    Attribute(name="on_shutdown", parse=parse_chain, accepts=CHAIN_WORDS,
               doc="action chain on host shutdown", host_setting="ON_SHUTDOWN"),
     Attribute(name="on_boot", parse=parse_choice("start", "ignore"), accepts="start or ignore",
               doc="action on host boot", host_setting="ON_BOOT"),
@@ -96,6 +105,10 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               doc="seconds to wait after this guest started before the next order group", host_setting=None),
     Attribute(name="skip", parse=_parse_skip, accepts="yes or no",
               doc="yes: leave this guest alone on stop", host_setting=None),
+    Attribute(name="migrate_to", parse=parse_peer_uri, accepts="one libvirt URI",
+              doc="the peer host the migrate action moves this guest to", host_setting="MIGRATE_URI"),
+    Attribute(name="migrate_data_uri", parse=parse_data_uri, accepts="one URI, e.g. tcp://10.0.0.2",
+              doc="where this guest's migration stream goes", host_setting="MIGRATE_DATA_URI"),
 )
 BY_ATTRIBUTE = {a.name: a for a in ATTRIBUTES}
 
@@ -179,6 +192,8 @@ class Effective:
     start_delay: float
     skip: bool
     sources: dict[str, str]
+    migrate_to: str = ""  # empty: no peer for this guest
+    migrate_data_uri: str = ""
 
 
 def effective(config: Config, policy: GuestPolicy, forced_chain: tuple[str, ...] | None = None) -> Effective:
@@ -206,6 +221,8 @@ def effective(config: Config, policy: GuestPolicy, forced_chain: tuple[str, ...]
         start_delay=values.get("start_delay", 0.0),
         skip=values.get("skip", False),
         sources=sources,
+        migrate_to=values.get("migrate_to") or config.migrate_uri,
+        migrate_data_uri=values.get("migrate_data_uri") or config.migrate_data_uri,
     )
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-ACTIONS = ("suspend", "shutdown", "poweroff")
+ACTIONS = ("migrate", "suspend", "shutdown", "poweroff")
+CHAIN_WORDS = "one or more of migrate, suspend, shutdown, poweroff"
 
 
 class SettingError(ValueError):
@@ -31,6 +32,25 @@ def parse_uris(text: str) -> tuple[str, ...]:
     return _words(text)
 
 
+_PEER_URI = re.compile(r"[a-z][a-z0-9+.-]*:[\x21-\x7e]*")
+
+
+def parse_peer_uri(text: str) -> str:
+    """One libvirt URI (qemu+ssh://peer/system), or empty for none."""
+    text = text.strip()
+    if text and not (_PEER_URI.fullmatch(text) and "://" in text):
+        raise SettingError("expected one URI such as qemu+ssh://peer/system, or nothing")
+    return text
+
+
+def parse_data_uri(text: str) -> str:
+    """Where a migration stream goes (tcp://10.0.0.2, tcp://[::1]:49152), or empty."""
+    text = text.strip()
+    if text and not (_PEER_URI.fullmatch(text) and "://" in text):
+        raise SettingError("expected one URI such as tcp://10.0.0.2, or nothing")
+    return text
+
+
 def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -41,10 +61,10 @@ def parse_choice(*choices: str) -> Callable[[str], str]:
 
 
 def parse_chain(text: str) -> tuple[str, ...]:
-    """An action chain: one or more of suspend, shutdown, poweroff, in order."""
+    """An action chain: one or more of migrate, suspend, shutdown, poweroff, in order."""
     chain = _words(text)
     if not chain or any(word not in ACTIONS for word in chain):
-        raise SettingError("expected one or more of suspend, shutdown, poweroff, separated by spaces")
+        raise SettingError(f"expected {CHAIN_WORDS}, separated by spaces")
     if len(set(chain)) != len(chain):
         raise SettingError("expected each action at most once")
     return chain
@@ -247,13 +267,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="ON_SHUTDOWN", default="suspend", parse=parse_chain,
-        accepts="one or more of suspend, shutdown, poweroff",
+        accepts=CHAIN_WORDS,
         doc="Action on host shutdown, or a chain of actions tried in order until one "
-        "works. suspend: managed save (the guest's memory is written to disk and "
+        "works. migrate: move the running guest live to the peer host MIGRATE_URI "
+        "(it keeps running there; see MIGRATE_TIMEOUT). "
+        "suspend: managed save (the guest's memory is written to disk and "
         "restored on start). shutdown: ask the guest to shut down (ACPI or guest "
         "agent) and wait up to SHUTDOWN_TIMEOUT. poweroff: pull the plug. "
-        "Example: ON_SHUTDOWN='suspend shutdown poweroff'. A guest that ignores "
-        "shutdown requests stays running unless the chain ends with poweroff.",
+        "Example: ON_SHUTDOWN='suspend shutdown poweroff' or 'migrate suspend shutdown'. "
+        "A guest that ignores shutdown requests stays running unless the chain ends with poweroff.",
         debian_default="shutdown", legacy=_as_original("suspend"), used_by=("stop",),
     ),
     Setting(
@@ -289,7 +311,8 @@ SETTINGS: tuple[Setting, ...] = (
         doc="Which guests are handled on shutdown. true: persistent guests only. "
         "false: transient guests too (a transient guest cannot be saved, so with "
         "suspend it moves to the next action of its chain). default: true when "
-        "the first action is suspend, false otherwise.",
+        "the first action is suspend, false otherwise (a chain that starts with "
+        "migrate moves transient guests too).",
         legacy=_as_original("default"), used_by=("stop",), preset_in=("upstream",),
     ),
     Setting(
@@ -330,6 +353,52 @@ SETTINGS: tuple[Setting, ...] = (
         doc="Seconds to keep retrying a URI whose daemon does not answer yet (at boot, "
         "or after libvirtd restarted in the middle of a stop) before it is skipped.",
         since_original=False, used_by=("stop", "start"),
+    ),
+    Setting(
+        name="MIGRATE_URI", default="", parse=parse_peer_uri, accepts="one libvirt URI, or empty",
+        doc="The peer host the migrate action moves guests to, e.g. qemu+ssh://peer/system or "
+        "qemu+tcp://10.0.0.2/system (empty: no peer; a guest's own policy may name one with "
+        "migrate_to). The guest is migrated live and defined on the peer; here its "
+        "autostart is turned off (and remembered) so it never runs on two hosts. Before "
+        "starting a listed guest, start asks the peer and leaves alone one that runs there.",
+        since_original=False, used_by=("stop", "start"),
+    ),
+    Setting(
+        name="MIGRATE_DATA_URI", default="", parse=parse_data_uri, accepts="one URI, or empty",
+        doc="Where the migration stream goes, e.g. tcp://10.0.0.2 (a dedicated migration "
+        "network). Empty: the peer names its own host name, which must resolve here.",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="PARALLEL_MIGRATE", default="2", parse=parse_count, accepts="a whole number, 0 or more",
+        doc="How many guests of one URI are migrated at once (0 and 1: one at a time).",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="MIGRATE_TIMEOUT", default="300", parse=parse_seconds, accepts="seconds, 0 or more",
+        doc="Seconds one guest's migration may take (0: no limit). On expiry the migration is "
+        "aborted, the guest keeps running here and moves to the next action of its chain. "
+        "At STOP_DEADLINE a migration under way is aborted too.",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="MIGRATE_UNDEFINE", default="0", parse=parse_switch, accepts="0 or 1",
+        doc="1: remove a migrated guest's definition here (it lives on the peer only). 0: keep "
+        "it here, shut off with autostart off, so the guest is not lost if the peer is.",
+        since_original=False, used_by=("stop",), canonical=_words_are("0", "1"),
+    ),
+    Setting(
+        name="MIGRATE_BACK", default="0", parse=parse_switch, accepts="0 or 1",
+        doc="1: with ON_BOOT=start, start brings the guests the last stop migrated back from "
+        "the peer, live, and restores their autostart flag. 0: they stay on the peer.",
+        since_original=False, used_by=("start",), canonical=_words_are("0", "1"),
+    ),
+    Setting(
+        name="MIGRATE_BACK_DATA_URI", default="", parse=parse_data_uri, accepts="one URI, or empty",
+        doc="With MIGRATE_BACK=1: where the stream of a guest coming back goes (this host's "
+        "address on the migration network, e.g. tcp://10.0.0.1). Empty: this host's name, "
+        "which must resolve on the peer.",
+        since_original=False, used_by=("start",),
     ),
 )
 
@@ -424,7 +493,8 @@ _COMMAND_DOCS: dict[Command, str] = {
     Command.GUESTSTATUS: "The running guests of each URI. Always exit 0.",
     Command.PLAN: "plan [stop|start]: print what stop (the default) or start would do to each guest, touching none.",
     Command.POLICY: "policy GUEST [--uri URI] [--on-shutdown ACTIONS] [--on-boot start|ignore] [--order N] "
-                    "[--shutdown-timeout S] [--save-timeout S] [--start-delay S] [--skip yes|no] [--clear]: "
+                    "[--shutdown-timeout S] [--save-timeout S] [--start-delay S] [--skip yes|no] [--migrate-to URI] "
+                    "[--migrate-data-uri URI] [--clear]: "
                     "show or set a guest's own policy (the first URI of URIS unless --uri).",
     Command.CHECK_CONFIG: "check-config [FILE]: validate a configuration and show where each value comes from "
                           "(exit 0 or 6).",

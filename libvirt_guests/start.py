@@ -17,7 +17,8 @@ import time
 import libvirt
 
 from .engine import Context, Heartbeat, Slots, Tally, close_all, connect_all, each_at_once
-from .output import INFO, WARNING, tr
+from .migrated import Peers, bring_back, decide
+from .output import ERR, INFO, WARNING, tr
 from .plan import StartItem, UriStartPlan, decide_start, plan_start
 from .state import Journal, ListEntries, StateError, load_previous, remove, touch_marker, write_list
 from .virt import Guest, Hypervisor, VirtError
@@ -58,6 +59,7 @@ class StartRun:
         self._lock = threading.Lock()
         self._delay_told = False
         self.starting_recorded = False
+        self.peers = Peers()
 
     def run(self) -> int:
         paths, out = self.ctx.paths, self.ctx.out
@@ -65,11 +67,16 @@ class StartRun:
         self.failed = previous.untrusted
         entries = previous.entries
         if entries is None:
-            if previous.journal is not None:  # it describes a list that is gone
+            if previous.journal is not None:  # it describes a list that is gone, and maybe guests on a peer
+                self.journal = previous.journal
+                started = time.monotonic()
                 try:
-                    remove(paths.state_file)
-                except StateError as err:
-                    out.warn(str(err))
+                    self._bring_back()
+                finally:
+                    close_all(self.hvs.values())
+                    self.peers.close()
+                self._keep_or_forget_journal()
+                self._summary(time.monotonic() - started)
             self.mark_started()
             return 1 if self.failed else 0
         if previous.journal is not None:
@@ -82,8 +89,10 @@ class StartRun:
         try:
             plans = self._plan(entries)
             self._execute(plans)
+            self._bring_back()
         finally:
             close_all(self.hvs.values())
+            self.peers.close()
         self._record(entries)
         self.mark_started()
         self._summary(time.monotonic() - started)
@@ -122,10 +131,22 @@ class StartRun:
             plan = plan_start(hv, uuids, self.cfg, self.journal)
             if self.ignore_mode:
                 plan.items = [item for item in plan.items if self._wanted_despite_ignore(item)]
+            for item in plan.items:
+                self._ask_peer(uri, item)
             for warning in plan.warnings:
                 out.warn(warning)
             plans.append((hv, plan))
         return plans
+
+    def _ask_peer(self, uri: str, item: StartItem) -> None:
+        """Before a guest is started here: does it run on its peer? (A guest
+        never runs on two hosts; see migrated.py.)"""
+        if item.action not in ("start", "restore"):
+            return
+        migrate_to = item.policy.migrate_to if item.policy else self.cfg.migrate_uri
+        verdict = decide(self.peers, item.uuid, self.journal.get(uri, item.uuid), migrate_to)
+        if verdict.action != "start":
+            item.action, item.detail, item.peer = verdict.action, verdict.message, verdict.peer
 
     def _wanted_despite_ignore(self, item: StartItem) -> bool:
         if item.action == "resume":
@@ -228,6 +249,12 @@ class StartRun:
         if item.action == "failed":
             out.say(label + f"failed: {item.detail}", level=WARNING)
             return "failed"
+        if item.action == "on peer":
+            out.say(label + item.detail)
+            return "on peer"
+        if item.action == "held":
+            out.say(label + item.detail, level=ERR)
+            return "held"
         if guest is None:
             out.say(label + "no longer defined, forgotten")
             return "missing"
@@ -296,6 +323,14 @@ class StartRun:
         self.tally.add(outcome)
         self.outcomes[(uri, item.uuid)] = outcome
         name = item.guest.name if item.guest else ""
+        if outcome == "held":  # kept listed; its journal record says what it said
+            self.failed = True
+            self._retain(uri, item.uuid)
+            return
+        if outcome == "on peer":  # unlisted; recorded as migrated, so status and plan show where it is
+            self.journal.settle(uri, item.uuid, name, "migrated", item.peer)
+            self.journal.update(uri, item.uuid, peer=item.peer, recorded=False)
+            return
         if outcome == "failed":
             self.failed = True
             self._retain(uri, item.uuid)
@@ -318,7 +353,7 @@ class StartRun:
             if write_list(paths.list_file, remaining):
                 self.journal.save("start-incomplete")  # the next stop or start goes on
             else:
-                remove(paths.state_file)
+                self._keep_or_forget_journal()
             return
         except StateError as err:
             self.failed = True
@@ -334,6 +369,60 @@ class StartRun:
         except StateError as err:
             out.error(f"{err}: the next stop may do nothing; remove {paths.list_file} by hand")
 
+    # -- guests on a peer ----------------------------------------------------------
+
+    def _bring_back(self) -> None:
+        """MIGRATE_BACK=1 with ON_BOOT=start: migrate the guests the journal
+        says are on a peer back here, one after another."""
+        if not (self.cfg.migrate_back and self.cfg.on_boot == "start"):
+            return
+        records = [r for r in self.journal.migrated() if r.uri in self.cfg.uris]
+        if not records:
+            return
+        self.tally.total += len(records)
+        out = self.ctx.out
+        self.peers.retry_for = float(self.cfg.connect_timeout)  # at boot the peer may be slow to answer
+        here: dict[str, Hypervisor | None] = dict(self.hvs)
+        missing = [r.uri for r in records if r.uri not in here]
+        here.update(connect_all(self.ctx, missing, retry_for=self.cfg.connect_timeout))
+        self.hvs = here
+        for record in records:
+            hv = here.get(record.uri)
+            label = f"Bringing guest {record.name} back: "
+            if hv is None:
+                out.say(label + f"{record.uri} cannot be reached; it stays on {record.peer or record.detail}",
+                        level=ERR)
+                self.failed = True
+                continue
+            out.say(label + f"from {record.peer or record.detail}...")
+            try:
+                result = bring_back(record, hv, self.peers, self.cfg)
+            except Exception as err:  # noqa: BLE001 - one guest's problem stays with that guest
+                out.say(label + f"failed: unexpected error: {type(err).__name__}: {err}", level=ERR)
+                self.failed = True
+                continue
+            out.say(label + result.message, level=ERR if result.failed else INFO)
+            self.tally.add(result.outcome)
+            if result.failed:
+                self.failed = True
+            elif result.outcome == "returned":
+                self.journal.settle(record.uri, record.uuid, record.name, "started",
+                                    f"migrated back from {record.peer}")
+            else:
+                self.journal.settle(record.uri, record.uuid, record.name, "vanished", result.message)
+
+    def _keep_or_forget_journal(self) -> None:
+        """No list left: the journal is kept while it names guests on a peer
+        (status and plan show them until the next stop), else removed."""
+        paths, out = self.ctx.paths, self.ctx.out
+        try:
+            if self.journal.migrated():
+                self.journal.save("stopped")
+            else:
+                remove(paths.state_file)
+        except StateError as err:
+            out.warn(str(err))
+
     def _summary(self, seconds: float) -> None:
         if not self.tally.total:
             return
@@ -343,8 +432,13 @@ class StartRun:
             parts.append(f"{counts['resumed']} resumed")
         parts += [f"{counts['already active']} already active", f"{counts['ignored']} ignored",
                   f"{counts['missing']} no longer defined", f"{counts['failed']} failed"]
+        for key, words in (("on peer", "left on their peer"), ("held", "held (peer cannot be asked)"),
+                           ("returned", "brought back from their peer"), ("kept", "kept on their peer"),
+                           ("not on peer", "no longer on their peer")):
+            if counts[key]:
+                parts.append(f"{counts[key]} {words}")
         self.ctx.out.say(f"libvirt-guests start: {self.tally.total} guests in {seconds:.1f} s: " + ", ".join(parts),
-                         level=WARNING if counts["failed"] else INFO)
+                         level=WARNING if counts["failed"] or counts["held"] or counts["kept"] else INFO)
 
 
 def start(ctx: Context) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 FILE_MODE = 0o600
 JOURNAL_VERSION = 1
+MIGRATED = "migrated"  # the outcome of a guest the migrate action moved to a peer
 
 
 class StateError(Exception):
@@ -249,6 +250,16 @@ class GuestRecord:
     paused_by_us: bool = False
     outcome: str = "pending"
     detail: str = ""
+    # The migrate action: the peer it was being (outcome pending) or was
+    # (outcome "migrated") moved to, and its autostart flag here before that
+    # (None: not touched), to restore when it comes back. Journals written
+    # before these fields existed load with the defaults.
+    peer: str = ""
+    autostart_here: bool | None = None
+
+    @property
+    def migrated(self) -> bool:
+        return self.outcome == MIGRATED
 
 
 @dataclass
@@ -336,6 +347,10 @@ class Journal:
 
     def pending(self) -> list[GuestRecord]:
         return [g for g in self.guests.values() if g.recorded and g.outcome not in ("started", "vanished")]
+
+    def migrated(self) -> list[GuestRecord]:
+        """The guests a stop moved to a peer (not brought back since)."""
+        return [g for g in self.guests.values() if g.migrated]
 
 
 # --- what the last run left ------------------------------------------------

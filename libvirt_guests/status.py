@@ -147,23 +147,39 @@ def running_line(run: dict[str, Any]) -> str:
     return f"{what} is running" + (f" (pid {run['pid']})" if run["pid"] else "")
 
 
-def _pending(paths: Paths, out: Output, entries: list[tuple[str, list[str]]]) -> list[dict[str, str]] | None:
-    """The recorded guests the journal says are still to be started; None
-    when the journal is not ours to read (a monitoring user)."""
+def _journal(paths: Paths, out: Output) -> Journal | None | bool:
+    """The journal; None when there is none (or it cannot be understood),
+    False when it is not ours to read (a monitoring user)."""
     try:
         st = os.lstat(paths.state_file)
     except FileNotFoundError:
-        return []
+        return None
     except OSError:
-        return None
+        return False
     if st.st_uid != os.geteuid() or not os.access(paths.state_file, os.R_OK):
-        return None
+        return False
     try:
-        journal = Journal.load(paths.state_file)
+        return Journal.load(paths.state_file)
     except StateError as err:
         out.warn(str(err))
+        return None
+
+
+def _migrated(journal: Journal | None | bool) -> list[dict[str, str]] | None:
+    """The guests the last stop moved to a peer (shown until the next stop)."""
+    if journal is False:
+        return None
+    if not isinstance(journal, Journal):
         return []
-    if journal is None:
+    return [{"uri": g.uri, "uuid": g.uuid, "name": g.name, "peer": g.peer or g.detail} for g in journal.migrated()]
+
+
+def _pending(journal: Journal | None | bool, entries: list[tuple[str, list[str]]]) -> list[dict[str, str]] | None:
+    """The recorded guests the journal says are still to be started; None
+    when the journal is not ours to read (a monitoring user)."""
+    if journal is False:
+        return None
+    if not isinstance(journal, Journal):
         return []
     return [
         {"uri": g.uri, "uuid": g.uuid, "name": g.name, "outcome": g.outcome}
@@ -179,13 +195,14 @@ def status(paths: Paths, out: Output, about: dict[str, Any], as_json: bool = Fal
     Exit 4 (LSB 'unknown') when a file cannot even be examined."""
     entries: list[tuple[str, list[str]]] | None = None
     pending: list[dict[str, str]] | None = []
+    journal = _journal(paths, out)
     try:
         listed = _probe(paths.list_file, read=True)
         if listed.exists:
             state, message, code = "stopped-with-saved-guests", "stopped, with saved guests", 3
             if listed.text is not None:
                 entries = parse_list(listed.text)
-                pending = _pending(paths, out, entries)
+                pending = _pending(journal, entries)
             else:
                 pending = None
         elif _marker(paths.lock_file):
@@ -196,12 +213,14 @@ def status(paths: Paths, out: Output, about: dict[str, Any], as_json: bool = Fal
         state, message, code = "unknown", f"status unknown: {err}", EXIT_UNKNOWN
         pending = None
     run = running(paths)
+    migrated = _migrated(journal)
     if as_json:
         out.say(dump_json({
             "state": state,
             "exit_code": code,
             "list": None if entries is None else [{"uri": uri, "uuids": uuids} for uri, uuids in entries],
             "pending": pending,
+            "migrated": migrated,
             "running": run,
             **about,
         }))
@@ -211,6 +230,8 @@ def status(paths: Paths, out: Output, about: dict[str, Any], as_json: bool = Fal
         out.say(running_line(run))
     for guest in pending or []:
         out.say(f"  {guest['name']} on {guest['uri']}: {guest['outcome']}")
+    for guest in migrated or []:
+        out.say(f"  {guest['name']} of {guest['uri']}: migrated to {guest['peer']}")
     return code
 
 

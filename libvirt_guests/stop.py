@@ -162,7 +162,9 @@ class StopRun:
         with self._lock:
             self.abandoned = True  # from here on, only this thread writes
             entries = [(uri, list(uuids)) for uri, uuids in self.entries]
-        if self._record(lambda: write_list(paths.list_file, entries)):
+        written = self._record(lambda: write_list(paths.list_file, entries))
+        # Kept without a list too while it names guests moved to a peer (status and plan show them).
+        if written or (written is False and self.journal.migrated()):
             self.journal.save("stopped" if complete else "stopping")  # 'stopping': the next stop finishes it
         else:
             self._record(lambda: remove(paths.state_file))
@@ -240,7 +242,9 @@ class StopRun:
 
     def _summary(self, started: float, finished: bool) -> None:
         counts = self.tally.counts
-        shown = [*SUMMARY, Outcome.NOT_HANDLED] if counts[Outcome.NOT_HANDLED] else list(SUMMARY)
+        shown = ([Outcome.MIGRATED] if counts[Outcome.MIGRATED] else []) + list(SUMMARY)
+        if counts[Outcome.NOT_HANDLED]:
+            shown.append(Outcome.NOT_HANDLED)
         text = (f"libvirt-guests stop: {self.tally.done()} guests in {time.monotonic() - started:.1f} s: "
                 + ", ".join(f"{counts[outcome]} {outcome.words}" for outcome in shown))
         if self.bounds.interrupted():
@@ -266,6 +270,16 @@ class StopRun:
                                    "recorded to be started at boot")
             self.failed = True
             return None
+
+    def unlist(self, uri: str, uuid: str) -> None:
+        """Take a guest out of the list file's lines (it runs on a peer now:
+        no start, ours or the original's, may boot it here)."""
+        with self._lock:
+            if self.abandoned:
+                return
+            for line_uri, uuids in self.entries:
+                if line_uri == uri and uuid in uuids:
+                    uuids.remove(uuid)
 
     def _forget_undefined(self, hvs: dict[str, Hypervisor | None]) -> None:
         """Drop guests that no longer exist from the list, so no start (ours or

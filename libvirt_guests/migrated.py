@@ -1,0 +1,166 @@
+"""What start does about guests that may be on a peer host: ask the peer
+before starting a listed guest here, and (MIGRATE_BACK=1) bring migrated
+guests back live.
+
+The rule is the migrate action's: a guest never runs on two hosts. A guest
+that runs on its peer is left there. When the peer cannot be asked, a guest
+whose journal proves it stayed here (saved, shut down, powered off by this
+host's stop) is started as usual; one whose journal says it was migrated, or
+says nothing conclusive (a stop killed mid-migration, a journal lost), is
+not started: it stays listed and recorded, with an error line, and start
+exits 1. A human decides; a second boot of a running guest would corrupt
+its disks."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .config import Config
+from .migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
+from .state import GuestRecord, Journal
+from .virt import Hypervisor, VirtError
+
+PEER_ASK_TIMEOUT = 5.0  # seconds start waits for a peer to answer "does it run there?" (no retries)
+# Outcomes of this host's stop that prove the guest did not leave: its peer need not answer.
+STAYED_HERE = frozenset({"saved", "shutdown", "poweroff", "left-running", "failed", "vanished",
+                         "start-failed", "started", "ignored"})
+
+
+@dataclass(frozen=True)
+class PeerVerdict:
+    """What start does with one listed guest, as far as its peer is concerned."""
+
+    action: str  # "start" (go on), "on peer" (leave it there, unlist it), "held" (keep it listed, exit 1)
+    peer: str = ""
+    message: str = ""
+
+
+class Peers:
+    """One connection per peer URI for the length of a run (shared by the
+    threads of a stop); a peer that could not be opened is remembered with
+    its error, so it costs its timeout once."""
+
+    def __init__(self, timeout: float = PEER_ASK_TIMEOUT, retry_for: float = 0.0) -> None:
+        self.timeout = timeout
+        self.retry_for = retry_for
+        self._open: dict[str, Hypervisor | VirtError] = {}
+        self._lock = threading.Lock()
+
+    def get(self, uri: str) -> Hypervisor:
+        """The open peer; raises the VirtError it could not be opened with."""
+        with self._lock:
+            return self._get(uri)
+
+    def _get(self, uri: str) -> Hypervisor:
+        if uri not in self._open:
+            try:
+                if self.retry_for:
+                    self._open[uri] = open_peer(uri, self.retry_for)
+                else:
+                    hv = Hypervisor(uri)
+                    hv.connect(retry_for=0, answer_within=self.timeout)
+                    self._open[uri] = hv
+            except VirtError as err:
+                self._open[uri] = err
+        found = self._open[uri]
+        if isinstance(found, VirtError):
+            raise found
+        return found
+
+    def close(self) -> None:
+        for hv in self._open.values():
+            if isinstance(hv, Hypervisor):
+                hv.close()
+        self._open.clear()
+
+
+def peer_of(record: GuestRecord | None, migrate_to: str) -> str:
+    """The peer to ask about a guest: the one its journal names, else its
+    policy's migrate_to (which falls back to MIGRATE_URI)."""
+    if record is not None and record.peer:
+        return record.peer
+    return migrate_to
+
+
+def decide(peers: Peers, uuid: str, record: GuestRecord | None, migrate_to: str) -> PeerVerdict:
+    """Ask the guest's peer (if it has one) whether the guest runs there."""
+    uri = peer_of(record, migrate_to)
+    if not uri:
+        return PeerVerdict("start")
+    try:
+        there = running_on_peer(peers.get(uri), uuid)
+    except VirtError as err:
+        if record is not None and record.outcome in STAYED_HERE and not record.peer:
+            return PeerVerdict("start", uri)  # this host's stop kept it here: the peer cannot have it
+        if record is not None and record.migrated:
+            why = f"the last stop migrated it to {uri}"
+        else:
+            why = f"it may be running on {uri} (nothing says a stop did not move it there)"
+        return PeerVerdict("held", uri, f"not started: {why}, and {uri} cannot be asked ({err}); it stays "
+                                        "listed: check the peer, then start it by hand or run start again")
+    if there:
+        return PeerVerdict("on peer", uri, f"running on {uri}, left there")
+    return PeerVerdict("start", uri)
+
+
+def describe_migrated(journal: Journal | None, config: Config) -> list[dict[str, object]]:
+    """The guests the last stop moved to a peer, for status and plan start."""
+    if journal is None:
+        return []
+    back = config.migrate_back and config.on_boot == "start"
+    return [{"uri": g.uri, "uuid": g.uuid, "name": g.name, "peer": g.peer or g.detail,
+             "autostart_here": g.autostart_here, "next_start": "migrate back" if back else "left on the peer"}
+            for g in journal.migrated()]
+
+
+@dataclass(frozen=True)
+class Return:
+    """How one guest's way back ended."""
+
+    outcome: str  # "returned", "kept" (still on the peer), "not on peer"
+    message: str
+    failed: bool = False
+
+
+def bring_back(record: GuestRecord, here: Hypervisor, peers: Peers, config: Config) -> Return:
+    """Migrate one guest the journal says is on a peer back here, live;
+    restore its autostart flag here. Whatever fails, the guest keeps running
+    on the peer (migrate_live's contract) and stays recorded."""
+    uri = record.peer or record.detail
+    try:
+        peer = peers.get(uri)
+    except VirtError as err:
+        return Return("kept", f"cannot reach {uri} ({err}); it stays there", failed=True)
+    try:
+        guest = peer.lookup(record.uuid)
+        if guest is None or not guest.is_active():
+            restore_here(record, here)
+            return Return("not on peer", f"no longer running on {uri}; not brought back, forgotten")
+        reasons = [r.replace("the peer", "this host") for r in check_peer(guest, here)]
+    except VirtError as err:
+        return Return("kept", f"cannot look it up on {uri} ({err}); it stays there", failed=True)
+    if reasons:
+        return Return("kept", f"this host cannot take it back: {'; '.join(reasons)}; it stays on {uri}", failed=True)
+    out = migrate_live(guest, here, config.migrate_back_data_uri or None,
+                       timeout=config.migrate_timeout or None, undefine_source=True)
+    if not out.migrated:
+        why = out.reason + (f" ({out.detail})" if out.detail else "")
+        return Return("kept", f"migration back failed after {out.seconds:.1f} s: {why}; it keeps running on {uri}",
+                      failed=True)
+    note = restore_here(record, here)
+    return Return("returned", f"brought back from {uri} in {out.seconds:.1f} s" + note)
+
+
+def restore_here(record: GuestRecord, here: Hypervisor) -> str:
+    """Put back the autostart flag the migrate action turned off; the text to
+    add to the guest's line when that fails."""
+    if not record.autostart_here:
+        return ""
+    try:
+        guest = here.lookup(record.uuid)
+        if guest is not None:
+            restore_autostart(guest, True)
+    except VirtError as err:
+        return f"; its autostart flag could not be turned back on ({err})"
+    return ""
