@@ -134,13 +134,7 @@ class Hypervisor:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.conn: libvirt.virConnect | None = None
-        # Waiters of one guest wait on that guest's condition (all share one
-        # lock), so an event wakes only them, not every waiter of the
-        # connection; a close wakes everyone. Key None: waiters of any guest.
-        self._lock = threading.Lock()
-        self._waiters: dict[str | None, threading.Condition] = {}
-        self._events: dict[str | None, int] = {}  # lifecycle events seen, per guest UUID
-        self._closes = 0
+        self.waits = Waits()
         self._connect_lock = threading.Lock()
         self._callback_id: int | None = None
         self.events_error: str | None = None  # why this connection has no domain events
@@ -191,7 +185,7 @@ class Hypervisor:
             )
             self.events_error = None
         except libvirt.libvirtError as err:
-            # A driver without domain events: wait_until polls every POLL_FALLBACK seconds.
+            # A driver without domain events: Waits.until polls every POLL_FALLBACK seconds.
             self._callback_id = None
             self.events_error = _message(err)
         self.conn = conn
@@ -238,21 +232,10 @@ class Hypervisor:
             uuid: str | None = dom.UUIDString()  # local: no call to the daemon
         except libvirt.libvirtError:
             uuid = None
-        with self._lock:
-            for key in {uuid, None}:
-                self._events[key] = self._events.get(key, 0) + 1
-                if key in self._waiters:
-                    self._waiters[key].notify_all()
+        self.waits.event(uuid)
 
     def _on_close(self, _conn: object, _reason: int, _opaque: object) -> None:
-        with self._lock:
-            self._closes += 1
-            for waiters in self._waiters.values():
-                waiters.notify_all()
-
-    def _seen(self, key: str | None) -> int:
-        """With the lock held: how much has happened that concerns `key`."""
-        return self._events.get(key, 0) + self._closes
+        self.waits.closed()
 
     def _error(self, err: libvirt.libvirtError) -> VirtError:
         return VirtError(_message(err), vanished=err.get_error_code() in _GONE, disconnected=not self.alive())
@@ -294,7 +277,38 @@ class Hypervisor:
             raise self._error(err) from None
         return Guest(self, dom.UUIDString(), dom.name(), dom)
 
-    def wait_until(self, done: Callable[[], bool], timeout: float | None, uuid: str | None = None) -> bool:
+
+class Waits:
+    """Waiting for something to hold, re-checked on lifecycle events. Waiters
+    of one guest wait on that guest's condition (all share one lock), so an
+    event wakes only them, not every waiter of the connection; a close of the
+    connection wakes everyone; without events, each looks every POLL_FALLBACK
+    seconds. Key None: waiters of any guest."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str | None, threading.Condition] = {}
+        self._events: dict[str | None, int] = {}  # lifecycle events seen, per guest UUID
+        self._closes = 0
+
+    def event(self, uuid: str | None) -> None:
+        with self._lock:
+            for key in {uuid, None}:
+                self._events[key] = self._events.get(key, 0) + 1
+                if key in self._waiters:
+                    self._waiters[key].notify_all()
+
+    def closed(self) -> None:
+        with self._lock:
+            self._closes += 1
+            for waiters in self._waiters.values():
+                waiters.notify_all()
+
+    def _seen(self, key: str | None) -> int:
+        """With the lock held: how much has happened that concerns `key`."""
+        return self._events.get(key, 0) + self._closes
+
+    def until(self, done: Callable[[], bool], timeout: float | None, uuid: str | None = None) -> bool:
         """Wait until done() holds, re-checking on every lifecycle event of
         the guest `uuid` (of any guest if None), on a close of the
         connection, and every POLL_FALLBACK seconds; False on timeout."""
@@ -453,4 +467,4 @@ class Guest:
                     return True
                 raise
 
-        return self.hv.wait_until(done, timeout, self.uuid)
+        return self.hv.waits.until(done, timeout, self.uuid)
