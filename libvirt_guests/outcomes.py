@@ -3,6 +3,7 @@ closing summary counts it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import StrEnum
 
 
@@ -31,3 +32,12 @@ _WORDS = {Outcome.SHUTDOWN: "shut down", Outcome.POWEROFF: "powered off", Outcom
           Outcome.NOT_HANDLED: "not handled"}
 # The closing summary's counts, in this order (NOT_HANDLED and MIGRATED only when they happened).
 SUMMARY = (Outcome.SAVED, Outcome.SHUTDOWN, Outcome.POWEROFF, Outcome.LEFT_RUNNING, Outcome.FAILED, Outcome.VANISHED)
+
+
+def summary_counts(counts: Counter[str]) -> str:
+    """'2 saved, 0 shut down, ...' for the closing summary: the original
+    outcomes always; migrated and not handled only when they happened."""
+    shown = ([Outcome.MIGRATED] if counts[Outcome.MIGRATED] else []) + list(SUMMARY)
+    if counts[Outcome.NOT_HANDLED]:
+        shown.append(Outcome.NOT_HANDLED)
+    return ", ".join(f"{counts[outcome]} {outcome.words}" for outcome in shown)

@@ -39,7 +39,7 @@ from .engine import (
     each_at_once,
     same_daemons,
 )
-from .outcomes import SUMMARY, Outcome
+from .outcomes import Outcome, summary_counts
 from .output import INFO, WARNING, Output, tr
 from .plan import UriStopPlan, plan_stop
 from .state import GuestRecord, Journal, ListEntries, StateError, clear_marker, load_previous, remove, write_list
@@ -242,11 +242,8 @@ class StopRun:
 
     def _summary(self, started: float, finished: bool) -> None:
         counts = self.tally.counts
-        shown = ([Outcome.MIGRATED] if counts[Outcome.MIGRATED] else []) + list(SUMMARY)
-        if counts[Outcome.NOT_HANDLED]:
-            shown.append(Outcome.NOT_HANDLED)
-        text = (f"libvirt-guests stop: {self.tally.done()} guests in {time.monotonic() - started:.1f} s: "
-                + ", ".join(f"{counts[outcome]} {outcome.words}" for outcome in shown))
+        text = f"libvirt-guests stop: {self.tally.done()} guests in {time.monotonic() - started:.1f} s: "
+        text += summary_counts(counts)
         if self.bounds.interrupted():
             text += f" (interrupted by {self.ctx.interrupt.name})"
         troubled = any(counts[outcome] for outcome in Outcome if outcome.troubled()) or not finished
