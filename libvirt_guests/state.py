@@ -2,8 +2,10 @@
 state journal beside it, the 'started' lock file and the run lock.
 
 Every write is atomic (temporary file in the same directory, fsync, rename,
-fsync of the directory) and no path is followed through a symlink, because
-the lock file lives in a world-writable directory (/run/lock).
+fsync of the directory), but for the journal's event log, which is appended
+to (a record torn by a crash is ignored: see the journal's section), and no
+path is followed through a symlink, because the lock file lives in a
+world-writable directory (/run/lock).
 
 What a run finds is never a reason to leave guests unhandled: a state file
 that is damaged, written by a newer version, a symbolic link or someone
