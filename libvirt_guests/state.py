@@ -2,8 +2,10 @@
 state journal beside it, the 'started' lock file and the run lock.
 
 Every write is atomic (temporary file in the same directory, fsync, rename,
-fsync of the directory) and no path is followed through a symlink, because
-the lock file lives in a world-writable directory (/run/lock).
+fsync of the directory), but for the journal's event log, which is appended
+to (a record torn by a crash is ignored: see the journal's section), and no
+path is followed through a symlink, because the lock file lives in a
+world-writable directory (/run/lock).
 
 What a run finds is never a reason to leave guests unhandled: a state file
 that is damaged, written by a newer version, a symbolic link or someone
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FILE_MODE = 0o600
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # 1: one JSON document, no log (still read)
 MIGRATED = "migrated"  # the outcome of a guest the migrate action moved to a peer
 
 
@@ -112,6 +114,12 @@ def clean_temp_files(*paths: Path) -> list[Path]:
 
 def safe_read(path: Path) -> str | None:
     """Text of a regular file owned by us, None if absent; never via a symlink."""
+    data = safe_read_bytes(path)
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def safe_read_bytes(path: Path) -> bytes | None:
+    """Bytes of a regular file owned by us, None if absent; never via a symlink."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -128,20 +136,23 @@ def safe_read(path: Path) -> str | None:
         raise UntrustedState(f"{path} belongs to uid {st.st_uid}, not to us; refusing to trust it")
     with os.fdopen(fd, "rb") as handle:
         try:
-            data = handle.read()
+            return handle.read()
         except OSError as err:
             raise StateError(f"cannot read {path}: {err.strerror}") from err
-        return data.decode("utf-8", errors="replace")
 
 
 def remove(path: Path) -> None:
-    """Remove path durably (the directory is synced); absent is fine."""
+    """Remove path durably (the directory is synced); absent is fine. A
+    state file's journal log (PATH.log) goes with it."""
     try:
         path.unlink()
     except FileNotFoundError:
         return
     except OSError as err:
         raise StateError(f"cannot remove {path}: {err.strerror}") from err
+    if _is_our_log(log := log_path(path)):
+        with contextlib.suppress(OSError):  # ignored without its state file
+            log.unlink()
     try:
         _fsync_dir(path.parent)
     except OSError as err:
@@ -230,6 +241,20 @@ def write_list(path: Path, entries: Iterable[tuple[str, list[str]]]) -> bool:
 
 
 # --- the state journal -----------------------------------------------------
+#
+# Two files: the state file, a JSON document holding the whole journal (as
+# the previous version wrote it, plus the name of its log), rewritten
+# atomically only at phase changes (save()); and beside it its log
+# (STATE.log), one JSON line per guest event, appended as they happen: one
+# write and one fsync per event, shared by the events of several threads, so
+# that an event's cost does not depend on the number of guests. The log
+# starts with a header naming its format version and the state file it
+# follows ("log": a random name also written in the state file): a log whose
+# name differs is one a compaction replaced and is ignored. Loading replays
+# the log over the state file; a record torn by a crash (the last line,
+# without its newline) is ignored; a damaged complete record is damage.
+# The first write of a run compacts (a new state file, then a new log), so
+# a torn tail is never appended to.
 
 # Phases: 'stopping' (a stop is under way or was interrupted: the next stop
 # finishes it), 'stopped' (done: the original's no-op applies), 'starting'
@@ -237,6 +262,12 @@ def write_list(path: Path, entries: Iterable[tuple[str, list[str]]]) -> bool:
 # running guest), 'start-incomplete' (a start left guests to retry).
 PHASES = ("stopping", "stopped", "starting", "start-incomplete")
 RESUMABLE_PHASES = ("stopping", "starting", "start-incomplete")
+_LOG_FORMAT = "libvirt-guests journal log"
+
+
+def log_path(state_file: Path) -> Path:
+    """The journal's event log, beside its state file."""
+    return state_file.with_name(state_file.name + ".log")
 
 
 @dataclass
@@ -262,9 +293,178 @@ class GuestRecord:
         return self.outcome == MIGRATED
 
 
+def _guest_of(data: object) -> GuestRecord:
+    if not isinstance(data, dict):
+        raise TypeError("a guest that is not a JSON object")
+    record = GuestRecord(**data)
+    if not (isinstance(record.uri, str) and isinstance(record.uuid, str)):
+        raise TypeError("a guest without URI or UUID")
+    return record
+
+
+def _newer(path: Path, version: object) -> DamagedState | None:
+    if isinstance(version, int) and not isinstance(version, bool) and version > JOURNAL_VERSION:
+        return DamagedState(f"{path} was written by a newer version (format {version}, this one reads "
+                            f"{JOURNAL_VERSION})")
+    return None
+
+
+def _create_log(path: Path, name: str) -> tuple[int, int]:
+    """A new log at path holding only its header, in place atomically (as
+    atomic_write), open for appending: (descriptor, size)."""
+    header = (json.dumps({"format": _LOG_FORMAT, "version": JOURNAL_VERSION, "log": name}) + "\n").encode()
+    tmp = path.parent / _temp_name(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, FILE_MODE)
+    except OSError as err:
+        raise StateError(f"cannot write {path}: {err.strerror}") from err
+    try:
+        _write_all(fd, header)
+        os.fsync(fd)
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise StateError(f"cannot write {path}: {err.strerror}") from err
+    return fd, len(header)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _is_our_log(path: Path) -> bool:
+    """True if path is a regular file of ours that starts as a journal log."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return False
+        return os.read(fd, 64).startswith(b'{"format": "' + _LOG_FORMAT.encode() + b'"')
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _replay(path: Path, name: str) -> list[GuestRecord]:
+    """The guest records of the log at path, in order, if it is the log
+    named name; [] if absent or replaced since. UntrustedState or
+    DamagedState as the state file."""
+    raw = safe_read_bytes(path)
+    if raw is None:
+        return []
+    # After the last newline: nothing, or a record torn by a crash (or the
+    # zeros a power cut can leave at the end of a file): ignored.
+    lines = raw.rstrip(b"\0").split(b"\n")[:-1]
+    if not lines:
+        return []  # not even a whole header: nothing was ever appended to it
+    try:
+        header = json.loads(lines[0])
+        if not isinstance(header, dict) or header.get("format") != _LOG_FORMAT:
+            raise ValueError("not a journal log")
+        if (newer := _newer(path, header.get("version"))) is not None:
+            raise newer
+        if header.get("version") != JOURNAL_VERSION:
+            raise ValueError(f"unknown format {header.get('version')!r}")
+        if header.get("log") != name:
+            return []  # the log of an earlier state file, whose events that one holds
+        records = []
+        for number, line in enumerate(lines[1:], 2):
+            event = json.loads(line)
+            if not isinstance(event, dict) or list(event) != ["guest"]:
+                raise ValueError(f"line {number} is not a journal event")
+            records.append(_guest_of(event["guest"]))
+        return records
+    except (ValueError, KeyError, TypeError) as err:
+        raise DamagedState(f"{path} is damaged ({shown(str(err), 80)})") from err
+
+
+class _Log:
+    """An open journal log. Records are written under the journal's lock;
+    waiting for them to reach the disk is not: a thread that finds an fsync
+    under way waits for the next one, which covers its record and every
+    other written meanwhile (group commit)."""
+
+    def __init__(self, path: Path, fd: int, size: int) -> None:
+        self.path, self.fd, self.size = path, fd, size
+        self.written = 0  # sequence number of the last record written
+        self.durable = 0  # ... and of the last one known to be on disk
+        self.syncing = False
+        self.error: str | None = None  # an fsync failed: records may be lost; the journal starts afresh
+        self.closed = False
+        self.cond = threading.Condition(threading.Lock())
+
+    def append(self, data: bytes) -> int:
+        """Write records (under the journal's lock); their sequence number.
+        StateError if they cannot be written: what was written of them is
+        cut off again where possible, and the log must not be used again."""
+        try:
+            _write_all(self.fd, data)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise StateError(f"cannot write {self.path}: {err.strerror}") from err
+        self.size += len(data)
+        with self.cond:
+            self.written += 1
+            return self.written
+
+    def wait_durable(self, seq: int) -> str | None:
+        """Return once record seq is on disk; the error if an fsync failed."""
+        with self.cond:
+            while self.durable < seq:
+                if self.syncing:
+                    self.cond.wait()
+                    continue
+                self.syncing, target = True, self.written
+                self.cond.release()
+                try:
+                    os.fdatasync(self.fd)
+                    error = None
+                except OSError as err:
+                    error = f"cannot write {self.path}: {err.strerror}"
+                finally:
+                    self.cond.acquire()
+                self.syncing = False
+                self.durable = max(self.durable, target)
+                self.error = self.error or error
+                self.cond.notify_all()
+            return self.error
+
+    def close(self) -> None:
+        """Close once no fsync is under way; whoever still waits returns (the
+        caller made their records durable otherwise, or reports the loss)."""
+        with self.cond:
+            while self.syncing:
+                self.cond.wait()
+            if not self.closed:
+                self.closed = True
+                with contextlib.suppress(OSError):
+                    os.close(self.fd)
+            self.durable = self.written
+            self.cond.notify_all()
+
+    def __del__(self) -> None:
+        if not getattr(self, "closed", True):
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+
 @dataclass
 class Journal:
-    """Per-guest outcomes of the current stop or start, saved as they happen."""
+    """Per-guest outcomes of the current stop or start, saved as they happen.
+
+    update(), settle(): one small record appended to the log, durable when
+    they return. save(): the whole journal rewritten (a phase change, a few
+    times a run: never per guest). add(): written with the next of these."""
 
     path: Path
     phase: str = "stopping"
@@ -273,6 +473,8 @@ class Journal:
     # the guests: the first error is kept here for the caller to report.
     write_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _log: _Log | None = field(default=None, init=False, repr=False, compare=False)
+    _unwritten: dict[str, None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @staticmethod
     def key(uri: str, uuid: str) -> str:
@@ -280,8 +482,10 @@ class Journal:
 
     @classmethod
     def load(cls, path: Path) -> Journal | None:
-        """The journal at path, None if absent. UntrustedState if it is not a
-        regular file of ours, DamagedState if it cannot be understood."""
+        """The journal at path (its log replayed), None if absent.
+        UntrustedState if it or its log is not a regular file of ours,
+        DamagedState if either cannot be understood. Reads the format of
+        the previous version too (one JSON document, no log)."""
         text = safe_read(path)
         if text is None:
             return None
@@ -290,60 +494,122 @@ class Journal:
             if not isinstance(data, dict):
                 raise TypeError("not a JSON object")
             version = data.get("version")
-            if isinstance(version, int) and version > JOURNAL_VERSION:
-                raise DamagedState(f"{path} was written by a newer version (format {version}, this one reads "
-                                   f"{JOURNAL_VERSION})")
-            if version != JOURNAL_VERSION:
+            if (newer := _newer(path, version)) is not None:
+                raise newer
+            if version not in (1, JOURNAL_VERSION) or isinstance(version, bool):
                 raise ValueError(f"unknown format {version!r}")
             if data["phase"] not in PHASES:
                 raise ValueError(f"unknown phase {data['phase']!r}")
-            records = [GuestRecord(**g) for g in data["guests"]]
-            if not all(isinstance(r.uri, str) and isinstance(r.uuid, str) for r in records):
-                raise TypeError("a guest without URI or UUID")
-            return cls(path, data["phase"], {cls.key(r.uri, r.uuid): r for r in records})
+            if not isinstance(data["guests"], list):
+                raise TypeError("guests that are not a list")
+            records = [_guest_of(g) for g in data["guests"]]
+            name = data["log"] if version == JOURNAL_VERSION else None
+            if name is not None and not isinstance(name, str):
+                raise TypeError("a log name that is not a string")
         except (ValueError, KeyError, TypeError) as err:
             raise DamagedState(f"{path} is damaged ({shown(str(err), 80)})") from err
+        if name is not None:
+            records += _replay(log_path(path), name)
+        return cls(path, data["phase"], {cls.key(r.uri, r.uuid): r for r in records})
 
     def get(self, uri: str, uuid: str) -> GuestRecord | None:
         return self.guests.get(self.key(uri, uuid))
 
     def add(self, record: GuestRecord) -> None:
         with self._lock:
-            self.guests[self.key(record.uri, record.uuid)] = record
+            key = self.key(record.uri, record.uuid)
+            self.guests[key] = record
+            self._unwritten[key] = None
 
     def update(self, uri: str, uuid: str, **changes: object) -> None:
         with self._lock:
-            record = self.guests[self.key(uri, uuid)]
+            key = self.key(uri, uuid)
+            record = self.guests[key]
             for name, value in changes.items():
                 setattr(record, name, value)
-            self._save_locked()
+            written = self._append_locked(key)
+        self._wait(written)
 
     def settle(self, uri: str, uuid: str, name: str, outcome: str, detail: str = "") -> None:
         """A start is done with this guest: record the outcome, and forget
         that a stop paused it (fault: a later stop would resume a guest its
         user paused on purpose)."""
         with self._lock:
-            record = self.guests.setdefault(self.key(uri, uuid), GuestRecord(uri, uuid, name))
+            key = self.key(uri, uuid)
+            record = self.guests.setdefault(key, GuestRecord(uri, uuid, name))
             record.outcome, record.detail, record.paused_by_us = outcome, detail, False
-            self._save_locked()
+            written = self._append_locked(key)
+        self._wait(written)
 
     def save(self, phase: str | None = None) -> None:
+        """Rewrite the whole journal (with phase, if given) and start a new log."""
         with self._lock:
             if phase:
                 self.phase = phase
-            self._save_locked()
+            self._compact_locked()
 
-    def _save_locked(self) -> None:
+    def close(self) -> None:
+        """Close the log (the journal stays usable: its next write compacts)."""
+        with self._lock:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def _failed(self, error: str) -> None:
+        self.write_error = self.write_error or error
+
+    def _append_locked(self, key: str) -> tuple[_Log, int] | None:
+        """Append key's record, and those added but not yet written, in one
+        write; what to wait for. The first write of a run, or one after a
+        failed write, rewrites the whole journal instead."""
+        log = self._log
+        if log is None or log.error is not None:
+            self._compact_locked()
+            return None
+        self._unwritten[key] = None
+        data = b"".join(
+            json.dumps({"guest": asdict(self.guests[k])}, separators=(",", ":")).encode() + b"\n"
+            for k in self._unwritten
+        )
+        try:
+            seq = log.append(data)
+        except StateError as err:
+            self._failed(str(err))
+            self._log = None
+            log.close()
+            return None
+        self._unwritten.clear()
+        return log, seq
+
+    def _wait(self, written: tuple[_Log, int] | None) -> None:
+        if written is None:
+            return
+        error = written[0].wait_durable(written[1])
+        if error is not None:
+            with self._lock:
+                self._failed(error)
+
+    def _compact_locked(self) -> None:
+        """A new state file holding everything, then a new, empty log."""
+        name = secrets.token_hex(8)
         data = {
             "version": JOURNAL_VERSION,
             "phase": self.phase,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "log": name,
             "guests": [asdict(g) for g in self.guests.values()],
         }
+        old, self._log = self._log, None
         try:
             atomic_write(self.path, json.dumps(data, indent=1).encode())
+            path = log_path(self.path)
+            self._log = _Log(path, *_create_log(path, name))
+            self._unwritten.clear()
         except StateError as err:
-            self.write_error = self.write_error or str(err)
+            self._failed(str(err))
+        finally:
+            if old is not None:
+                old.close()  # after the new state file: what waits on it is in there
 
     def pending(self) -> list[GuestRecord]:
         return [g for g in self.guests.values() if g.recorded and g.outcome not in ("started", "vanished")]
@@ -405,7 +671,7 @@ def load_previous(list_file: Path, state_file: Path, warn: Callable[[str], None]
     not ours is set aside with an error (the run then exits 1, but still
     handles the guests); junk words of the list file are dropped with a
     warning; temporary files of a killed run are removed."""
-    clean_temp_files(list_file, state_file)
+    clean_temp_files(list_file, state_file, log_path(state_file))
     previous = Previous()
     problems: list[str] = []
     try:
@@ -419,12 +685,25 @@ def load_previous(list_file: Path, state_file: Path, warn: Callable[[str], None]
         previous.journal = Journal.load(state_file)
     except DamagedState as err:
         previous.journal_lost = True
-        warn(f"{err}; {_put_aside(state_file, 'damaged')}")
+        warn(f"{err}; {_put_journal_aside(state_file, 'damaged')}")
     except StateError as err:
         previous.journal_lost = True
         previous.untrusted = True
-        error(f"{err}; {_put_aside(state_file, 'untrusted')}")
+        error(f"{err}; {_put_journal_aside(state_file, 'untrusted')}")
+    else:
+        if previous.journal is None and _is_our_log(log_path(state_file)):
+            with contextlib.suppress(StateError):  # a log without its state file: left by a crash
+                remove(log_path(state_file))
     return previous
+
+
+def _put_journal_aside(state_file: Path, kind: str) -> str:
+    """Set the state file aside, and its log with it (whichever was at fault)."""
+    said = _put_aside(state_file, kind) if os.path.lexists(state_file) else "absent"
+    log = log_path(state_file)
+    if os.path.lexists(log):
+        said += f" (its log: {_put_aside(log, kind)})"
+    return said
 
 
 def peek_previous(list_file: Path, state_file: Path) -> Previous:
