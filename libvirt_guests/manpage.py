@@ -89,7 +89,9 @@ def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
         (" or ".join(str(p) for p in CONFIG_CANDIDATES), "The configuration."),
         (str(DEFAULT_LIST_FILE), "The list file: one line per URI, the URI as written in URIS followed by the "
                                  "UUIDs of the guests to start, single spaces (the original's format)."),
-        (f"{DEFAULT_LIST_FILE}.state", "The state journal: each guest's outcome as it happens (JSON, mode 0600)."),
+        (f"{DEFAULT_LIST_FILE}.state", "The state journal: each guest's outcome as it happens (JSON, mode 0600); "
+                                       "its events since the last rewrite are appended to the same name followed "
+                                       "by .log."),
         (str(DEFAULT_LOCK_FILE), "Exists while guests are started (after start, until stop)."),
     ):
         lines += _item(tag, text)

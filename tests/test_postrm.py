@@ -47,7 +47,8 @@ def _leftovers(bed: dict[str, Path]) -> list[Path]:
     state = bed["state"]
     made = [state, Path(f"{state}.lock"), Path(f"{state}.damaged-20260101T000000"),
             Path(f"{state}.untrusted-20260101T000000"), state.parent / f".{state.name}.4242.0badf00d",
-            state.parent / f".{bed['list'].name}.77.deadbeef"]
+            state.parent / f".{bed['list'].name}.77.deadbeef", Path(f"{state}.log"),
+            Path(f"{state}.log.damaged-20260101T000000"), Path(f"{state}.log.untrusted-20260101T000000")]
     for path in made:
         path.write_text("x")
     return made

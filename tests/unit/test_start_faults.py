@@ -115,7 +115,7 @@ def test_planted_lock_path_does_not_change_stop(files: Files, driver: Driver, ru
 
 DAMAGED = {
     "garbage": b"{not json",
-    "newer version": json.dumps({"version": 2, "phase": "stopping", "guests": [
+    "newer version": json.dumps({"version": 3, "phase": "stopping", "guests": [
         {"uri": TEST_URI, "uuid": "6695eb01-f6a4-8304-79aa-97f2502e193f", "name": "g", "a_new_field": 1}]}).encode(),
     "unknown phase": json.dumps({"version": 1, "phase": "frobnicating", "guests": []}).encode(),
     "not an object": b"[1, 2, 3]",
