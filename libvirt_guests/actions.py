@@ -153,11 +153,20 @@ class Suspend(Action):
         timeout = item.policy.save_timeout
         aborted_at: float | None = None
         next_report = started + PROGRESS_EVERY
-        while not (finished.wait(TICK) if save is not None else _job_ended(guest)):
+        def limit() -> float | None:
+            """When the save is aborted (asked again each time: a signal may bring it forward)."""
+            return self.work.run.bounds.save_end(started + timeout if timeout else None)
+
+        def tick() -> float:
+            """Look again in TICK s, or at the limit if that comes first: SAVE_TIMEOUT=1 aborts at 1 s."""
+            end = limit() if aborted_at is None else None
+            return TICK if end is None else max(0.0, min(TICK, end - time.monotonic()))
+
+        while not (finished.wait(tick()) if save is not None else _job_ended(guest)):
             now = time.monotonic()
             if aborted_at is None:
-                limit = self.work.run.bounds.save_end(started + timeout if timeout else None)
-                if limit is not None and now >= limit:
+                end = limit()
+                if end is not None and now >= end:
                     self.out.say(label + f"aborting the save after {now - started:.0f} s", level=WARNING)
                     with contextlib.suppress(VirtError):
                         guest.abort_job()

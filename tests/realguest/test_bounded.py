@@ -66,7 +66,8 @@ def test_chain_stubborn_guest_is_powered_off(guests, tool: Tool, system_conn) ->
 
 
 def test_save_timeout_aborts_a_large_save_and_moves_on(guests, tool: Tool, system_conn) -> None:
-    (big,) = guests.create(1, memory_mib=512, dirty_mib=400)
+    # Big enough that its save outlasts SAVE_TIMEOUT=1 on an idle machine too.
+    (big,) = guests.create(1, memory_mib=2048, dirty_mib=1800)
     tool.configure(ON_SHUTDOWN="suspend shutdown", SAVE_TIMEOUT="1")
     result = tool.run("stop")
     assert result.returncode == 0, result
