@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import Config
+from .engine import connect_all
 from .migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
+from .output import ERR, INFO
+from .plan import StartAction
 from .state import GuestRecord, Journal
 from .virt import Hypervisor, VirtError
+
+if TYPE_CHECKING:
+    from .start import StartRun
 
 PEER_ASK_TIMEOUT = 5.0  # seconds start waits for a peer to answer "does it run there?" (no retries)
 # Outcomes of this host's stop that prove the guest did not leave: its peer need not answer.
@@ -31,7 +38,7 @@ STAYED_HERE = frozenset({"saved", "shutdown", "poweroff", "left-running", "faile
 class PeerVerdict:
     """What start does with one listed guest, as far as its peer is concerned."""
 
-    action: str  # "start" (go on), "on peer" (leave it there, unlist it), "held" (keep it listed, exit 1)
+    action: StartAction  # START (go on), ON_PEER (leave it there, unlist it), HELD (keep it listed, exit 1)
     peer: str = ""
     message: str = ""
 
@@ -87,21 +94,21 @@ def decide(peers: Peers, uuid: str, record: GuestRecord | None, migrate_to: str)
     """Ask the guest's peer (if it has one) whether the guest runs there."""
     uri = peer_of(record, migrate_to)
     if not uri:
-        return PeerVerdict("start")
+        return PeerVerdict(StartAction.START)
     try:
         there = running_on_peer(peers.get(uri), uuid)
     except VirtError as err:
         if record is not None and record.outcome in STAYED_HERE and not record.peer:
-            return PeerVerdict("start", uri)  # this host's stop kept it here: the peer cannot have it
+            return PeerVerdict(StartAction.START, uri)  # this host's stop kept it here: the peer cannot have it
         if record is not None and record.migrated:
             why = f"the last stop migrated it to {uri}"
         else:
             why = f"it may be running on {uri} (nothing says a stop did not move it there)"
-        return PeerVerdict("held", uri, f"not started: {why}, and {uri} cannot be asked ({err}); it stays "
+        return PeerVerdict(StartAction.HELD, uri, f"not started: {why}, and {uri} cannot be asked ({err}); it stays "
                                         "listed: check the peer, then start it by hand or run start again")
     if there:
-        return PeerVerdict("on peer", uri, f"running on {uri}, left there")
-    return PeerVerdict("start", uri)
+        return PeerVerdict(StartAction.ON_PEER, uri, f"running on {uri}, left there")
+    return PeerVerdict(StartAction.START, uri)
 
 
 def describe_migrated(journal: Journal | None, config: Config) -> list[dict[str, object]]:
@@ -164,3 +171,44 @@ def restore_here(record: GuestRecord, here: Hypervisor) -> str:
     except VirtError as err:
         return f"; its autostart flag could not be turned back on ({err})"
     return ""
+
+
+def bring_all_back(run: StartRun) -> None:
+    """MIGRATE_BACK=1 with ON_BOOT=start: migrate the guests the journal
+    says are on a peer back here, one after another (bring_back each)."""
+    cfg = run.cfg
+    if not (cfg.migrate_back and cfg.on_boot == "start"):
+        return
+    records = [r for r in run.journal.migrated() if r.uri in cfg.uris]
+    if not records:
+        return
+    run.ledger.tally.total += len(records)
+    out = run.ctx.out
+    run.peers.retry_for = float(cfg.connect_timeout)  # at boot the peer may be slow to answer
+    here: dict[str, Hypervisor | None] = dict(run.hvs)
+    missing = [r.uri for r in records if r.uri not in here]
+    here.update(connect_all(run.ctx, missing, retry_for=cfg.connect_timeout))
+    run.hvs = here
+    for record in records:
+        hv = here.get(record.uri)
+        label = f"Bringing guest {record.name} back: "
+        if hv is None:
+            out.say(label + f"{record.uri} cannot be reached; it stays on {record.peer or record.detail}",
+                    level=ERR)
+            run.failed = True
+            continue
+        out.say(label + f"from {record.peer or record.detail}...")
+        try:
+            result = bring_back(record, hv, run.peers, cfg)
+        except Exception as err:  # noqa: BLE001 - one guest's problem stays with that guest
+            out.say(label + f"failed: unexpected error: {type(err).__name__}: {err}", level=ERR)
+            run.failed = True
+            continue
+        out.say(label + result.message, level=ERR if result.failed else INFO)
+        run.ledger.tally.add(result.outcome)
+        if result.failed:
+            run.failed = True
+        elif result.outcome == "returned":
+            run.journal.settle(record.uri, record.uuid, record.name, "started", f"migrated back from {record.peer}")
+        else:
+            run.journal.settle(record.uri, record.uuid, record.name, "vanished", result.message)

@@ -5,6 +5,7 @@ them, so the printed plan is the one the next run follows."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import libvirt
@@ -131,15 +132,47 @@ def check_peers(plans: list[UriStopPlan], timeout: float = PEER_CHECK_TIMEOUT) -
                 peer.close()
 
 
+class StartAction(StrEnum):
+    """What start does to one listed guest (`plan start --json` shows the
+    value). decide_start picks the first five from the guest's state; the
+    plan adds MISSING and FAILED, start's peer check (migrated.decide) ON_PEER
+    (left there, unlisted) and HELD (kept listed, exit 1)."""
+
+    START = "start"
+    RESTORE = "restore"
+    RESUME = "resume"
+    ALREADY_ACTIVE = "already active"
+    IGNORE = "ignore"
+    MISSING = "missing"
+    FAILED = "failed"
+    ON_PEER = "on peer"
+    HELD = "held"
+
+    @property
+    def outcome(self) -> str:
+        """What the start's summary counts (and the journal settles) when it is done."""
+        return _START_OUTCOMES.get(self, self.value)
+
+    def asks_peer(self) -> bool:
+        """Would start the guest here: its peer is asked first (a guest never runs on two hosts)."""
+        return self in (StartAction.START, StartAction.RESTORE)
+
+    def final(self) -> bool:
+        """Settled by the plan: start does not look at the guest again before acting."""
+        return self in (StartAction.MISSING, StartAction.FAILED, StartAction.ON_PEER, StartAction.HELD)
+
+
+_START_OUTCOMES = {StartAction.START: "booted", StartAction.RESTORE: "restored", StartAction.RESUME: "resumed",
+                   StartAction.IGNORE: "ignored"}
+
+
 @dataclass
 class StartItem:
     uuid: str
     guest: Guest | None  # None: no longer defined, or could not be looked up
     policy: Effective | None
-    # 'start', 'restore', 'resume', 'already active', 'ignore', 'missing', 'failed'; start's peer
-    # check (migrated.decide) adds 'on peer' (left there, unlisted) and 'held' (kept listed, exit 1)
-    action: str
-    detail: str = ""  # for 'failed' and 'held': why; for 'on peer': the line to print
+    action: StartAction
+    detail: str = ""  # for FAILED and HELD: why; for ON_PEER: the line to print
     peer: str = ""  # the peer asked about it, if any
 
 
@@ -154,22 +187,22 @@ class UriStartPlan:
         return order_groups(self.items, lambda item: item.policy.order if item.policy else None, descending=False)
 
 
-def decide_start(guest: Guest, eff: Effective, record: GuestRecord | None) -> str:
+def decide_start(guest: Guest, eff: Effective, record: GuestRecord | None) -> StartAction:
     """What start does to one guest, from its state at this moment (start
     asks again just before it acts: an admin or libvirt's autostart may have
     started the guest since the plan was made)."""
     if guest.state() == libvirt.VIR_DOMAIN_PAUSED and record is not None and record.paused_by_us:
-        return "resume"  # paused by a stop that was interrupted before saving it
+        return StartAction.RESUME  # paused by a stop that was interrupted before saving it
     if guest.is_active():
-        return "already active"
+        return StartAction.ALREADY_ACTIVE
     if eff.on_boot != "start":
-        return "ignore"
-    return "restore" if guest.has_managed_save() else "start"
+        return StartAction.IGNORE
+    return StartAction.RESTORE if guest.has_managed_save() else StartAction.START
 
 
 def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journal | None) -> UriStartPlan:
     """One item per recorded guest. A libvirt error (or any other) on one
-    guest stays with that guest: it is planned as 'failed', the others go on."""
+    guest stays with that guest: it is planned as FAILED, the others go on."""
     plan = UriStartPlan(hv.uri)
     for uuid in uuids:
         guest: Guest | None = None
@@ -177,7 +210,7 @@ def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journa
         try:
             guest = hv.lookup(uuid)
             if guest is None:
-                plan.items.append(StartItem(uuid, None, None, "missing"))
+                plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
                 continue
             policy = read_policy(guest)
             plan.warnings += policy.warnings
@@ -186,11 +219,11 @@ def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journa
             plan.items.append(StartItem(uuid, guest, eff, decide_start(guest, eff, record)))
         except VirtError as err:
             if err.vanished:
-                plan.items.append(StartItem(uuid, None, None, "missing"))
+                plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
             else:
-                plan.items.append(StartItem(uuid, guest, eff, "failed", str(err)))
+                plan.items.append(StartItem(uuid, guest, eff, StartAction.FAILED, str(err)))
         except Exception as err:  # noqa: BLE001 - one guest's problem must not cost the others
-            plan.items.append(StartItem(uuid, guest, eff, "failed", f"{type(err).__name__}: {err}"))
+            plan.items.append(StartItem(uuid, guest, eff, StartAction.FAILED, f"{type(err).__name__}: {err}"))
     return plan
 
 
