@@ -63,8 +63,10 @@ class _Incomplete(Exception):
         self.what, self.line = what, line
 
 
-class _Lexer:
-    """Splits shell text into simple commands of words; expands nothing."""
+class _Scanner:
+    """The cursor over shell text, and what every part of the lexer shares:
+    looking ahead, joined lines, single quotes, backquotes, and why a
+    command is not read."""
 
     def __init__(self, text: str, line: int) -> None:
         self.s, self.i, self.line = text, 0, line
@@ -84,6 +86,171 @@ class _Lexer:
 
     def _skip_reason(self, why: str) -> None:
         self.skip = self.skip or why
+
+    def _single_quoted(self) -> Lit:
+        end = self.s.find("'", self.i + 1)
+        if end < 0:
+            raise _Incomplete("unterminated single quote", self.start_line)
+        text = self.s[self.i + 1:end]
+        self.line += text.count("\n")
+        self.i = end + 1
+        return Lit(text, True)
+
+    def _backquote(self) -> None:
+        j = self.i + 1
+        while j < len(self.s) and self.s[j] != "`":
+            j += 2 if self.s[j] == "\\" else 1
+        if j >= len(self.s):
+            raise _Incomplete("unterminated command substitution `...`", self.start_line)
+        self.line += self.s.count("\n", self.i, j)
+        self.i = j + 1
+        self._skip_reason("would run a command: command substitution `...`")
+
+
+class _Expansions(_Scanner):
+    """Parsing of `$` expansions: $NAME, ${NAME}, ${NAME<op>word}, ${#NAME};
+    $(...), $((...)) and the expansions read only while the original runs
+    are skipped with their reason. Expands nothing."""
+
+    def _double_quoted(self) -> Word:
+        raise NotImplementedError  # the word lexer's (a ${NAME-word} may hold "...")
+
+    def _dollar(self, quoted: bool) -> Lit | Param:
+        after = self.peek(1)
+        if after == "(":
+            arithmetic = self.peek(2) == "("
+            self._skip_parens()
+            self._skip_reason("would run a command: arithmetic expansion $((...))" if arithmetic
+                              else "would run a command: command substitution $(...)")
+            return Lit("", quoted)
+        if after == "{":
+            return self._braced(quoted)
+        match = NAME.match(self.s, self.i + 1)
+        if match:
+            name, self.i = match.group(), match.end()
+            # The shell joins backslash-newline before it reads a name: $A\<newline>B is $AB.
+            while self.s.startswith("\\\n", self.i) and (more := _NAME_REST.match(self.s, self.i + 2)):
+                self._continuation()
+                name, self.i = name + more.group(), more.end()
+            return Param(name, "", None, quoted)
+        if after and after in _SPECIAL_PARAMETERS:
+            return self._cannot(self.i, self.i + 2, quoted)
+        self.i += 1
+        return Lit("$", quoted)
+
+    def _braced(self, quoted: bool) -> Lit | Param:
+        start = self.i
+        end = self._brace_end(start + 1)
+        inner = self.s[start + 2:end]
+        length = re.fullmatch(r"#([A-Za-z_][A-Za-z0-9_]*)", inner)
+        if length:
+            self.i = end + 1
+            return Param(length.group(1), "#", None, quoted)
+        match = NAME.match(inner)
+        if not match:
+            return self._cannot(start, end + 1, quoted)
+        name, rest = match.group(), inner[match.end():]
+        if rest == "":
+            self.i = end + 1
+            return Param(name, "", None, quoted)
+        op = next((op for op in (":-", ":=", ":+", "-", "=", "+") if rest.startswith(op)), None)
+        if op is None:
+            return self._cannot(start, end + 1, quoted)
+        self.i = start + 2 + match.end() + len(op)
+        word = self._brace_word(quoted)
+        return Param(name, op, word, quoted)
+
+    def _brace_word(self, quoted: bool) -> Word:
+        """The word of ${NAME-word}, up to its closing }."""
+        parts: Word = []
+        while True:
+            c = self.peek()
+            if c == "":
+                raise _Incomplete("unterminated ${", self.start_line)
+            if c == "}":
+                self.i += 1
+                return parts
+            if c == "\\" and self.peek(1):
+                parts.append(Lit(self.peek(1), True))
+                self.i += 2
+            elif c == "'" and not quoted:
+                parts.append(self._single_quoted())
+            elif c == '"':
+                parts.extend(self._double_quoted())
+            elif c == "$":
+                parts.append(self._dollar(quoted))
+            elif c == "`":
+                self._backquote()
+            else:
+                if c == "\n":
+                    self.line += 1
+                parts.append(Lit(c, quoted))
+                self.i += 1
+
+
+    def _brace_end(self, start: int) -> int:
+        """Index of the } that closes the ${ at start."""
+        depth, j = 1, start + 1
+        while j < len(self.s):
+            c = self.s[j]
+            if c == "\\":
+                j += 2
+                continue
+            if c in "'\"":
+                end = self.s.find(c, j + 1)
+                if end < 0:
+                    break
+                j = end + 1
+                continue
+            if c == "$" and self.s[j + 1:j + 2] == "{":
+                depth += 1
+                j += 2
+                continue
+            if c == "}":
+                depth -= 1
+                if depth == 0:
+                    return j
+            j += 1
+        raise _Incomplete("unterminated ${", self.start_line)
+
+    def _skip_parens(self) -> None:
+        """Past $( ... ) or $(( ... )), nested parentheses and quotes included."""
+        self.i += 1  # the $
+        depth = 0
+        while True:
+            c = self.peek()
+            if c == "":
+                raise _Incomplete("unterminated $(", self.start_line)
+            if c == "\\":
+                self.i += 2
+                continue
+            if c in "'\"":
+                end = self.s.find(c, self.i + 1)
+                if end < 0:
+                    raise _Incomplete("unterminated quote", self.start_line)
+                self.line += self.s.count("\n", self.i, end)
+                self.i = end + 1
+                continue
+            if c == "\n":
+                self.line += 1
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            self.i += 1
+            if depth == 0:
+                return
+
+    def _cannot(self, start: int, end: int, quoted: bool) -> Lit:
+        text = self.s[start:end]
+        self.line += text.count("\n")
+        self.i = end
+        self._skip_reason(f"uses {text!r}, which has a value only while the original script runs"
+                          if not text.startswith("${") or text[2:3] in _SPECIAL_PARAMETERS
+                          else f"uses {text!r}, an expansion not read here")
+        return Lit("", quoted)
+
+
+class _Lexer(_Expansions):
+    """Splits shell text into simple commands of words (blanks, operators,
+    comments, backslashes and quotes); expands nothing."""
 
     def commands(self) -> list[Command]:
         result = []
@@ -177,15 +344,6 @@ class _Lexer:
         flush()
         return parts
 
-    def _single_quoted(self) -> Lit:
-        end = self.s.find("'", self.i + 1)
-        if end < 0:
-            raise _Incomplete("unterminated single quote", self.start_line)
-        text = self.s[self.i + 1:end]
-        self.line += text.count("\n")
-        self.i = end + 1
-        return Lit(text, True)
-
     def _double_quoted(self) -> Word:
         self.i += 1
         parts: Word = []
@@ -226,147 +384,6 @@ class _Lexer:
                 self.i += 1
         flush()
         return parts or [Lit("", True)]
-
-    def _backquote(self) -> None:
-        j = self.i + 1
-        while j < len(self.s) and self.s[j] != "`":
-            j += 2 if self.s[j] == "\\" else 1
-        if j >= len(self.s):
-            raise _Incomplete("unterminated command substitution `...`", self.start_line)
-        self.line += self.s.count("\n", self.i, j)
-        self.i = j + 1
-        self._skip_reason("would run a command: command substitution `...`")
-
-    def _skip_parens(self) -> None:
-        """Past $( ... ) or $(( ... )), nested parentheses and quotes included."""
-        self.i += 1  # the $
-        depth = 0
-        while True:
-            c = self.peek()
-            if c == "":
-                raise _Incomplete("unterminated $(", self.start_line)
-            if c == "\\":
-                self.i += 2
-                continue
-            if c in "'\"":
-                end = self.s.find(c, self.i + 1)
-                if end < 0:
-                    raise _Incomplete("unterminated quote", self.start_line)
-                self.line += self.s.count("\n", self.i, end)
-                self.i = end + 1
-                continue
-            if c == "\n":
-                self.line += 1
-            depth += {"(": 1, ")": -1}.get(c, 0)
-            self.i += 1
-            if depth == 0:
-                return
-
-    def _brace_end(self, start: int) -> int:
-        """Index of the } that closes the ${ at start."""
-        depth, j = 1, start + 1
-        while j < len(self.s):
-            c = self.s[j]
-            if c == "\\":
-                j += 2
-                continue
-            if c in "'\"":
-                end = self.s.find(c, j + 1)
-                if end < 0:
-                    break
-                j = end + 1
-                continue
-            if c == "$" and self.s[j + 1:j + 2] == "{":
-                depth += 1
-                j += 2
-                continue
-            if c == "}":
-                depth -= 1
-                if depth == 0:
-                    return j
-            j += 1
-        raise _Incomplete("unterminated ${", self.start_line)
-
-    def _cannot(self, start: int, end: int, quoted: bool) -> Lit:
-        text = self.s[start:end]
-        self.line += text.count("\n")
-        self.i = end
-        self._skip_reason(f"uses {text!r}, which has a value only while the original script runs"
-                          if not text.startswith("${") or text[2:3] in _SPECIAL_PARAMETERS
-                          else f"uses {text!r}, an expansion not read here")
-        return Lit("", quoted)
-
-    def _dollar(self, quoted: bool) -> Lit | Param:
-        after = self.peek(1)
-        if after == "(":
-            arithmetic = self.peek(2) == "("
-            self._skip_parens()
-            self._skip_reason("would run a command: arithmetic expansion $((...))" if arithmetic
-                              else "would run a command: command substitution $(...)")
-            return Lit("", quoted)
-        if after == "{":
-            return self._braced(quoted)
-        match = NAME.match(self.s, self.i + 1)
-        if match:
-            name, self.i = match.group(), match.end()
-            # The shell joins backslash-newline before it reads a name: $A\<newline>B is $AB.
-            while self.s.startswith("\\\n", self.i) and (more := _NAME_REST.match(self.s, self.i + 2)):
-                self._continuation()
-                name, self.i = name + more.group(), more.end()
-            return Param(name, "", None, quoted)
-        if after and after in _SPECIAL_PARAMETERS:
-            return self._cannot(self.i, self.i + 2, quoted)
-        self.i += 1
-        return Lit("$", quoted)
-
-    def _braced(self, quoted: bool) -> Lit | Param:
-        start = self.i
-        end = self._brace_end(start + 1)
-        inner = self.s[start + 2:end]
-        length = re.fullmatch(r"#([A-Za-z_][A-Za-z0-9_]*)", inner)
-        if length:
-            self.i = end + 1
-            return Param(length.group(1), "#", None, quoted)
-        match = NAME.match(inner)
-        if not match:
-            return self._cannot(start, end + 1, quoted)
-        name, rest = match.group(), inner[match.end():]
-        if rest == "":
-            self.i = end + 1
-            return Param(name, "", None, quoted)
-        op = next((op for op in (":-", ":=", ":+", "-", "=", "+") if rest.startswith(op)), None)
-        if op is None:
-            return self._cannot(start, end + 1, quoted)
-        self.i = start + 2 + match.end() + len(op)
-        word = self._brace_word(quoted)
-        return Param(name, op, word, quoted)
-
-    def _brace_word(self, quoted: bool) -> Word:
-        """The word of ${NAME-word}, up to its closing }."""
-        parts: Word = []
-        while True:
-            c = self.peek()
-            if c == "":
-                raise _Incomplete("unterminated ${", self.start_line)
-            if c == "}":
-                self.i += 1
-                return parts
-            if c == "\\" and self.peek(1):
-                parts.append(Lit(self.peek(1), True))
-                self.i += 2
-            elif c == "'" and not quoted:
-                parts.append(self._single_quoted())
-            elif c == '"':
-                parts.extend(self._double_quoted())
-            elif c == "$":
-                parts.append(self._dollar(quoted))
-            elif c == "`":
-                self._backquote()
-            else:
-                if c == "\n":
-                    self.line += 1
-                parts.append(Lit(c, quoted))
-                self.i += 1
 
 
 @dataclass
