@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from .config import Config
 from .engine import connect_all
 from .migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
+from .outcomes import StartOutcome
 from .output import ERR, INFO
 from .plan import StartAction
 from .state import GuestRecord, Journal
@@ -125,7 +126,7 @@ def describe_migrated(journal: Journal | None, config: Config) -> list[dict[str,
 class Return:
     """How one guest's way back ended."""
 
-    outcome: str  # "returned", "kept" (still on the peer), "not on peer"
+    outcome: StartOutcome  # RETURNED, KEPT (still on the peer), NOT_ON_PEER
     message: str
     failed: bool = False
 
@@ -138,25 +139,26 @@ def bring_back(record: GuestRecord, here: Hypervisor, peers: Peers, config: Conf
     try:
         peer = peers.get(uri)
     except VirtError as err:
-        return Return("kept", f"cannot reach {uri} ({err}); it stays there", failed=True)
+        return Return(StartOutcome.KEPT, f"cannot reach {uri} ({err}); it stays there", failed=True)
     try:
         guest = peer.lookup(record.uuid)
         if guest is None or not guest.is_active():
             restore_here(record, here)
-            return Return("not on peer", f"no longer running on {uri}; not brought back, forgotten")
+            return Return(StartOutcome.NOT_ON_PEER, f"no longer running on {uri}; not brought back, forgotten")
         reasons = [r.replace("the peer", "this host") for r in check_peer(guest, here)]
     except VirtError as err:
-        return Return("kept", f"cannot look it up on {uri} ({err}); it stays there", failed=True)
+        return Return(StartOutcome.KEPT, f"cannot look it up on {uri} ({err}); it stays there", failed=True)
     if reasons:
-        return Return("kept", f"this host cannot take it back: {'; '.join(reasons)}; it stays on {uri}", failed=True)
+        return Return(StartOutcome.KEPT, f"this host cannot take it back: {'; '.join(reasons)}; it stays on {uri}",
+                      failed=True)
     out = migrate_live(guest, here, config.migrate_back_data_uri or None,
                        timeout=config.migrate_timeout or None, undefine_source=True)
     if not out.migrated:
         why = out.reason + (f" ({out.detail})" if out.detail else "")
-        return Return("kept", f"migration back failed after {out.seconds:.1f} s: {why}; it keeps running on {uri}",
-                      failed=True)
+        return Return(StartOutcome.KEPT,
+                      f"migration back failed after {out.seconds:.1f} s: {why}; it keeps running on {uri}", failed=True)
     note = restore_here(record, here)
-    return Return("returned", f"brought back from {uri} in {out.seconds:.1f} s" + note)
+    return Return(StartOutcome.RETURNED, f"brought back from {uri} in {out.seconds:.1f} s" + note)
 
 
 def restore_here(record: GuestRecord, here: Hypervisor) -> str:
@@ -208,7 +210,7 @@ def bring_all_back(run: StartRun) -> None:
         run.ledger.tally.add(result.outcome)
         if result.failed:
             run.failed = True
-        elif result.outcome == "returned":
+        elif result.outcome == StartOutcome.RETURNED:
             run.journal.settle(record.uri, record.uuid, record.name, "started", f"migrated back from {record.peer}")
         else:
             run.journal.settle(record.uri, record.uuid, record.name, "vanished", result.message)

@@ -1,5 +1,5 @@
-"""What happened to a guest in a stop, as the journal records it and the
-closing summary counts it."""
+"""What happened to a guest in a stop (Outcome) or a start (StartOutcome),
+as the journal records it and the closing summary counts it."""
 
 from __future__ import annotations
 
@@ -41,3 +41,44 @@ def summary_counts(counts: Counter[str]) -> str:
     if counts[Outcome.NOT_HANDLED]:
         shown.append(Outcome.NOT_HANDLED)
     return ", ".join(f"{counts[outcome]} {outcome.words}" for outcome in shown)
+
+
+class StartOutcome(StrEnum):
+    """What happened to a guest in a start, as its closing summary counts it
+    (in this order)."""
+
+    RESTORED = "restored"
+    BOOTED = "booted"
+    RESUMED = "resumed"  # in the summary only when it happened, as the peer outcomes below
+    ALREADY_ACTIVE = "already active"
+    IGNORED = "ignored"
+    MISSING = "missing"
+    FAILED = "failed"
+    ON_PEER = "on peer"  # runs on its peer: left there, unlisted
+    HELD = "held"  # its peer cannot be asked: not started, kept listed
+    RETURNED = "returned"  # MIGRATE_BACK: brought back from its peer
+    KEPT = "kept"  # MIGRATE_BACK: could not be brought back, still on its peer
+    NOT_ON_PEER = "not on peer"  # MIGRATE_BACK: no longer running on its peer
+
+    @property
+    def words(self) -> str:
+        """How the closing summary says it."""
+        return _START_WORDS.get(self, self.value)
+
+    def always_counted(self) -> bool:
+        """In the summary even when no guest had it."""
+        return self in (StartOutcome.RESTORED, StartOutcome.BOOTED, StartOutcome.ALREADY_ACTIVE,
+                        StartOutcome.IGNORED, StartOutcome.MISSING, StartOutcome.FAILED)
+
+    def started(self) -> bool:
+        """The guest was actually started by this run."""
+        return self in (StartOutcome.RESTORED, StartOutcome.BOOTED, StartOutcome.RESUMED)
+
+    def troubled(self) -> bool:
+        """The summary is a warning (and start exits 1)."""
+        return self in (StartOutcome.FAILED, StartOutcome.HELD, StartOutcome.KEPT)
+
+
+_START_WORDS = {StartOutcome.MISSING: "no longer defined", StartOutcome.ON_PEER: "left on their peer",
+                StartOutcome.HELD: "held (peer cannot be asked)", StartOutcome.RETURNED: "brought back from their peer",
+                StartOutcome.KEPT: "kept on their peer", StartOutcome.NOT_ON_PEER: "no longer on their peer"}

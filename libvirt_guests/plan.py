@@ -12,6 +12,7 @@ import libvirt
 
 from .config import Config
 from .migrate import check_peer, open_peer
+from .outcomes import StartOutcome
 from .policy import Effective, GuestPolicy, effective, order_groups, read_policy
 from .state import GuestRecord, Journal
 from .virt import Guest, Hypervisor, VirtError
@@ -149,9 +150,9 @@ class StartAction(StrEnum):
     HELD = "held"
 
     @property
-    def outcome(self) -> str:
-        """What the start's summary counts (and the journal settles) when it is done."""
-        return _START_OUTCOMES.get(self, self.value)
+    def outcome(self) -> StartOutcome:
+        """What the start's summary counts when it is done."""
+        return _START_OUTCOMES[self]
 
     def asks_peer(self) -> bool:
         """Would start the guest here: its peer is asked first (a guest never runs on two hosts)."""
@@ -162,8 +163,13 @@ class StartAction(StrEnum):
         return self in (StartAction.MISSING, StartAction.FAILED, StartAction.ON_PEER, StartAction.HELD)
 
 
-_START_OUTCOMES = {StartAction.START: "booted", StartAction.RESTORE: "restored", StartAction.RESUME: "resumed",
-                   StartAction.IGNORE: "ignored"}
+_START_OUTCOMES = {
+    StartAction.START: StartOutcome.BOOTED, StartAction.RESTORE: StartOutcome.RESTORED,
+    StartAction.RESUME: StartOutcome.RESUMED, StartAction.ALREADY_ACTIVE: StartOutcome.ALREADY_ACTIVE,
+    StartAction.IGNORE: StartOutcome.IGNORED, StartAction.MISSING: StartOutcome.MISSING,
+    StartAction.FAILED: StartOutcome.FAILED, StartAction.ON_PEER: StartOutcome.ON_PEER,
+    StartAction.HELD: StartOutcome.HELD,
+}
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import libvirt
 
+from .outcomes import StartOutcome
 from .output import ERR, INFO, WARNING, tr
 from .plan import StartAction, StartItem
 from .virt import Guest, VirtError
@@ -38,7 +39,7 @@ class StartUnit:
         self.out = work.run.ctx.out
         self.cfg = work.run.cfg
 
-    def perform(self, item: StartItem, label: str) -> str:
+    def perform(self, item: StartItem, label: str) -> StartOutcome:
         self.out.say(label + self.line(item), level=self.level)
         return self.action.outcome
 
@@ -111,7 +112,7 @@ class AlreadyActive(StartUnit):
     def line(self, item: StartItem) -> str:
         return tr("already active")
 
-    def perform(self, item: StartItem, label: str) -> str:
+    def perform(self, item: StartItem, label: str) -> StartOutcome:
         outcome = super().perform(item, label)
         assert item.guest is not None
         self.sync_time(item.guest)
@@ -122,7 +123,7 @@ class Starting(StartUnit):
     """A unit that starts the guest: START_DELAY's gap, the libvirt call,
     "done" and the clock."""
 
-    def perform(self, item: StartItem, label: str) -> str:
+    def perform(self, item: StartItem, label: str) -> StartOutcome:
         guest = item.guest
         assert guest is not None
         self.work.run.pacing.gap()

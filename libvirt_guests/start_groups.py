@@ -9,6 +9,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from .engine import Heartbeat, Slots, each_at_once
+from .outcomes import StartOutcome
 from .output import WARNING, tr
 from .plan import StartAction, StartItem, UriStartPlan, decide_start
 from .start_actions import START_UNITS, StartUnit
@@ -84,16 +85,16 @@ class UriStart:
             slots.release()
         self.run.ledger.settle(self.hv.uri, item, outcome)
 
-    def _act_safely(self, item: StartItem) -> str:
+    def _act_safely(self, item: StartItem) -> StartOutcome:
         try:
             return self.act(item)
         except Exception as err:  # noqa: BLE001 - one guest's problem stays with that guest
             name = item.guest.name if item.guest else item.uuid
             self.run.ctx.out.say(tr("Resuming guest $name: ", name=name)
                                  + f"failed: unexpected error: {type(err).__name__}: {err}", level=WARNING)
-            return StartAction.FAILED.outcome
+            return StartOutcome.FAILED
 
-    def act(self, item: StartItem, retried: bool = False) -> str:
+    def act(self, item: StartItem, retried: bool = False) -> StartOutcome:
         """One guest: the plan's action when it is final, else the action
         its state asks for now (it may have been started since the plan was
         made). On a lost connection, reconnect and try once more; a libvirt
@@ -120,7 +121,7 @@ class UriStart:
             if _active_now(guest):  # started meanwhile ("domain is already running")
                 return self.units[StartAction.ALREADY_ACTIVE].perform(item, label)
             out.say(label + f"failed: {err}", level=WARNING)
-            return StartAction.FAILED.outcome
+            return StartOutcome.FAILED
 
 
 def _active_now(guest: Guest) -> bool:

@@ -7,18 +7,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from .engine import Tally
+from .outcomes import StartOutcome
 from .output import INFO, WARNING
 from .plan import StartItem
 
 if TYPE_CHECKING:
     from .start import StartRun
-
-STARTED = ("restored", "booted", "resumed")  # outcomes that are a guest actually started
-
-# Counted in the summary only when they happened, after the fixed counts.
-_PEER_WORDS = (("on peer", "left on their peer"), ("held", "held (peer cannot be asked)"),
-               ("returned", "brought back from their peer"), ("kept", "kept on their peer"),
-               ("not on peer", "no longer on their peer"))
 
 
 class StartLedger:
@@ -28,7 +22,7 @@ class StartLedger:
         self.run = run
         self.tally = Tally()
         self.retained: dict[str, list[str]] = {}  # guests to try again at the next start
-        self.outcomes: dict[tuple[str, str], str] = {}
+        self.outcomes: dict[tuple[str, str], StartOutcome] = {}
         self._lock = threading.Lock()
 
     def retain(self, uri: str, uuid: str) -> None:
@@ -38,45 +32,41 @@ class StartLedger:
             if uuid not in line:
                 line.append(uuid)
 
-    def settle(self, uri: str, item: StartItem, outcome: str) -> None:
+    def settle(self, uri: str, item: StartItem, outcome: StartOutcome) -> None:
         """Count the guest's outcome, keep it listed or not, and journal it."""
         journal = self.run.journal
         self.tally.add(outcome)
         self.outcomes[(uri, item.uuid)] = outcome
         name = item.guest.name if item.guest else ""
-        if outcome == "held":  # kept listed; its journal record says what it said
+        if outcome == StartOutcome.HELD:  # kept listed; its journal record says what it said
             self.run.failed = True
             self.retain(uri, item.uuid)
             return
-        if outcome == "on peer":  # unlisted; recorded as migrated, so status and plan show where it is
+        if outcome == StartOutcome.ON_PEER:  # unlisted; recorded as migrated, so status and plan show where it is
             journal.settle(uri, item.uuid, name, "migrated", item.peer)
             journal.update(uri, item.uuid, peer=item.peer, recorded=False)
             return
-        if outcome == "failed":
+        if outcome == StartOutcome.FAILED:
             self.run.failed = True
             self.retain(uri, item.uuid)
             journal.settle(uri, item.uuid, name, "start-failed", item.detail)
         else:
-            word = {"missing": "vanished", "ignored": "ignored"}.get(outcome, "started")
+            word = {StartOutcome.MISSING: "vanished", StartOutcome.IGNORED: "ignored"}.get(outcome, "started")
             journal.settle(uri, item.uuid, name, word)
 
     def started(self, uri: str, item: StartItem) -> bool:
         """Did this run actually start the guest?"""
-        return self.outcomes.get((uri, item.uuid)) in STARTED
+        outcome = self.outcomes.get((uri, item.uuid))
+        return outcome is not None and outcome.started()
 
     def summary(self, seconds: float) -> None:
         """The closing line: how many guests of each outcome."""
         if not self.tally.total:
             return
         counts = self.tally.counts
-        parts = [f"{counts['restored']} restored", f"{counts['booted']} booted"]
-        if counts["resumed"]:
-            parts.append(f"{counts['resumed']} resumed")
-        parts += [f"{counts['already active']} already active", f"{counts['ignored']} ignored",
-                  f"{counts['missing']} no longer defined", f"{counts['failed']} failed"]
-        for key, words in _PEER_WORDS:
-            if counts[key]:
-                parts.append(f"{counts[key]} {words}")
+        parts = [f"{counts[outcome]} {outcome.words}" for outcome in StartOutcome
+                 if outcome.always_counted() or counts[outcome]]
+        troubled = any(counts[outcome] for outcome in StartOutcome if outcome.troubled())
         self.run.ctx.out.say(
             f"libvirt-guests start: {self.tally.total} guests in {seconds:.1f} s: " + ", ".join(parts),
-            level=WARNING if counts["failed"] or counts["held"] or counts["kept"] else INFO)
+            level=WARNING if troubled else INFO)
