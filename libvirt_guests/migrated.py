@@ -22,7 +22,7 @@ from .engine import connect_all
 from .migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
 from .outcomes import StartOutcome
 from .output import ERR, INFO
-from .plan import StartAction
+from .plan import StartAction, StartItem
 from .state import GuestRecord, Journal
 from .virt import Hypervisor, VirtError
 
@@ -110,6 +110,17 @@ def decide(peers: Peers, uuid: str, record: GuestRecord | None, migrate_to: str)
     if there:
         return PeerVerdict(StartAction.ON_PEER, uri, f"running on {uri}, left there")
     return PeerVerdict(StartAction.START, uri)
+
+
+def ask_peer(peers: Peers, journal: Journal, uri: str, item: StartItem, migrate_uri: str) -> None:
+    """Before a guest is started here: does it run on its peer? The item
+    becomes ON_PEER or HELD when decide says so."""
+    if not item.action.asks_peer():
+        return
+    migrate_to = item.policy.migrate_to if item.policy else migrate_uri
+    verdict = decide(peers, item.uuid, journal.get(uri, item.uuid), migrate_to)
+    if verdict.action != StartAction.START:
+        item.action, item.detail, item.peer = verdict.action, verdict.message, verdict.peer
 
 
 def describe_migrated(journal: Journal | None, config: Config) -> list[dict[str, object]]:

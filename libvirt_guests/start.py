@@ -16,7 +16,7 @@ import time
 
 from .config import Config
 from .engine import Context, close_all, connect_all
-from .migrated import Peers, bring_all_back, decide
+from .migrated import Peers, ask_peer, bring_all_back
 from .output import Output, tr
 from .plan import StartAction, StartItem, UriStartPlan, plan_start
 from .start_groups import execute
@@ -161,22 +161,12 @@ class StartRun:
             plan = plan_start(hv, uuids, self.cfg, self.journal)
             if self.ignore_mode:
                 plan.items = [item for item in plan.items if self._wanted_despite_ignore(item)]
-            for item in plan.items:
-                self._ask_peer(uri, item)
+            for item in plan.items:  # a guest never runs on two hosts
+                ask_peer(self.peers, self.journal, uri, item, self.cfg.migrate_uri)
             for warning in plan.warnings:
                 out.warn(warning)
             plans.append((hv, plan))
         return plans
-
-    def _ask_peer(self, uri: str, item: StartItem) -> None:
-        """Before a guest is started here: does it run on its peer? (A guest
-        never runs on two hosts; see migrated.py.)"""
-        if not item.action.asks_peer():
-            return
-        migrate_to = item.policy.migrate_to if item.policy else self.cfg.migrate_uri
-        verdict = decide(self.peers, item.uuid, self.journal.get(uri, item.uuid), migrate_to)
-        if verdict.action != StartAction.START:
-            item.action, item.detail, item.peer = verdict.action, verdict.message, verdict.peer
 
     def _wanted_despite_ignore(self, item: StartItem) -> bool:
         if item.action == StartAction.RESUME:
