@@ -82,3 +82,10 @@ class StartOutcome(StrEnum):
 _START_WORDS = {StartOutcome.MISSING: "no longer defined", StartOutcome.ON_PEER: "left on their peer",
                 StartOutcome.HELD: "held (peer cannot be asked)", StartOutcome.RETURNED: "brought back from their peer",
                 StartOutcome.KEPT: "kept on their peer", StartOutcome.NOT_ON_PEER: "no longer on their peer"}
+
+
+def start_summary_counts(counts: Counter[str]) -> str:
+    """'1 restored, 2 booted, ...' for the start's closing summary: the
+    original's outcomes always, the others only when they happened."""
+    return ", ".join(f"{counts[outcome]} {outcome.words}" for outcome in StartOutcome
+                     if outcome.always_counted() or counts[outcome])

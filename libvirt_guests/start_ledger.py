@@ -7,7 +7,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from .engine import Tally
-from .outcomes import StartOutcome
+from .outcomes import StartOutcome, start_summary_counts
 from .output import INFO, WARNING
 from .plan import StartItem
 
@@ -64,9 +64,7 @@ class StartLedger:
         if not self.tally.total:
             return
         counts = self.tally.counts
-        parts = [f"{counts[outcome]} {outcome.words}" for outcome in StartOutcome
-                 if outcome.always_counted() or counts[outcome]]
         troubled = any(counts[outcome] for outcome in StartOutcome if outcome.troubled())
         self.run.ctx.out.say(
-            f"libvirt-guests start: {self.tally.total} guests in {seconds:.1f} s: " + ", ".join(parts),
+            f"libvirt-guests start: {self.tally.total} guests in {seconds:.1f} s: " + start_summary_counts(counts),
             level=WARNING if troubled else INFO)
