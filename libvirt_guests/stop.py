@@ -157,7 +157,7 @@ class StopRun:
             worker.start()
             finished = self._wait(worker)
         if not finished:
-            self._give_up()
+            give_up(self)
         complete = finished and not self.bounds.interrupted()
         with self._lock:
             self.abandoned = True  # from here on, only this thread writes
@@ -217,28 +217,8 @@ class StopRun:
         busy = [UriWork(self, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
         each_at_once(UriWork.execute, busy)
         self.stage = "closing"
-        self._forget_undefined(hvs)
+        forget_undefined(self, hvs)
         close_all(hvs.values())
-
-    def _give_up(self) -> None:
-        """The bounds passed with libvirt calls still unanswered: say which,
-        and leave them behind (their threads are daemons)."""
-        self.gave_up = True
-        why = f"after {self.ctx.interrupt.name}" if self.bounds.interrupted() else "at the stop deadline"
-        pending = [
-            (plan.uri, item) for plan in self.plans.values() for item in plan.items
-            if (record := self.journal.get(plan.uri, item.guest.uuid)) is not None and record.outcome == Outcome.PENDING
-        ]
-        if pending:
-            names = ", ".join(item.guest.name for _uri, item in pending)
-            what = f"guests {names}; they may still be running"
-        else:
-            what = f"{self.stage} {' '.join(self.ctx.config.uris)}"
-        self.main_ctx.out.error(f"no answer from libvirt {why}: gave up waiting for {what}")
-        for uri, item in pending:
-            self.journal.update(uri, item.guest.uuid, outcome=Outcome.NOT_HANDLED, detail="no answer from libvirt")
-            self.tally.add(Outcome.NOT_HANDLED)
-        self.failed = True
 
     def _summary(self, started: float, finished: bool) -> None:
         counts = self.tally.counts
@@ -269,8 +249,8 @@ class StopRun:
             return None
 
     def unlist(self, uri: str, uuid: str) -> None:
-        """Take a guest out of the list file's lines (it runs on a peer now:
-        no start, ours or the original's, may boot it here)."""
+        """Take a guest out of the list file's lines: it runs on a peer now, or
+        no longer exists (no start, ours or the original's, may boot it here)."""
         with self._lock:
             if self.abandoned:
                 return
@@ -278,21 +258,42 @@ class StopRun:
                 if line_uri == uri and uuid in uuids:
                     uuids.remove(uuid)
 
-    def _forget_undefined(self, hvs: dict[str, Hypervisor | None]) -> None:
-        """Drop guests that no longer exist from the list, so no start (ours or
-        the original's) fails on them."""
-        for uri, uuids in self.entries:
-            hv = hvs.get(uri)
-            if hv is None:
+
+def give_up(run: StopRun) -> None:
+    """The bounds passed with libvirt calls still unanswered: say which,
+    and leave them behind (their threads are daemons)."""
+    run.gave_up = True
+    why = f"after {run.ctx.interrupt.name}" if run.bounds.interrupted() else "at the stop deadline"
+    pending = [
+        (plan.uri, item) for plan in run.plans.values() for item in plan.items
+        if (record := run.journal.get(plan.uri, item.guest.uuid)) is not None and record.outcome == Outcome.PENDING
+    ]
+    if pending:
+        names = ", ".join(item.guest.name for _uri, item in pending)
+        what = f"guests {names}; they may still be running"
+    else:
+        what = f"{run.stage} {' '.join(run.ctx.config.uris)}"
+    run.main_ctx.out.error(f"no answer from libvirt {why}: gave up waiting for {what}")
+    for uri, item in pending:
+        run.journal.update(uri, item.guest.uuid, outcome=Outcome.NOT_HANDLED, detail="no answer from libvirt")
+        run.tally.add(Outcome.NOT_HANDLED)
+    run.failed = True
+
+
+def forget_undefined(run: StopRun, hvs: dict[str, Hypervisor | None]) -> None:
+    """Drop guests that no longer exist from the list, so no start (ours or
+    the original's) fails on them."""
+    for uri, uuids in [(uri, list(uuids)) for uri, uuids in run.entries]:
+        hv = hvs.get(uri)
+        if hv is None:
+            continue
+        for uuid in uuids:
+            try:
+                gone = hv.lookup(uuid) is None
+            except VirtError:
                 continue
-            for uuid in list(uuids):
-                try:
-                    gone = hv.lookup(uuid) is None
-                except VirtError:
-                    continue
-                with self._lock:
-                    if gone and not self.abandoned:
-                        uuids.remove(uuid)
+            if gone:
+                run.unlist(uri, uuid)
 
 
 def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, UriStopPlan]:
