@@ -26,23 +26,30 @@ if TYPE_CHECKING:
 REALGUEST_FIXTURES = frozenset({"libvirtd", "images", "system_conn", "guests", "module_guests"})
 
 
+# folder -> the marker every test in it gets
+FOLDER_MARKERS = {"tests/systemd/": "systemd", "tests/peer/": "peer"}
+MARKERS = {
+    "realguest": "needs the real libvirtd (qemu:///system) and QEMU guests of tests/testbed",
+    "packaging": "builds and installs the packages (.deb, .rpm) and checks the units; slow, changes /usr",
+    "systemd": "boots a Debian 12 systemd container (systemd-nspawn, root)",
+    "peer": "boots a peer libvirtd in a systemd-nspawn container (root)",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``realguest`` marker."""
-    config.addinivalue_line(
-        "markers",
-        "realguest: needs the real libvirtd (qemu:///system) and QEMU guests of tests/testbed",
-    )
-    config.addinivalue_line(
-        "markers",
-        "packaging: builds and installs the packages (.deb, .rpm) and checks the units; slow, changes /usr",
-    )
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a real-guest fixture as ``realguest``."""
+    """Mark every test that uses a real-guest fixture as ``realguest``, and
+    every test of a container folder with that folder's marker."""
     for item in items:
         if REALGUEST_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.realguest)
+        for folder, marker in FOLDER_MARKERS.items():
+            if folder in str(item.path):
+                item.add_marker(getattr(pytest.mark, marker))
 
 
 def _require_testbed() -> None:

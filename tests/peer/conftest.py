@@ -18,16 +18,6 @@ from tests.peer.host import PeerHost
 from tests.systemd.root import missing_tools
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "peer: boots a peer libvirtd in a systemd-nspawn container (root)")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/peer/" in str(item.path):
-            item.add_marker(pytest.mark.peer)
-
-
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerHost]:
     """A booted peer host; ``peer.uri`` is its qemu+tcp URI, ``peer.run``/``peer.virsh`` act inside it."""

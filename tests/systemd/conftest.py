@@ -13,16 +13,6 @@ from tests.systemd import harness
 from tests.systemd.root import missing_tools
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "systemd: boots a Debian 12 systemd container (systemd-nspawn, root)")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/systemd/" in str(item.path):
-            item.add_marker(pytest.mark.systemd)
-
-
 @pytest.fixture(scope="session")
 def systemd_ready() -> None:
     if os.geteuid() != 0:
