@@ -10,12 +10,12 @@ import difflib
 import math
 import os
 import sys
-from dataclasses import dataclass, field
 
 from .config import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE, ENV_DEFAULTS, FLAVOURS
 from .flavour import Flavour, resolve
 from .output import tr
 from .policy import ATTRIBUTES, BY_ATTRIBUTE
+from .records import dataclass, field
 from .settings import Command, SettingError
 
 ENV_LOCK_WAIT = "LIBVIRT_GUESTS_LOCK_WAIT"

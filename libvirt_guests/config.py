@@ -15,10 +15,10 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import shellfile
+from .records import dataclass, field
 from .settings import BY_NAME, COMMANDS, OBSOLETE, SETTINGS, Command, Setting, SettingError, default_for
 
 CONFIG_CANDIDATES = (Path("/etc/sysconfig/libvirt-guests"), Path("/etc/default/libvirt-guests"))

@@ -22,10 +22,10 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import libvirt
 
+from .records import dataclass
 from .virt import STATE_NAMES, Guest, Hypervisor, VirtError
 
 MIGRATE_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_AUTO_CONVERGE

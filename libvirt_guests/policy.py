@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
 
 from .config import Config
+from .records import dataclass, field
 from .settings import (
     CHAIN_WORDS,
     SettingError,

@@ -27,8 +27,9 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .records import asdict, dataclass, field
 
 FILE_MODE = 0o600
 JOURNAL_VERSION = 2  # 1: one JSON document, no log (still read)

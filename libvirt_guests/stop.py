@@ -19,7 +19,6 @@ it ABORT_WAIT seconds after those bounds, records what it knows and ends."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from .engine import (
 from .outcomes import Outcome, summary_counts
 from .output import INFO, WARNING, Output, tr
 from .plan import UriStopPlan, plan_stop
+from .records import replace
 from .state import GuestRecord, Journal, ListEntries, StateError, clear_marker, load_previous, remove, write_list
 from .virt import Hypervisor, VirtError
 
@@ -120,7 +120,7 @@ class StopRun:
         self.main_ctx = ctx
         self.gave_up = False
         # What runs in the libvirt work sees this context, whose output goes silent at a give-up.
-        self.ctx = dataclasses.replace(ctx, out=cast(Output, _WorkOutput(ctx.out, self)))
+        self.ctx = replace(ctx, out=cast(Output, _WorkOutput(ctx.out, self)))
         self.forced_chain = forced_chain
         self.host_chain = forced_chain or ctx.config.on_shutdown
         self.tally = Tally()
