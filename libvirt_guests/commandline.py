@@ -6,7 +6,6 @@ One table per thing (settings.Command, OPTIONS, POLICY_OPTIONS) drives the parse
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import sys
@@ -126,6 +125,8 @@ def usage_lines() -> list[str]:
 
 
 def _near(word: str, choices: list[str]) -> str:
+    import difflib  # only for a word not understood
+
     near = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {near[0]}?)" if near else ""
 

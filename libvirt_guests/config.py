@@ -10,7 +10,6 @@ exit 6 at the end for those they use."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -252,6 +251,8 @@ def _unknown_warnings(names: list[str], path: Path) -> list[str]:
         if name in OBSOLETE:
             warnings.append(f"{path}: {name} is ignored ({OBSOLETE[name]})")
             continue
+        import difflib  # only for an unknown variable
+
         near = difflib.get_close_matches(name, list(BY_NAME), n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
         warnings.append(f"{path}: unknown variable {name}{hint}")

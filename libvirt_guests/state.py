@@ -22,7 +22,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import stat
 import threading
 import time
@@ -57,7 +56,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _temp_name(path: Path) -> str:
-    return f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    return f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
 
 
 def _temp_pattern(path: Path) -> re.Pattern[str]:
@@ -592,7 +591,7 @@ class Journal:
 
     def _compact_locked(self) -> None:
         """A new state file holding everything, then a new, empty log."""
-        name = secrets.token_hex(8)
+        name = os.urandom(8).hex()  # as secrets.token_hex(8), without its imports (hashlib, random)
         data = {
             "version": JOURNAL_VERSION,
             "phase": self.phase,
