@@ -306,11 +306,21 @@ CONSOLE_SCRIPT = """#!{python}
 # -*- coding: utf-8 -*-
 import re
 import sys
-from libvirt_guests.cli import main
+from libvirt_guests.cli import {entry}
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
-    sys.exit(main())
+    sys.exit({entry}())
 """
+
+
+def entry_point(package: Path) -> str:
+    """The function the console script calls, from the checkout's pyproject.toml (main if none says)."""
+    import re
+
+    pyproject = package.parent / "pyproject.toml"
+    text = pyproject.read_text() if pyproject.exists() else ""
+    found = re.search(r'^libvirt-guests\s*=\s*"libvirt_guests\.cli:(\w+)"', text, re.M)
+    return found.group(1) if found else "main"
 
 
 def packaged_like(root: Path, python: str, package: Path | None = None) -> tuple[list[str], dict[str, str]] | None:
@@ -335,7 +345,7 @@ def packaged_like(root: Path, python: str, package: Path | None = None) -> tuple
     subprocess.run([python, "-m", "compileall", "-q", str(site)], check=True, stdout=subprocess.DEVNULL,
                    env=clean_env())
     script = root / "libvirt-guests"
-    script.write_text(CONSOLE_SCRIPT.format(python=python))
+    script.write_text(CONSOLE_SCRIPT.format(python=python, entry=entry_point(package)))
     script.chmod(0o755)
     return [str(script)], {"PYTHONPATH": str(site)}
 

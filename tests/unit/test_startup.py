@@ -202,3 +202,39 @@ def test_a_stop_with_a_guest_still_keeps_its_journal(files: Files, driver: Drive
     assert driver.state(dom) == "off"
     assert len(syncs) >= 2
     assert files.list_file.read_text().split()[1] == dom.UUIDString()
+
+
+ENTRY = """
+import atexit, sys
+atexit.register(lambda: sys.stderr.write("interpreter teardown\\n"))
+from libvirt_guests.cli import run
+run()
+"""
+
+
+@pytest.mark.parametrize(("argv", "code", "expected"), [
+    (["stop"], 0, "libvirt-guests stop: 0 guests"),
+    (["--version"], 0, "libvirt-guests "),
+    (["bogus"], 2, "Usage: "),
+    (["check-config"], 0, "# configuration file: "),
+])
+def test_the_entry_point_ends_at_once_with_its_output_and_exit_code(tmp_path: Path, argv: list[str], code: int,
+                                                                    expected: str) -> None:
+    """run() ends the process without the interpreter's teardown (an atexit
+    handler never runs), yet what was written reaches a file (block-buffered
+    standard output) whole, and the exit code is the command's."""
+    node = tmp_path / "node.xml"
+    node.write_text("<node>\n</node>\n")
+    conf = tmp_path / "probe.conf"
+    conf.write_text(f'URIS="test://{node}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIBVIRT_GUESTS_") and k != "NOTIFY_SOCKET"}
+    env.update({"LIBVIRT_GUESTS_CONFIG": str(conf), "LIBVIRT_GUESTS_LIST_FILE": str(tmp_path / "list"),
+                "LIBVIRT_GUESTS_LOCK_FILE": str(tmp_path / "lock"), "LC_ALL": "C"})
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        done = subprocess.run([sys.executable, "-c", ENTRY, *argv], stdout=stdout, stderr=stderr, env=env,
+                              timeout=120, check=False)
+    assert done.returncode == code, err.read_text()
+    assert expected in out.read_text()
+    assert out.read_text().endswith("\n")
+    assert "interpreter teardown" not in err.read_text()
