@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import re
 import stat
@@ -312,6 +311,8 @@ def _newer(path: Path, version: object) -> DamagedState | None:
 def _create_log(path: Path, name: str) -> tuple[int, int]:
     """A new log at path holding only its header, in place atomically (as
     atomic_write), open for appending: (descriptor, size)."""
+    import json  # not loaded by a run that keeps no journal (a stop with no guest: issue 13)
+
     header = (json.dumps({"format": _LOG_FORMAT, "version": JOURNAL_VERSION, "log": name}) + "\n").encode()
     tmp = path.parent / _temp_name(path)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -358,6 +359,8 @@ def _replay(path: Path, name: str) -> list[GuestRecord]:
     """The guest records of the log at path, in order, if it is the log
     named name; [] if absent or replaced since. UntrustedState or
     DamagedState as the state file."""
+    import json
+
     raw = safe_read_bytes(path)
     if raw is None:
         return []
@@ -486,6 +489,8 @@ class Journal:
         UntrustedState if it or its log is not a regular file of ours,
         DamagedState if either cannot be understood. Reads the format of
         the previous version too (one JSON document, no log)."""
+        import json
+
         text = safe_read(path)
         if text is None:
             return None
@@ -562,6 +567,8 @@ class Journal:
         """Append key's record, and those added but not yet written, in one
         write; what to wait for. The first write of a run, or one after a
         failed write, rewrites the whole journal instead."""
+        import json
+
         log = self._log
         if log is None or log.error is not None:
             self._compact_locked()
@@ -591,6 +598,8 @@ class Journal:
 
     def _compact_locked(self) -> None:
         """A new state file holding everything, then a new, empty log."""
+        import json
+
         name = os.urandom(8).hex()  # as secrets.token_hex(8), without its imports (hashlib, random)
         data = {
             "version": JOURNAL_VERSION,

@@ -37,6 +37,7 @@ NOT_FOR_STOP = NEVER | {
     "xml.etree.ElementTree",  # a guest's policy, a peer's CPU: not read without guests
     "socket",  # sd_notify, only with NOTIFY_SOCKET
     "difflib",  # "did you mean": only for a word not understood
+    "json",  # the journal (none written without a guest) and --json
 }
 # Commands that need no hypervisor load no libvirt and no engine.
 NOT_WITHOUT_LIBVIRT = NEVER | {
