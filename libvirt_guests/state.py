@@ -489,11 +489,10 @@ class Journal:
         UntrustedState if it or its log is not a regular file of ours,
         DamagedState if either cannot be understood. Reads the format of
         the previous version too (one JSON document, no log)."""
-        import json
-
         text = safe_read(path)
         if text is None:
             return None
+        import json
         try:
             data = json.loads(text)
             if not isinstance(data, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from collections.abc import Callable
@@ -45,14 +46,29 @@ NOT_WITHOUT_LIBVIRT = NEVER | {
     "libvirt_guests.plan", "libvirt_guests.state", "libvirt_guests.status", "json", "socket",
 }
 
+# Run with -S, its import path given (this checkout, then the interpreter's
+# site-packages): what the site module and the .pth files import at start-up
+# (an editable install's finder, json for a CA bundle's hook...) would
+# otherwise hide the same imports by the command.
 PROBE = """
-import json, sys
+import sys
 before = set(sys.modules)
+sys.path[:0] = sys.argv.pop(1).split(":")
 from libvirt_guests.cli import main
 code = main(sys.argv[1:])
 sys.stdout.flush()
-print("\\n" + json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
+new = sorted(set(sys.modules) - before)
+import json
+print("\\n" + json.dumps({"code": code, "new": new}))
 """
+
+
+def site_packages(python: str) -> list[str]:
+    """Where python finds libvirt and dotenv (its venv's site-packages, if any)."""
+    if python == sys.executable:
+        return site.getsitepackages()
+    return json.loads(subprocess.run([python, "-c", "import json, site; print(json.dumps(site.getsitepackages()))"],
+                                     capture_output=True, text=True, check=True).stdout)
 
 
 def imported_by(argv: list[str], tmp_path: Path, config: str, python: str = sys.executable,
@@ -70,7 +86,8 @@ def imported_by(argv: list[str], tmp_path: Path, config: str, python: str = sys.
         "LIBVIRT_GUESTS_CONFIG": str(conf), "LIBVIRT_GUESTS_LIST_FILE": str(tmp_path / "probe.list"),
         "LIBVIRT_GUESTS_LOCK_FILE": str(tmp_path / "probe.lock"), "LC_ALL": "C", **(env or {}),
     })
-    done = subprocess.run([python, "-c", PROBE, *argv], capture_output=True, text=True, env=clean, cwd=tmp_path,
+    done = subprocess.run([python, "-S", "-c", PROBE, ":".join([str(REPO), *site_packages(python)]), *argv],
+                          capture_output=True, text=True, env=clean, cwd=tmp_path,
                           timeout=120, check=False)
     head, _, last = done.stdout.rstrip("\n").rpartition("\n")
     assert last.startswith("{"), done.stdout + done.stderr
