@@ -111,38 +111,43 @@ def _collect(cls: type) -> tuple[Field, ...]:
 def _make_init(cls: type, all_fields: tuple[Field, ...]) -> Callable[..., None]:
     params = tuple(f for f in all_fields if f.init)
     names = tuple(f.name for f in params)
-    known = frozenset(names)
-    later = tuple(f for f in all_fields if not f.init)
+    position = {name: i for i, name in enumerate(names)}
+    # What a parameter not passed gets: (name, default or MISSING, factory or MISSING), in order.
+    fill = tuple((f.name, f.default, f.default_factory) for f in params)
+    later = tuple((f.name, f.default, f.default_factory) for f in all_fields
+                  if not f.init and (f.default is not MISSING or f.default_factory is not MISSING))
+    has_post_init = hasattr(cls, "__post_init__")
     qualname = cls.__qualname__
+    count = len(names)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if len(args) > len(names):
-            raise TypeError(f"{qualname}.__init__() takes {len(names) + 1} positional arguments "
-                            f"but {len(args) + 1} were given")
-        values = dict(zip(names, args, strict=False))
-        for name, value in kwargs.items():
-            if name not in known:
-                raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument {name!r}")
-            if name in values:
-                raise TypeError(f"{qualname}.__init__() got multiple values for argument {name!r}")
-            values[name] = value
-        for f in params[len(args):]:
-            if f.name not in values:
-                if f.default is not MISSING:
-                    values[f.name] = f.default
-                elif f.default_factory is not MISSING:
-                    values[f.name] = f.default_factory()
+        given = len(args)
+        if given > count:
+            raise TypeError(f"{qualname}.__init__() takes {count + 1} positional arguments but {given + 1} were given")
+        values = self.__dict__  # set directly: past a frozen class's __setattr__, as dataclasses' __init__
+        values.update(zip(names, args, strict=False))
+        if kwargs:
+            for name in kwargs:
+                at = position.get(name)
+                if at is None:
+                    raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument {name!r}")
+                if at < given:
+                    raise TypeError(f"{qualname}.__init__() got multiple values for argument {name!r}")
+            values.update(kwargs)
+        if given + len(kwargs) < count:
+            for name, default, factory in fill[given:]:
+                if name in values:
+                    continue
+                if default is not MISSING:
+                    values[name] = default
+                elif factory is not MISSING:
+                    values[name] = factory()
                 else:
-                    raise TypeError(f"{qualname}.__init__() missing 1 required argument: {f.name!r}")
-        for f in later:
-            if f.default_factory is not MISSING:
-                values[f.name] = f.default_factory()
-            elif f.default is not MISSING:
-                values[f.name] = f.default
-        self.__dict__.update(values)  # past a frozen class's __setattr__, as dataclasses' __init__
-        post_init = getattr(self, "__post_init__", None)
-        if post_init is not None:
-            post_init()
+                    raise TypeError(f"{qualname}.__init__() missing 1 required argument: {name!r}")
+        for name, default, factory in later:
+            values[name] = factory() if factory is not MISSING else default
+        if has_post_init:
+            self.__post_init__()
 
     __init__.__qualname__ = f"{qualname}.__init__"
     return __init__
