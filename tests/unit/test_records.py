@@ -230,3 +230,17 @@ def test_record_classes_of_the_package_build_as_before() -> None:
     quiet = replace(ctx, out=Output())
     assert quiet.interrupt is ctx.interrupt and quiet.paths is paths and quiet.out is not ctx.out
     assert Tally().counts == {}
+
+
+def test_an_init_false_field_without_default_stays_unset() -> None:
+    @dataclass
+    class Late:
+        x: int
+        y: int = field(init=False)
+
+    @dataclasses.dataclass
+    class LateToo:
+        x: int
+        y: int = dataclasses.field(init=False)
+
+    assert not hasattr(Late(1), "y") and not hasattr(LateToo(1), "y")
