@@ -301,12 +301,71 @@ def digest(samples: list[dict[str, Any]], n: int) -> dict[str, Any]:
 # --- zero guests, ours against Debian's script ------------------------------------------
 
 
-def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None) -> dict[str, Any]:
+# The console script an install writes (pip's and Debian's pybuild: the same text).
+CONSOLE_SCRIPT = """#!{python}
+# -*- coding: utf-8 -*-
+import re
+import sys
+from libvirt_guests.cli import {entry}
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit({entry}())
+"""
+
+
+def entry_point(package: Path) -> str:
+    """The function the console script calls, from the checkout's pyproject.toml (main if none says)."""
+    import re
+
+    pyproject = package.parent / "pyproject.toml"
+    text = pyproject.read_text() if pyproject.exists() else ""
+    found = re.search(r'^libvirt-guests\s*=\s*"libvirt_guests\.cli:(\w+)"', text, re.M)
+    return found.group(1) if found else "main"
+
+
+def packaged_like(root: Path, python: str, package: Path | None = None) -> tuple[list[str], dict[str, str]] | None:
+    """Our package as the .deb installs it: a copy of libvirt_guests (this
+    one, or the package folder given) byte-compiled by the system's python
+    (Debian's python3-libvirt and python3-dotenv beside it), run through a
+    console script, with no editable-install finder in the way. None if that
+    python lacks either."""
+    probe = subprocess.run([python, "-c", "import libvirt, dotenv"], capture_output=True, check=False,
+                           env=clean_env())
+    if probe.returncode != 0:
+        return None
+    if package is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("libvirt_guests")
+        assert spec is not None and spec.submodule_search_locations
+        package = Path(next(iter(spec.submodule_search_locations)))
+    root.mkdir(parents=True, exist_ok=True)
+    site = root / "site"
+    shutil.copytree(package, site / "libvirt_guests", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([python, "-m", "compileall", "-q", str(site)], check=True, stdout=subprocess.DEVNULL,
+                   env=clean_env())
+    script = root / "libvirt-guests"
+    script.write_text(CONSOLE_SCRIPT.format(python=python, entry=entry_point(package)))
+    script.chmod(0o755)
+    return [str(script)], {"PYTHONPATH": str(site)}
+
+
+def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None,
+               system_python: str | None = "/usr/bin/python3", before: Path | None = None) -> dict[str, Any]:
     """`stop` with no guest: ours and Debian's, alternated, same test URI, with
-    ON_SHUTDOWN=suspend (the original then lists three times) and shutdown (once)."""
+    ON_SHUTDOWN=suspend (the original then lists three times) and shutdown (once).
+    Ours from this venv (as tool_argv() finds it) and, with system_python, as
+    the .deb installs it (packaged_like); with before (another checkout's
+    package folder), that one too, packaged the same way."""
     root = work / "zero"
     root.mkdir()
     uri = write_node(root / "node.xml", 0, saved=False)
+    packaged = (packaged_like(root / "packaged", system_python)
+                if system_python and Path(system_python).exists() else None)
+    if system_python and packaged is None:
+        print(f"  zero guests: {system_python} cannot import libvirt and dotenv: packaged runs left out",
+              file=sys.stderr)
+    earlier = packaged_like(root / "before", system_python, before) if packaged and system_python and before else None
     sandboxes: dict[str, tuple[Tool, Original]] = {}
     for chain in ("suspend", "shutdown"):
         tool, original = Tool(root / f"ours-{chain}"), Original(root / f"debian-{chain}")
@@ -315,6 +374,9 @@ def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None)
         sandboxes[chain] = (tool, original)
     floors = {
         "python -c pass": [sys.executable, "-c", "pass"],
+        **({f"{system_python} -c pass": [system_python, "-c", "pass"],
+            f"{system_python}: import libvirt, open the URI": [system_python, *bare_argv(uri)[1:]]}
+           if packaged and system_python else {}),
         "python -c 'import libvirt'": bare_argv(None),
         "python: import libvirt, open the URI": bare_argv(uri),
         "virsh connect": ["virsh", "-c", uri, "connect"],
@@ -326,6 +388,14 @@ def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None)
             reset(tool)
             runs.setdefault(f"ours, ON_SHUTDOWN={chain}", []).append(
                 measure([*tool_argv(), "stop"], tool.env(), timeout, root / "ours.log"))
+            if packaged:
+                reset(tool)
+                runs.setdefault(f"ours packaged, ON_SHUTDOWN={chain}", []).append(
+                    measure([*packaged[0], "stop"], tool.env(packaged[1]), timeout, root / "ours.log"))
+            if earlier:
+                reset(tool)
+                runs.setdefault(f"before packaged, ON_SHUTDOWN={chain}", []).append(
+                    measure([*earlier[0], "stop"], tool.env(earlier[1]), timeout, root / "ours.log"))
             for path in (original.list_file, original.lock_file):
                 path.unlink(missing_ok=True)
             runs.setdefault(f"Debian, ON_SHUTDOWN={chain}", []).append(
@@ -347,10 +417,14 @@ def bench_zero(work: Path, repeat: int, timeout: float, wait_load: float | None)
             "samples": [round(r.wall, 4) for r in samples],
         }
     for chain in sandboxes:
-        ours, debian = result[f"ours, ON_SHUTDOWN={chain}"], result[f"Debian, ON_SHUTDOWN={chain}"]
-        result[f"ratio, ON_SHUTDOWN={chain}"] = {
-            "median": round(ours["wall"] / debian["wall"], 2), "min": round(ours["min"] / debian["min"], 2),
-        }
+        debian = result[f"Debian, ON_SHUTDOWN={chain}"]
+        for who in ("ours", "ours packaged", "before packaged"):
+            ours = result.get(f"{who}, ON_SHUTDOWN={chain}")
+            if ours is None:
+                continue
+            result[f"ratio {who}, ON_SHUTDOWN={chain}"] = {
+                "median": round(ours["wall"] / debian["wall"], 2), "min": round(ours["min"] / debian["min"], 2),
+            }
     return result
 
 
@@ -425,11 +499,11 @@ def git_revision() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def markdown(results: dict[str, Any]) -> str:
+def sizes_markdown(sizes: list[dict[str, Any]]) -> list[str]:
     lines = ["| N | stop (s) | stop CPU (s) | stop ms/guest | stop RSS (MiB) | start (s) | start CPU (s) "
              "| start ms/guest | start RSS (MiB) | bare connection (s) | bare connection RSS (MiB) |",
              "|---" * 11 + "|"]
-    for s in results["sizes"]:
+    for s in sizes:
         def cell(kind: str, key: str, s: dict[str, Any] = s) -> str:
             part = s[kind]
             value = part[key]
@@ -441,7 +515,7 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{cell('start', 'rss_mib')} | {s['bare_connection']['wall']:.2f} | "
                      f"{s['bare_connection']['rss_mib']} |")
     lines += ["", "| marginal ms per guest | stop | stop less driver | start | start less driver |", "|---" * 5 + "|"]
-    marg = marginals(results["sizes"])
+    marg = marginals(sizes)
     for pair, stop in marg["stop"].items():
         start = marg["start"][pair]
         note = "" if stop["complete"] else " (stop: lower bound, a run was killed)"
@@ -451,6 +525,11 @@ def markdown(results: dict[str, Any]) -> str:
         if f"{kind}_ratio_100_1000_vs_10_100" in marg:
             ratio = marg[f"{kind}_ratio_100_1000_vs_10_100"]
             lines.append(f"\n{kind}: marginal 100->1000 / marginal 10->100 = {ratio}")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [] if not results["sizes"] else sizes_markdown(results["sizes"])
     zero = results.get("zero")
     if zero:
         lines += ["", "| zero guests, stop | median (s) | min (s) | CPU (s) | peak RSS (MiB) |", "|---" * 5 + "|"]
@@ -459,7 +538,8 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {name} | {z['wall']:.3f} | {z['min']:.3f} | {z['cpu']:.3f} | {z['rss_mib']} |")
         for name, z in zero.items():
             if name.startswith("ratio"):
-                lines.append(f"\nours / Debian, {name.split(', ')[1]}: {z['median']} (medians), {z['min']} (minima)")
+                who = name.split(", ")[0].removeprefix("ratio ")
+                lines.append(f"\n{who} / Debian, {name.split(', ')[1]}: {z['median']} (medians), {z['min']} (minima)")
     return "\n".join(lines)
 
 
@@ -730,11 +810,16 @@ def breakdown(n: int, work: Path, timeout: float, commands: list[str], stubs: li
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(DEFAULT_SIZES),
+                        help="guest counts (none: only the zero-guest comparison)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per size (median), for sizes that are quick")
     parser.add_argument("--repeat-below", type=float, default=10.0,
                         help="repeat a size only if its first stop and start took at most this many seconds")
     parser.add_argument("--zero-repeat", type=int, default=9, help="runs of the zero-guest comparison (0: skip)")
+    parser.add_argument("--system-python", default="/usr/bin/python3",
+                        help="zero guests: also run ours as the .deb installs it, with this python ('': skip)")
+    parser.add_argument("--zero-before", type=Path, metavar="PACKAGE_DIR",
+                        help="zero guests: also run this libvirt_guests folder (another checkout's), packaged alike")
     parser.add_argument("--wait-load", type=float, metavar="LOAD",
                         help="before each size and zero-guest round, wait for the 1-minute load average to fall below "
                              "LOAD (15 min of waiting in all, at most)")
@@ -788,7 +873,8 @@ def main() -> int:
         print(f"scratch folder {work} ({results['scratch_fs']}); revision {results['revision']}", flush=True)
         if opts.zero_repeat:
             print("zero guests: ours and Debian's stop, alternated", flush=True)
-            results["zero"] = bench_zero(work, opts.zero_repeat, opts.timeout, opts.wait_load)
+            results["zero"] = bench_zero(work, opts.zero_repeat, opts.timeout, opts.wait_load,
+                                         opts.system_python or None, opts.zero_before)
         sizes = []
         for n in opts.sizes:
             print(f"N={n}", flush=True)
@@ -799,9 +885,10 @@ def main() -> int:
         results["loadavg_after"] = list(os.getloadavg())
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, opts.plot, baseline)
+    if sizes:  # a zero-guest run alone leaves the plot as it was
+        plot(results, opts.plot, baseline)
     print(markdown(results))
-    print(f"\nresults: {opts.json}; plot: {opts.plot}")
+    print(f"\nresults: {opts.json}" + (f"; plot: {opts.plot}" if sizes else ""))
     return 0
 
 

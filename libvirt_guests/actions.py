@@ -25,24 +25,22 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, ClassVar
 
 import libvirt
 
-from .engine import PROGRESS_EVERY, TICK, fmt_bytes
+from .engine import ABORT_WAIT, PROGRESS_EVERY, TICK, fmt_bytes
 from .migrate import MigrateProgress, check_peer, disable_autostart_here, migrate_live, restore_autostart
 from .migrated import Peers
 from .outcomes import Outcome
 from .output import WARNING, tr, trf
 from .plan import StopItem
+from .records import dataclass
 from .virt import Guest, VirtError
 
 if TYPE_CHECKING:
     from .chains import UriWork
-
-ABORT_WAIT = 5.0  # seconds an aborted save, or a libvirt call past every bound, is waited for
 
 
 class Step(Enum):

@@ -5,7 +5,6 @@ from the original."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -149,6 +148,8 @@ def check_config(
         settings[setting.name] = entry
     valid = not problems
     if as_json:
+        import json
+
         out.say(json.dumps({
             "valid": valid, "file": str(paths.config) if paths.config else None,
             "defaults": config.flavour, "settings": settings,

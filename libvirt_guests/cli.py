@@ -4,16 +4,13 @@ is commandline.py's; this module runs what it asks for."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .actions import ABORT_WAIT
 from .commandline import (
     COMPLETE_GUESTS,
     ENV_LOCK_WAIT,
@@ -25,12 +22,8 @@ from .commandline import (
     program_name,
     usage_lines,
 )
-from .config import Config, Paths, load
-from .engine import INTERRUPT_GRACE, TICK, Context, close_all, connect_all
-from .migrated import describe_migrated
-from .output import Output, discard_stdout, dump_json, tr
-from .plan import check_peers, describe_start, describe_stop, plan_start, plan_stop
-from .policy import ATTRIBUTES, effective, read_policy, write_policy
+from .config import Paths, load
+from .output import Output, discard_stdout, tr
 from .settings import (
     COMMANDS,
     EXIT_CODES,
@@ -43,11 +36,14 @@ from .settings import (
     Command,
     default_for,
 )
-from .start import start
-from .state import RunLock, RunLockBusy, StateError, marker_exists, peek_previous
-from .status import gueststatus, status
-from .stop import stop
-from .virt import Hypervisor, VirtError
+
+# Everything else is imported by the command that needs it (issue 13: a
+# `stop` with no guest is run at every shutdown and should cost little more
+# than connecting): --help and check-config need no libvirt, a stop needs
+# neither start nor status, the plan's and policy's code stays out of both.
+if TYPE_CHECKING:
+    from .config import Config
+    from .engine import Context
 
 __all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]
 
@@ -103,6 +99,8 @@ def _with_lock(ctx: Context, wait: float, action: Callable[[], int], required: b
     """Run action holding the run lock. For a stop (required False) a lock
     that cannot be used at all (read-only or missing directory) does not
     keep the guests from being handled: it is said, and the stop goes on."""
+    from .state import RunLock, RunLockBusy, StateError
+
     lock = RunLock(ctx.paths.run_lock)
     try:
         lock.acquire(wait, ctx.out.warn)
@@ -125,6 +123,12 @@ def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
     lock is released only then; the exit code is 128 + the signal number.
     The action runs in a thread of its own, so this thread can still end the
     process (BACKSTOP seconds past the bounds) if the action does not."""
+    import signal
+    import threading
+    import time
+
+    from .engine import ABORT_WAIT, INTERRUPT_GRACE, TICK
+
     if threading.current_thread() is not threading.main_thread():
         return action()  # signal handlers can only be installed in the main thread
     result: dict[str, object] = {}
@@ -167,6 +171,9 @@ def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
 
 def _restart(ctx: Context) -> int:
     """restart, condrestart, try-restart: stop, then start (not after a signal)."""
+    from .start import start
+    from .stop import stop
+
     code = stop(ctx)
     if ctx.interrupt.is_set():
         return code
@@ -193,13 +200,21 @@ def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
 
 
 def _report(out: Output, opts: Invocation, paths: Paths) -> int:
+    from .engine import Context
+    from .state import StateError
+    from .virt import VirtError
+
     about = _about(opts, paths)
     config = _config_for_reports(out, opts, paths)
     try:
         if opts.command == "status":
+            from .status import status
+
             return status(paths, out, about, opts.json)
         ctx = Context(config, paths, out)
         if opts.command == "gueststatus":
+            from .status import gueststatus
+
             return gueststatus(ctx, about, opts.json)
         if opts.command == "plan":
             return _plan(ctx, opts, about)
@@ -213,6 +228,11 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
 
 
 def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
+    from .engine import close_all, connect_all
+    from .output import dump_json
+    from .plan import check_peers, describe_start, describe_stop, plan_start, plan_stop
+    from .state import peek_previous
+
     cfg, which = ctx.config, opts.which
     previous = peek_previous(ctx.paths.list_file, ctx.paths.state_file)
     journal = previous.journal
@@ -237,7 +257,11 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
         elif cfg.on_boot != "start":
             note = f"ON_BOOT={cfg.on_boot}: the next start starts only guests whose own policy says on_boot=start"
     close_all(hvs.values())
-    migrated = describe_migrated(journal, cfg) if which == "start" else []
+    migrated: list[dict[str, object]] = []
+    if which == "start":
+        from .migrated import describe_migrated
+
+        migrated = describe_migrated(journal, cfg)
     if opts.json:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
         extra = {"migrated": migrated} if which == "start" else {}
@@ -307,6 +331,10 @@ def show_value(value: object) -> str:
 
 
 def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
+    from .engine import connect_all
+    from .output import dump_json
+    from .policy import ATTRIBUTES, effective, read_policy, write_policy
+
     args = opts.policy
     assert args is not None
     uri = args.uri or (ctx.config.uris[0] if ctx.config.uris else "default")
@@ -349,6 +377,8 @@ def _complete_guests(opts: Invocation, paths: Paths) -> int:
     """Guest names for the bash completion of `policy`, from the URI policy
     would use; silent and exit 0 whatever happens (the shell shows nothing)."""
     try:
+        from .virt import Hypervisor
+
         with open(os.devnull, "w") as null:
             config = _config_for_reports(Output(null, null), opts, paths)
         uri = (opts.policy.uri if opts.policy else None) or (config.uris[0] if config.uris else "default")
@@ -414,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:  # nan would never time out, inf never either
         out.error(str(err))
         return EXIT_USAGE
+    from .engine import Context
+    from .state import StateError
+    from .virt import VirtError
+
     config = load(paths, flavour=opts.defaults)
     config_failed = _report_config(out, config, command, paths)
     ctx = Context(config, paths, out)
@@ -435,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
 def _report_config(out: Output, config: Config, command: str, paths: Paths) -> bool:
     """Say what is wrong with the configuration before acting; True when a
     problem concerns what `command` does (it exits 6 once it has done it)."""
+    from .state import marker_exists
+
     for warning in config.warnings:
         out.warn(warning)
     acts = not (command in ("condrestart", "try-restart") and not marker_exists(paths.lock_file))
@@ -452,11 +488,17 @@ def _report_config(out: Output, config: Config, command: str, paths: Paths) -> b
 
 def _dispatch(ctx: Context, command: Command, lock_wait: float) -> int:
     """Run a command that acts on guests, under the run lock."""
+    from .state import marker_exists
+
     if command in (Command.CONDRESTART, Command.TRY_RESTART) and not marker_exists(ctx.paths.lock_file):
         return EXIT_OK
     if command == Command.START:
+        from .start import start
+
         return _with_lock(ctx, lock_wait, lambda: start(ctx))
     if command in (Command.STOP, Command.SHUTDOWN):
+        from .stop import stop
+
         # A stop handles the guests even when the run lock cannot be used at all.
         chain = ("shutdown",) if command == Command.SHUTDOWN else None
         return _with_lock(ctx, lock_wait, lambda: stop(ctx, chain), required=False)
@@ -464,15 +506,28 @@ def _dispatch(ctx: Context, command: Command, lock_wait: float) -> int:
 
 
 def run() -> None:
-    """The entry point. A closed standard output (`| head -1`) is not an
-    error: Output drops what cannot be written and the command finishes with
-    its own exit code; whatever else the closed pipe interrupts ends quietly
-    with 141, as a shell reports a command killed by SIGPIPE."""
+    """The entry point (the console script's and `python -m`'s). A closed
+    standard output (`| head -1`) is not an error: Output drops what cannot
+    be written and the command finishes with its own exit code; whatever
+    else the closed pipe interrupts ends quietly with 141, as a shell
+    reports a command killed by SIGPIPE.
+
+    The process then ends at once (os._exit), its output flushed: the
+    interpreter's teardown (every module and object freed, then the C
+    libraries' destructors, libvirt's and GnuTLS's) cost 10 to 25 ms here,
+    a good part of a `stop` with no guest (issue 13), for nothing a run
+    needs. When main() returns, every file it wrote is closed (synced where
+    that matters) and every connection closed; a thread still alive is a
+    daemon left behind on purpose (a libvirt call blocked in C), which a
+    normal exit does not wait for either. An exception out of main() (a bug)
+    still takes the normal way, traceback included."""
     try:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
         discard_stdout()
         code = EXIT_BROKEN_PIPE
-    sys.exit(code)
+    with contextlib.suppress(OSError, ValueError):  # nowhere left to say it
+        sys.stderr.flush()
+    os._exit(code)
 

@@ -6,16 +6,15 @@ One table per thing (settings.Command, OPTIONS, POLICY_OPTIONS) drives the parse
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import sys
-from dataclasses import dataclass, field
 
 from .config import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE, ENV_DEFAULTS, FLAVOURS
 from .flavour import Flavour, resolve
 from .output import tr
 from .policy import ATTRIBUTES, BY_ATTRIBUTE
+from .records import dataclass, field
 from .settings import Command, SettingError
 
 ENV_LOCK_WAIT = "LIBVIRT_GUESTS_LOCK_WAIT"
@@ -126,6 +125,8 @@ def usage_lines() -> list[str]:
 
 
 def _near(word: str, choices: list[str]) -> str:
+    import difflib  # only for a word not understood
+
     near = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {near[0]}?)" if near else ""
 

@@ -10,15 +10,14 @@ exit 6 at the end for those they use."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import shellfile
+from .records import dataclass, field
 from .settings import BY_NAME, COMMANDS, OBSOLETE, SETTINGS, Command, Setting, SettingError, default_for
 
 CONFIG_CANDIDATES = (Path("/etc/sysconfig/libvirt-guests"), Path("/etc/default/libvirt-guests"))
@@ -252,6 +251,8 @@ def _unknown_warnings(names: list[str], path: Path) -> list[str]:
         if name in OBSOLETE:
             warnings.append(f"{path}: {name} is ignored ({OBSOLETE[name]})")
             continue
+        import difflib  # only for an unknown variable
+
         near = difflib.get_close_matches(name, list(BY_NAME), n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
         warnings.append(f"{path}: unknown variable {name}{hint}")

@@ -9,11 +9,11 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .config import Config, Paths
 from .output import Output, notify, tr
+from .records import dataclass, field
 from .virt import POLL_FALLBACK, Hypervisor, NoAnswer, VirtError
 
 T = TypeVar("T")
@@ -24,6 +24,7 @@ TICK = 0.5  # at most this long between two looks at the deadline and at signals
 # After SIGINT or SIGTERM: nothing new is started, and the actions under way
 # get this long to end (a save still running then is aborted).
 INTERRUPT_GRACE = 10.0
+ABORT_WAIT = 5.0  # seconds an aborted save, or a libvirt call past every bound, is waited for
 
 
 class Interrupt:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
 
 from .config import ENV_DEFAULTS, FLAVOURS
+from .records import dataclass
 
 UPSTREAM = "upstream"
 VENDOR_MODULE = "libvirt_guests._vendor"

@@ -14,7 +14,6 @@ its disks."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config import Config
@@ -23,6 +22,7 @@ from .migrate import check_peer, migrate_live, open_peer, restore_autostart, run
 from .outcomes import StartOutcome
 from .output import ERR, INFO
 from .plan import StartAction, StartItem
+from .records import dataclass
 from .state import GuestRecord, Journal
 from .virt import Hypervisor, VirtError
 

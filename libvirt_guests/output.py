@@ -5,10 +5,8 @@ prefixes under systemd, and sd_notify status datagrams."""
 from __future__ import annotations
 
 import gettext
-import json
 import os
 import re
-import socket
 import sys
 import threading
 from typing import TextIO
@@ -36,6 +34,8 @@ def trf(msgid: str, *args: object) -> str:
 
 def dump_json(data: dict[str, object]) -> str:
     """Every --json output: one object, laid out the same way."""
+    import json  # only --json needs it
+
     return json.dumps(data, indent=2)
 
 
@@ -116,6 +116,8 @@ def notify(**fields: str | int) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]
     payload = "\n".join(f"{key.upper()}={value}" for key, value in fields.items()).encode()
+    import socket  # only under systemd (NOTIFY_SOCKET set)
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.sendto(payload, address)

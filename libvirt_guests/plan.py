@@ -4,7 +4,6 @@ them, so the printed plan is the one the next run follows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -14,6 +13,7 @@ from .config import Config
 from .migrate import check_peer, open_peer
 from .outcomes import StartOutcome
 from .policy import Effective, GuestPolicy, effective, order_groups, read_policy
+from .records import dataclass, field
 from .state import GuestRecord, Journal
 from .virt import Guest, Hypervisor, VirtError
 

@@ -8,14 +8,11 @@ the guest, and the effective policy of a guest (guest value over host value).
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-import libvirt
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
+from .records import dataclass, field
 from .settings import (
     CHAIN_WORDS,
     SettingError,
@@ -26,7 +23,9 @@ from .settings import (
     parse_peer_uri,
     parse_seconds,
 )
-from .virt import Guest
+
+if TYPE_CHECKING:  # libvirt is not loaded by the commands that only read this module's tables (--help)
+    from .virt import Guest
 
 NAMESPACE = "urn:libvirt-guests:policy:1"
 KEY = "guests"
@@ -127,6 +126,8 @@ def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
     policy = GuestPolicy()
     if not xml:
         return policy
+    import xml.etree.ElementTree as ET  # only for a guest that has a policy
+
     try:
         element = ET.fromstring(xml)
     except ET.ParseError as err:
@@ -163,6 +164,8 @@ def read_policy(guest: Guest) -> GuestPolicy:
 def policy_xml(texts: dict[str, str]) -> str | None:
     if not texts:
         return None
+    import xml.etree.ElementTree as ET
+
     element = ET.Element("policy")
     for attribute in ATTRIBUTES:
         if attribute.name in texts:
@@ -172,6 +175,8 @@ def policy_xml(texts: dict[str, str]) -> str | None:
 
 def write_policy(guest: Guest, texts: dict[str, str]) -> None:
     """Store (or with empty texts, remove) the policy: persistent and, if running, live."""
+    import libvirt
+
     flags = 0
     if guest.is_persistent():
         flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG

@@ -19,16 +19,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import re
-import secrets
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .records import asdict, dataclass, field
 
 FILE_MODE = 0o600
 JOURNAL_VERSION = 2  # 1: one JSON document, no log (still read)
@@ -56,7 +55,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _temp_name(path: Path) -> str:
-    return f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    return f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
 
 
 def _temp_pattern(path: Path) -> re.Pattern[str]:
@@ -312,6 +311,8 @@ def _newer(path: Path, version: object) -> DamagedState | None:
 def _create_log(path: Path, name: str) -> tuple[int, int]:
     """A new log at path holding only its header, in place atomically (as
     atomic_write), open for appending: (descriptor, size)."""
+    import json  # not loaded by a run that keeps no journal (a stop with no guest: issue 13)
+
     header = (json.dumps({"format": _LOG_FORMAT, "version": JOURNAL_VERSION, "log": name}) + "\n").encode()
     tmp = path.parent / _temp_name(path)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -358,6 +359,8 @@ def _replay(path: Path, name: str) -> list[GuestRecord]:
     """The guest records of the log at path, in order, if it is the log
     named name; [] if absent or replaced since. UntrustedState or
     DamagedState as the state file."""
+    import json
+
     raw = safe_read_bytes(path)
     if raw is None:
         return []
@@ -489,6 +492,7 @@ class Journal:
         text = safe_read(path)
         if text is None:
             return None
+        import json
         try:
             data = json.loads(text)
             if not isinstance(data, dict):
@@ -562,6 +566,8 @@ class Journal:
         """Append key's record, and those added but not yet written, in one
         write; what to wait for. The first write of a run, or one after a
         failed write, rewrites the whole journal instead."""
+        import json
+
         log = self._log
         if log is None or log.error is not None:
             self._compact_locked()
@@ -591,7 +597,9 @@ class Journal:
 
     def _compact_locked(self) -> None:
         """A new state file holding everything, then a new, empty log."""
-        name = secrets.token_hex(8)
+        import json
+
+        name = os.urandom(8).hex()  # as secrets.token_hex(8), without its imports (hashlib, random)
         data = {
             "version": JOURNAL_VERSION,
             "phase": self.phase,

@@ -8,13 +8,13 @@ import fcntl
 import os
 import stat
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Paths
 from .engine import Context
 from .output import Output, dump_json, tr
+from .records import dataclass
 from .state import Journal, StateError, parse_list
 from .virt import Hypervisor, VirtError
 

@@ -19,15 +19,13 @@ it ABORT_WAIT seconds after those bounds, records what it knows and ends."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from typing import cast
 
-from .actions import ABORT_WAIT
-from .chains import UriWork
 from .engine import (
+    ABORT_WAIT,
     INTERRUPT_GRACE,
     TICK,
     Context,
@@ -42,6 +40,7 @@ from .engine import (
 from .outcomes import Outcome, summary_counts
 from .output import INFO, WARNING, Output, tr
 from .plan import UriStopPlan, plan_stop
+from .records import replace
 from .state import GuestRecord, Journal, ListEntries, StateError, clear_marker, load_previous, remove, write_list
 from .virt import Hypervisor, VirtError
 
@@ -120,7 +119,7 @@ class StopRun:
         self.main_ctx = ctx
         self.gave_up = False
         # What runs in the libvirt work sees this context, whose output goes silent at a give-up.
-        self.ctx = dataclasses.replace(ctx, out=cast(Output, _WorkOutput(ctx.out, self)))
+        self.ctx = replace(ctx, out=cast(Output, _WorkOutput(ctx.out, self)))
         self.forced_chain = forced_chain
         self.host_chain = forced_chain or ctx.config.on_shutdown
         self.tally = Tally()
@@ -210,12 +209,16 @@ class StopRun:
                 return
             self.entries = merge_list_lines(self.entries, self.plans)
             entries = [(uri, list(uuids)) for uri, uuids in self.entries]
-            self.journal.save("stopping")
+            if any(uuids for _uri, uuids in entries) or self.journal.guests:  # nothing to record: no fsync (issue 13)
+                self.journal.save("stopping")
             self._record(lambda: write_list(paths.list_file, entries))
         self.tally.total = sum(len(p.items) for p in self.plans.values())
         self.stage = "acting on the guests of"
-        busy = [UriWork(self, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
-        each_at_once(UriWork.execute, busy)
+        if self.tally.total:
+            from .chains import UriWork  # the actions' code: not loaded by a stop with no guest (issue 13)
+
+            busy = [UriWork(self, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
+            each_at_once(UriWork.execute, busy)
         self.stage = "closing"
         forget_undefined(self, hvs)
         close_all(hvs.values())

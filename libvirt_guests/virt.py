@@ -8,9 +8,10 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import libvirt
+
+from .records import dataclass
 
 POLL_FALLBACK = 1.0  # seconds between state checks when no event arrives
 _DOM0_UUID = "00000000-0000-0000-0000-000000000000"
