@@ -7,15 +7,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-import libvirt
-
 from .config import Config
 from .migrate import check_peer, open_peer
 from .outcomes import StartOutcome
 from .policy import Effective, GuestPolicy, effective, order_groups, read_policy
 from .records import dataclass, field
 from .state import GuestRecord, Journal
-from .virt import Guest, Hypervisor, VirtError
+from .virt import AsListed, Guest, Hypervisor, VirtError
 
 PEER_CHECK_TIMEOUT = 5.0  # seconds `plan` waits for a peer to answer
 NO_PEER = "no peer: MIGRATE_URI is empty and its policy sets no migrate_to"
@@ -58,7 +56,8 @@ def plan_stop(
 ) -> UriStopPlan:
     """List the running guests of one URI and decide each one's chain. An
     error while planning one guest stays with that guest: it gets the host's
-    chain, with a warning."""
+    chain, with a warning. The listing tells whether each guest is paused
+    and persistent (Listed): the one call per guest is its policy's."""
     plan = UriStopPlan(hv.uri)
     plan.running = hv.running()
     for guest in plan.running:
@@ -79,10 +78,13 @@ def _plan_guest(
     plan: UriStopPlan, guest: Guest, config: Config, forced_chain: tuple[str, ...] | None, journal: Journal | None
 ) -> None:
     policy: GuestPolicy = read_policy(guest)
+    if policy.gone:
+        return  # vanished since the listing: nothing to plan
     plan.warnings += policy.warnings
     eff = effective(config, policy, forced_chain)
-    persistent = guest.is_persistent()
-    paused = guest.state() == libvirt.VIR_DOMAIN_PAUSED
+    listed = guest.as_listed
+    persistent = listed.is_persistent()
+    paused = listed.is_paused()
     if eff.skip:
         plan.skipped.append(guest)
         return
@@ -193,11 +195,12 @@ class UriStartPlan:
         return order_groups(self.items, lambda item: item.policy.order if item.policy else None, descending=False)
 
 
-def decide_start(guest: Guest, eff: Effective, record: GuestRecord | None) -> StartAction:
-    """What start does to one guest, from its state at this moment (start
-    asks again just before it acts: an admin or libvirt's autostart may have
-    started the guest since the plan was made)."""
-    if guest.state() == libvirt.VIR_DOMAIN_PAUSED and record is not None and record.paused_by_us:
+def decide_start(guest: Guest | AsListed, eff: Effective, record: GuestRecord | None) -> StartAction:
+    """What start does to one guest, from its state: as listed when planning
+    (guest.as_listed), at this moment when acting (start asks again just
+    before it acts: an admin or libvirt's autostart may have started the
+    guest since the plan was made)."""
+    if guest.is_paused() and record is not None and record.paused_by_us:
         return StartAction.RESUME  # paused by a stop that was interrupted before saving it
     if guest.is_active():
         return StartAction.ALREADY_ACTIVE
@@ -208,21 +211,32 @@ def decide_start(guest: Guest, eff: Effective, record: GuestRecord | None) -> St
 
 def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journal | None) -> UriStartPlan:
     """One item per recorded guest. A libvirt error (or any other) on one
-    guest stays with that guest: it is planned as FAILED, the others go on."""
+    guest stays with that guest: it is planned as FAILED, the others go on.
+    The guests are found, with their state, by one listing of the URI (if
+    it fails, one lookup each); the one call per guest is its policy's."""
     plan = UriStartPlan(hv.uri)
+    found: dict[str, Guest | None] | None = None
+    if uuids:
+        try:
+            found = hv.lookup_all(uuids)
+        except Exception:  # noqa: BLE001 - then each guest is looked up alone, its error its own
+            found = None
     for uuid in uuids:
         guest: Guest | None = None
         eff: Effective | None = None
         try:
-            guest = hv.lookup(uuid)
+            guest = found[uuid] if found is not None else hv.lookup(uuid)
             if guest is None:
                 plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
                 continue
             policy = read_policy(guest)
+            if policy.gone:  # undefined since the listing
+                plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
+                continue
             plan.warnings += policy.warnings
             eff = effective(config, policy)
             record = journal.get(hv.uri, uuid) if journal else None
-            plan.items.append(StartItem(uuid, guest, eff, decide_start(guest, eff, record)))
+            plan.items.append(StartItem(uuid, guest, eff, decide_start(guest.as_listed, eff, record)))
         except VirtError as err:
             if err.vanished:
                 plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))

@@ -119,6 +119,7 @@ class GuestPolicy:
     values: dict[str, Any] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    gone: bool = False  # not read: the guest no longer exists
 
 
 def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
@@ -151,13 +152,13 @@ def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
 
 
 def read_policy(guest: Guest) -> GuestPolicy:
-    """The live policy of a running guest, else its persistent one."""
+    """The live policy of a running guest, else its persistent one: one call,
+    libvirt picks the definition."""
     try:
-        live = guest.is_active()
-        xml = guest.metadata(NAMESPACE, live=live)
+        xml = guest.metadata(NAMESPACE)
     except Exception as err:  # noqa: BLE001 - a policy must never stop the run
         warning = f"guest {guest.name}: cannot read policy metadata ({err}); using host-wide settings"
-        return GuestPolicy(warnings=[warning])
+        return GuestPolicy(warnings=[warning], gone=bool(getattr(err, "vanished", False)))  # VirtError.vanished
     return parse_policy(xml, guest.name)
 
 

@@ -42,7 +42,7 @@ from .output import INFO, WARNING, Output, tr
 from .plan import UriStopPlan, plan_stop
 from .records import replace
 from .state import GuestRecord, Journal, ListEntries, StateError, clear_marker, load_previous, remove, write_list
-from .virt import Hypervisor, VirtError
+from .virt import Guest, Hypervisor, VirtError
 
 DEADLINE_GRACE = 5.0  # seconds after STOP_DEADLINE for the last actions begun at the deadline
 
@@ -285,14 +285,19 @@ def give_up(run: StopRun) -> None:
 
 def forget_undefined(run: StopRun, hvs: dict[str, Hypervisor | None]) -> None:
     """Drop guests that no longer exist from the list, so no start (ours or
-    the original's) fails on them."""
+    the original's) fails on them: one listing per URI (if it fails, one
+    lookup per guest; a guest that cannot be looked up stays listed)."""
     for uri, uuids in [(uri, list(uuids)) for uri, uuids in run.entries]:
         hv = hvs.get(uri)
-        if hv is None:
+        if hv is None or not uuids:
             continue
+        try:
+            found: dict[str, Guest | None] | None = hv.lookup_all(uuids, facts=False)
+        except VirtError:
+            found = None
         for uuid in uuids:
             try:
-                gone = hv.lookup(uuid) is None
+                gone = (found[uuid] if found is not None else hv.lookup(uuid)) is None
             except VirtError:
                 continue
             if gone:

@@ -5,9 +5,10 @@ reconnection when the daemon goes away."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import libvirt
 
@@ -17,6 +18,13 @@ POLL_FALLBACK = 1.0  # seconds between state checks when no event arrives
 _DOM0_UUID = "00000000-0000-0000-0000-000000000000"
 _RETRYABLE_CONNECT = {libvirt.VIR_ERR_SYSTEM_ERROR}
 _GONE = {libvirt.VIR_ERR_NO_DOMAIN}
+# The filtered listings that answer planning's questions for all guests at once.
+_PAUSED = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE | libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED
+_TRANSIENT = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE | libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT
+_NO_ID = 0xFFFFFFFF  # virDomainGetID's (unsigned int) -1: not running
+# virUUIDParse: leading blanks (C isspace), 16 pairs of hex digits with any
+# '-' or ' ' before each pair, trailing blanks.
+_UUID_TEXT = re.compile(r"[ \t\n\v\f\r]*((?:[- ]*[0-9a-fA-F]{2}){16})[ \t\n\v\f\r]*")
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "no state",
@@ -249,7 +257,9 @@ class Hypervisor:
     # -- guests ------------------------------------------------------------
 
     def running(self, persistent: bool | None = None) -> list[Guest]:
-        """Active guests ordered by domain id, as `virsh list` orders them."""
+        """Active guests ordered by domain id, as `virsh list` orders them,
+        each with what planning asks of it (Listed: paused, persistent) from
+        two more listings: three calls per URI, none per guest."""
         flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
         if persistent is True:
             flags |= libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
@@ -260,7 +270,18 @@ class Hypervisor:
             listed = [(dom.ID(), dom) for dom in domains if dom.UUIDString() != _DOM0_UUID]
         except libvirt.libvirtError as err:
             raise self._error(err) from None
-        return [Guest(self, dom.UUIDString(), dom.name(), dom) for _id, dom in sorted(listed, key=lambda p: p[0])]
+        paused = self._listed_uuids(_PAUSED)
+        transient = None if persistent is not None else self._listed_uuids(_TRANSIENT)
+        guests = []
+        for _id, dom in sorted(listed, key=lambda p: p[0]):
+            uuid = dom.UUIDString()
+            facts = Listed(
+                active=True,
+                paused=None if paused is None else uuid in paused,
+                persistent=persistent if transient is None else uuid not in transient,
+            )
+            guests.append(Guest(self, uuid, dom.name(), dom, facts))
+        return guests
 
     def lookup(self, ident: str) -> Guest | None:
         """A guest by UUID or name; None if it is not defined (any more)."""
@@ -277,6 +298,61 @@ class Hypervisor:
                 return None
             raise self._error(err) from None
         return Guest(self, dom.UUIDString(), dom.name(), dom)
+
+    def lookup_all(self, idents: Iterable[str], facts: bool = True) -> dict[str, Guest | None]:
+        """lookup() of many guests from one listing of every domain: each
+        ident as lookup() finds it (by UUID, else by name), None where no
+        domain has it. With facts, two more listings tell planning which
+        guests are paused and which have a managed-save image (Listed).
+        A failed listing raises VirtError (callers may then look up one by one)."""
+        try:
+            domains = self._require().listAllDomains(0)
+        except libvirt.libvirtError as err:
+            raise self._error(err) from None
+        by_uuid = {dom.UUIDString(): dom for dom in domains}
+        by_name = {dom.name(): dom for dom in domains}
+        paused = saved = None
+        if facts:
+            paused = self._listed_uuids(_PAUSED)
+            saved = self._listed_uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
+        found: dict[str, Guest | None] = {}
+        for ident in idents:
+            uuid = parse_uuid(ident)
+            dom = by_uuid.get(uuid) if uuid is not None else None
+            if dom is None:
+                dom = by_name.get(ident)
+            if dom is None:
+                found[ident] = None
+                continue
+            uuid = dom.UUIDString()
+            listed = None
+            if facts:
+                listed = Listed(
+                    active=dom.ID() not in (-1, _NO_ID),
+                    paused=None if paused is None else uuid in paused,
+                    managed_save=None if saved is None else uuid in saved,
+                )
+            found[ident] = Guest(self, uuid, dom.name(), dom, listed)
+        return found
+
+    def _listed_uuids(self, flags: int) -> set[str] | None:
+        """The UUIDs a filtered listing names; None if it failed (a driver
+        that cannot filter so): the guests are then asked one by one."""
+        try:
+            return {dom.UUIDString() for dom in self._require().listAllDomains(flags)}
+        except libvirt.libvirtError:
+            return None
+
+
+def parse_uuid(text: str) -> str | None:
+    """A UUID as libvirt's lookupByUUIDString reads it (virUUIDParse: 32 hex
+    digits, '-' or ' ' allowed between pairs, blanks around), in the form
+    UUIDString() gives; None where libvirt would refuse it (INVALID_ARG)."""
+    match = _UUID_TEXT.fullmatch(text)
+    if match is None:
+        return None
+    digits = re.sub(r"[- ]", "", match.group(1)).lower()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 class Waits:
@@ -335,13 +411,55 @@ class JobProgress:
     total: int
 
 
-class Guest:
-    """A domain of one Hypervisor, re-resolved by UUID after a reconnect."""
+@dataclass(frozen=True)
+class Listed:
+    """What the listing that found a guest said about it: planning's answers,
+    got for all guests of a URI in a few calls instead of one call per guest
+    and question. None: that listing could not say, the guest is asked.
+    Never used to act: what an action depends on is asked again just before
+    (an admin or libvirt's autostart may have changed it since)."""
 
-    def __init__(self, hv: Hypervisor, uuid: str, name: str, dom: libvirt.virDomain | None = None) -> None:
+    active: bool
+    paused: bool | None = None
+    persistent: bool | None = None
+    managed_save: bool | None = None
+
+
+class AsListed:
+    """A guest's planning-time answers: the listing's where it had them,
+    else the guest's own (one call each)."""
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+        self.listed = guest.listed
+
+    def is_active(self) -> bool:
+        return self.listed.active if self.listed is not None else self.guest.is_active()
+
+    def is_paused(self) -> bool:
+        known = self.listed.paused if self.listed is not None else None
+        return known if known is not None else self.guest.is_paused()
+
+    def is_persistent(self) -> bool:
+        known = self.listed.persistent if self.listed is not None else None
+        return known if known is not None else self.guest.is_persistent()
+
+    def has_managed_save(self) -> bool:
+        known = self.listed.managed_save if self.listed is not None else None
+        return known if known is not None else self.guest.has_managed_save()
+
+
+class Guest:
+    """A domain of one Hypervisor, re-resolved by UUID after a reconnect.
+    Its methods ask libvirt every time; `as_listed` answers from the listing."""
+
+    def __init__(
+        self, hv: Hypervisor, uuid: str, name: str, dom: libvirt.virDomain | None = None, listed: Listed | None = None
+    ) -> None:
         self.hv = hv
         self.uuid = uuid
         self.name = name
+        self.listed = listed
         self._dom = dom
         self._conn = hv.conn
 
@@ -374,6 +492,14 @@ class Guest:
 
     def state_name(self) -> str:
         return STATE_NAMES.get(self.state(), "unknown")
+
+    def is_paused(self) -> bool:
+        return self.state() == libvirt.VIR_DOMAIN_PAUSED
+
+    @property
+    def as_listed(self) -> AsListed:
+        """Planning's view of this guest (see Listed)."""
+        return AsListed(self)
 
     def is_active(self) -> bool:
         with self.errors():
@@ -446,8 +572,14 @@ class Guest:
         with self.errors():
             self.dom.setTime(None, libvirt.VIR_DOMAIN_TIME_SYNC)
 
-    def metadata(self, namespace: str, live: bool) -> str | None:
-        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    def metadata(self, namespace: str, live: bool | None = None) -> str | None:
+        """The metadata element of `namespace`: the running definition's
+        (live), the persistent one's, or (None) the running one's if the
+        guest runs, else the persistent one's, decided by libvirt in the
+        same call (VIR_DOMAIN_AFFECT_CURRENT)."""
+        flags = libvirt.VIR_DOMAIN_AFFECT_CURRENT
+        if live is not None:
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
         try:
             return self.dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace, flags)
         except libvirt.libvirtError as err:

@@ -83,3 +83,33 @@ def test_save_progress_from_job_statistics(guests) -> None:
         guest.start()
     finally:
         hv.close()
+
+
+def test_listing_facts_are_each_guests_own_answers(guests) -> None:
+    """What planning takes from the listings (virt.Listed: active, paused,
+    persistent, managed save) is what asking each QEMU guest answers."""
+    running, paused, saved, off = guests.create(4)
+    transient = guests.create(1, transient=True)[0]
+    paused.suspend()
+    saved.managedSave(0)
+    off.destroy()
+    hv = Hypervisor(SYSTEM_URI)
+    hv.connect()
+    try:
+        listed = {g.uuid: g for g in hv.running()}
+        assert {running.UUIDString(), paused.UUIDString(), transient.UUIDString()} <= set(listed)
+        found = hv.lookup_all([d.UUIDString() for d in (running, paused, saved, off, transient)])
+        for guest in [*listed.values(), *found.values()]:
+            assert guest is not None and guest.listed is not None
+            facts = guest.listed
+            assert facts.active == guest.is_active(), guest
+            assert facts.paused in (None, guest.is_paused()), guest
+            assert facts.persistent in (None, guest.is_persistent()), guest
+            assert facts.managed_save in (None, guest.has_managed_save()), guest
+        assert listed[paused.UUIDString()].listed.paused is True  # type: ignore[union-attr]
+        assert listed[transient.UUIDString()].listed.persistent is False  # type: ignore[union-attr]
+        assert found[saved.UUIDString()].listed.managed_save is True  # type: ignore[union-attr]
+        assert found[off.UUIDString()].listed.managed_save is False  # type: ignore[union-attr]
+        assert found[off.UUIDString()].listed.active is False  # type: ignore[union-attr]
+    finally:
+        hv.close()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
+import pytest
 
 from libvirt_guests.virt import start_event_loop
 
@@ -81,3 +82,23 @@ class Result:
     code: int
     out: str
     err: str
+
+
+def libvirt_error(code: int, message: str) -> libvirt.libvirtError:
+    """A libvirtError as libvirt raises it, with its error code."""
+    err = libvirt.libvirtError(message)
+    err.err = (code, libvirt.VIR_FROM_NONE, message, libvirt.VIR_ERR_ERROR, None, None, None, -1, -1)
+    return err
+
+
+def refuse_list_filters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """listAllDomains as a driver without its filters has it: only active or
+    inactive, anything else VIR_ERR_NO_SUPPORT."""
+    real = libvirt.virConnect.listAllDomains
+
+    def unfiltered(self: libvirt.virConnect, flags: int = 0) -> list[libvirt.virDomain]:
+        if flags & ~(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE | libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE):
+            raise libvirt_error(libvirt.VIR_ERR_NO_SUPPORT, "this function is not supported by the connection driver")
+        return real(self, flags)
+
+    monkeypatch.setattr(libvirt.virConnect, "listAllDomains", unfiltered)

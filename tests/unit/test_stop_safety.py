@@ -27,6 +27,7 @@ from libvirt_guests.state import RunLock, RunLockBusy
 from libvirt_guests.virt import Guest, Hypervisor, VirtError
 
 from .conftest import TEST_URI, Driver, Files, Result
+from .support import refuse_list_filters
 
 BIG = "9" * 5000  # more digits than Python's int() takes from a string
 
@@ -140,6 +141,7 @@ def test_libvirt_error_while_planning_one_guest_stays_with_that_guest(
         return real(self)
 
     monkeypatch.setattr(Guest, "is_persistent", flaky)
+    refuse_list_filters(monkeypatch)  # the listing cannot say who is persistent: each guest is asked
     result = run("stop")
     assert "Failed to list persistent guests" not in result.out
     assert f"guest {a.name()}" in result.err and "injected planning failure" in result.err
