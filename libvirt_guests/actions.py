@@ -3,13 +3,12 @@ suspend_guest and shutdown_guest are one function each.
 
 Every unit has the same contract. It is made once per URI (so it can keep
 per-URI state, such as the shared shutdown budget) and its `perform(item,
-last)` is called for one guest, with the guest's slot of `cap` held when the
-unit names one; a guest found no longer running is settled there, else the
+last)` is called for one guest, in one of the `cap` workers of its queue
+when the unit names a cap (chains.UriWork); a guest found no longer running is settled there, else the
 unit's `act` runs. It returns
 
   Step.DONE      the guest no longer runs here; the outcome is recorded,
   Step.NEXT      the guest still runs; the chain goes on to its next action,
-  Step.SKIPPED   the deadline or a signal came before the action could begin,
   Step.VANISHED  the guest is gone (not recorded: the chain records it),
 
 and raises VirtError(disconnected=True) to have the chain reconnect and
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 class Step(Enum):
     DONE = "done"
     NEXT = "next"
-    SKIPPED = "skipped"
     VANISHED = "vanished"
 
 
