@@ -458,6 +458,73 @@ def test_deadline_gives_up_on_a_libvirt_call_that_never_returns(
     assert _journal(files)["phase"] == "stopping"  # the next stop finishes the job
 
 
+def _stuck_shutdowns(monkeypatch: pytest.MonkeyPatch, release: threading.Event, stuck: set[str],
+                     entered: threading.Event | None = None) -> None:
+    """The shutdown request of the guests named in `stuck` never returns (a
+    call blocked in C holds its worker); the others' requests work."""
+    real_shutdown = Guest.shutdown
+    seen: set[str] = set()
+
+    def shutdown(self: Guest) -> None:
+        if self.name not in stuck:
+            return real_shutdown(self)
+        seen.add(self.name)
+        if entered is not None and seen == stuck:
+            entered.set()
+        release.wait()
+
+    monkeypatch.setattr(Guest, "shutdown", shutdown)
+
+
+def test_deadline_does_not_wait_for_workers_stuck_in_libvirt(
+    files: Files, driver: Driver, run, monkeypatch, release, short_grace
+) -> None:
+    """Every shutdown worker of the URI is stuck in a call that never returns:
+    at the deadline the queued guests still get their last action at once,
+    and the stuck ones are recorded as given up on (issue 13)."""
+    files.write_config(ON_SHUTDOWN="shutdown poweroff", PARALLEL_SHUTDOWN="2", STOP_DEADLINE="1")
+    doms = [driver.guest() for _ in range(6)]
+    stuck, queued = doms[:2], doms[2:]
+    _stuck_shutdowns(monkeypatch, release, {d.name() for d in stuck})
+    result, took = bounded(run, "stop", limit=20)
+    assert took < 1 + 6, result
+    assert result.code == 1
+    for dom in queued:
+        assert f"Stop deadline reached: poweroff guest {dom.name()} now" in result.out
+        assert driver.state(dom) == "off"
+    assert "no answer from libvirt" in result.err
+    assert all(d.name() in result.err for d in stuck)
+    outcomes = {g["name"]: g["outcome"] for g in _journal(files)["guests"]}
+    assert outcomes == {**{d.name(): "not-handled" for d in stuck}, **{d.name(): "poweroff" for d in queued}}
+    assert _list(files) == [[TEST_URI, *(d.UUIDString() for d in doms)]]
+
+
+def test_signal_does_not_wait_for_workers_stuck_in_libvirt(
+    files: Files, driver: Driver, run, monkeypatch, release, short_grace
+) -> None:
+    """The sibling at a signal: with every shutdown worker stuck, SIGTERM
+    still begins nothing new, records the queued guests as not handled and
+    ends the run within the signal's bounds."""
+    monkeypatch.setattr(stop, "INTERRUPT_GRACE", 1.0)
+    files.write_config(ON_SHUTDOWN="shutdown poweroff", PARALLEL_SHUTDOWN="2")
+    doms = [driver.guest() for _ in range(6)]
+    stuck, queued = doms[:2], doms[2:]
+    entered = threading.Event()
+    _stuck_shutdowns(monkeypatch, release, {d.name() for d in stuck}, entered)
+    threading.Thread(target=lambda: entered.wait(20) and os.kill(os.getpid(), signal.SIGTERM), daemon=True).start()
+    started = time.monotonic()
+    result = run("stop")  # in the main thread: the CLI installs its signal handlers
+    assert time.monotonic() - started < 1 + 6, result
+    assert result.code == 143, result
+    assert all(driver.state(d) == "running" for d in queued)
+    assert not any(f"Starting shutdown on guest: {d.name()}" in result.out for d in queued)
+    records = {g["name"]: (g["outcome"], g["detail"]) for g in _journal(files)["guests"]}
+    for dom in queued:
+        assert records[dom.name()] == ("not-handled", "interrupted: no new action is begun")
+    for dom in stuck:
+        assert records[dom.name()] == ("not-handled", "no answer from libvirt")
+
+
 def test_deadline_gives_up_on_a_listing_that_never_returns(
     files: Files, driver: Driver, run, monkeypatch, release, short_grace
 ) -> None:
