@@ -637,3 +637,39 @@ def test_signal_ends_the_stop_in_order(files: Files, signum: int, code: int) -> 
     assert "STATES {'sig0': 1, 'sig1': 1, 'sig2': 1}" in out  # all running, none left paused
     assert len(_list(files)[0]) == 4  # all three recorded
     assert _journal(files)["phase"] == "stopping"  # the next stop finishes the job
+
+
+def test_every_guest_is_paused_before_the_first_save_and_recorded_before_its_pause(
+    files: Files, driver: Driver, run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAUSE_BEFORE_SAVE with the pauses in a bounded pool, not one after
+    another in the URI's thread: still every guest paused before the first
+    save begins, and each recorded as paused by us before its pause call (a
+    crash between the two leaves a guest that start resumes)."""
+    from libvirt_guests.state import Journal
+
+    files.write_config(ON_SHUTDOWN="suspend", PARALLEL_SAVE="2")
+    doms = [driver.guest() for _ in range(30)]
+    not_recorded: list[str] = []
+    paused_at_first_save: list[str] = []
+    real_pause, real_save = Guest.pause, Guest.managed_save
+
+    def pause(self: Guest) -> None:
+        journal = Journal.load(files.state_file)
+        record = journal.get(TEST_URI, self.uuid) if journal else None
+        if not (record and record.paused_by_us):
+            not_recorded.append(self.name)
+        real_pause(self)
+
+    def save(self: Guest, flags: int) -> None:
+        if not paused_at_first_save:
+            paused_at_first_save.extend(d.name() for d in doms if driver.state(d) == "paused")
+        real_save(self, flags)
+
+    monkeypatch.setattr(Guest, "pause", pause)
+    monkeypatch.setattr(Guest, "managed_save", save)
+    result = run("stop")
+    assert result.code == 0, result
+    assert not_recorded == []
+    assert sorted(paused_at_first_save) == sorted(d.name() for d in doms)
+    assert all(driver.state(d) == "saved" for d in doms)
