@@ -239,6 +239,10 @@ class Shutdown(Action):
         return trf("Waiting for %d guests to shut down\\n", waiting)
 
     def act(self, item: StopItem, last: bool) -> Step:
+        return self.request(item) or self.ended(item, self._wait(item, last))
+
+    def request(self, item: StopItem) -> Step | None:
+        """Ask the guest to shut down: None once asked, else the step."""
         guest = item.guest
         if guest.state() == libvirt.VIR_DOMAIN_PAUSED:
             guest.resume()  # a paused guest cannot act on a shutdown request
@@ -250,11 +254,25 @@ class Shutdown(Action):
                 raise
             self.out.say(f"Shutdown of guest {guest.name} could not be requested: {err}", level=WARNING)
             return self.begin(item) or Step.NEXT
-        if not self._wait(item, last):
+        return None
+
+    def ended(self, item: StopItem, off: bool) -> Step:
+        """The wait for the guest to go off ended: off, or out of time."""
+        if not off:
             return Step.NEXT
-        self.out.say(tr("Shutdown of guest $name complete.", name=guest.name))
+        self.out.say(tr("Shutdown of guest $name complete.", name=item.guest.name))
         self.work.ledger.finish(item, Outcome.SHUTDOWN)
         return Step.DONE
+
+    def timed_out(self, item: StopItem, end: float, own_end: float | None) -> None:
+        """Say that the guest's time ran out (and the URI's budget, once)."""
+        self.out.say(tr("Shutdown of guest $name failed to complete in time.", name=item.guest.name),
+                     level=WARNING)
+        if end == own_end and self.budget_end is not None and item.policy.shutdown_timeout is None:
+            with self._lock:
+                expired, self.budget_expired = self.budget_expired, True
+            if not expired:
+                self.out.say(tr("Timeout expired while shutting down domains"), level=WARNING)
 
     def _wait(self, item: StopItem, last: bool) -> bool:
         """Wait for the guest to go off; False when its time ran out."""
@@ -269,13 +287,7 @@ class Shutdown(Action):
                 return True
             now = time.monotonic()
             if end is not None and now >= end:
-                self.out.say(tr("Shutdown of guest $name failed to complete in time.", name=guest.name),
-                             level=WARNING)
-                if end == own_end and self.budget_end is not None and item.policy.shutdown_timeout is None:
-                    with self._lock:
-                        expired, self.budget_expired = self.budget_expired, True
-                    if not expired:
-                        self.out.say(tr("Timeout expired while shutting down domains"), level=WARNING)
+                self.timed_out(item, end, own_end)
                 return False
             if now >= next_report:
                 next_report += PROGRESS_EVERY

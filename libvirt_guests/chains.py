@@ -18,12 +18,13 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal
 
 import libvirt
 
 from .actions import ACTIONS, Action, Shutdown, Step
 from .engine import PROGRESS_EVERY, TICK, Workers
+from .offwatch import OffWatch, WaitEnd
 from .outcomes import Outcome
 from .output import ERR, WARNING, tr
 from .plan import StopItem, UriStopPlan
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from .stop import StopRun
 
 MAX_RECONNECTS = 3  # per guest: reconnect and repeat its current action
+WATCHED: Final = "watched"  # a turn ends with the guest's wait handed to the OffWatch
+Watched = Literal["watched"]
 FREE_WORKERS = 8  # per URI: threads for uncapped actions, pauses, and the ends at the deadline or a signal
 
 
@@ -112,6 +115,10 @@ class UriWork:
         self.pools = {name: Workers(getattr(self.cfg, unit.cap), f"stop-{name}")
                       for name, unit in ACTIONS.items() if unit.cap}
         self.free = Workers(FREE_WORKERS, "stop-free")
+        shutdown = self.units[Shutdown.name]
+        assert isinstance(shutdown, Shutdown)
+        self.shutdown = shutdown
+        self.offwatch = OffWatch(hv, shutdown, run.bounds)
         self._cond = threading.Condition()
         self._left = 0  # guests (or pauses) of the current step not yet settled
         self._diverted = False
@@ -132,6 +139,7 @@ class UriWork:
         finally:
             for pool in (*self.pools.values(), self.free):
                 pool.close()
+            self.offwatch.close()
             for unit in self.units.values():
                 unit.close()
 
@@ -192,9 +200,7 @@ class UriWork:
                     pool.divert(self.free)
             if time.monotonic() >= self._next_report:
                 self._next_report += PROGRESS_EVERY
-                shutdown = self.units[Shutdown.name]
-                assert isinstance(shutdown, Shutdown)
-                line = shutdown.progress_line(self.pools[Shutdown.name].load())
+                line = self.shutdown.progress_line(self.pools[Shutdown.name].load())
                 if line:
                     self.ctx.out.say(line)
 
@@ -249,9 +255,10 @@ class GuestChain:
     def action(self) -> str:
         return self.chain[self.index]
 
-    def turn(self) -> None:
+    def turn(self, resumed: Callable[[], Step] | None = None) -> None:
+        """One turn; `resumed`: the end of an action whose wait was watched."""
         try:
-            settled = self._turn()
+            settled = self._turn(resumed)
         except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
             self.work.ctx.out.error(f"guest {self.item.guest.name}: unexpected error: {type(err).__name__}: {err}")
             with contextlib.suppress(Exception):
@@ -260,8 +267,9 @@ class GuestChain:
         if settled:
             self.work.settle()
 
-    def _turn(self) -> bool:
-        """True when the guest is settled, False when it is queued again."""
+    def _turn(self, resumed: Callable[[], Step] | None) -> bool:
+        """True when the guest is settled, False when it is queued again
+        (or its wait is watched)."""
         work, item, chain = self.work, self.item, self.chain
         bounds, ledger, out = work.run.bounds, work.ledger, work.ctx.out
         if not chain:
@@ -269,10 +277,10 @@ class GuestChain:
             out.error(f"guest {item.guest.name} is transient and cannot be saved; it is left running")
             return True
         while True:
-            if bounds.interrupted():
+            if resumed is None and bounds.interrupted():
                 ledger.leave(item, Outcome.NOT_HANDLED, "interrupted: no new action is begun")
                 return True
-            if bounds.past_deadline() and not self.announced:
+            if resumed is None and bounds.past_deadline() and not self.announced:
                 self.announced = True
                 self.index = len(chain) - 1
                 if self.action == "suspend":  # no save is begun after the deadline
@@ -282,7 +290,13 @@ class GuestChain:
                     return True
                 out.say(f"Stop deadline reached: {self.action} guest {item.guest.name} now", level=WARNING)
             last = self.index == len(chain) - 1
-            step = self._perform(last)
+            if resumed is None and self.announced and self.action == Shutdown.name:
+                step = self._perform(functools.partial(self._shutdown_watched, last))  # its wait holds no worker
+                if step is WATCHED:
+                    return False
+            else:
+                step = self._perform(resumed or functools.partial(work.units[self.action].perform, item, last))
+            resumed = None
             if step is Step.VANISHED:
                 ledger.finish(item, Outcome.VANISHED, "no longer running or defined")
                 return True
@@ -297,10 +311,10 @@ class GuestChain:
                 work.dispatch(self)  # the back of the next action's queue (or the same, after a reconnect)
                 return False
 
-    def _perform(self, last: bool) -> Step | None:
+    def _perform(self, act: Callable[[], Step | Watched]) -> Step | Watched | None:
         """The current action; None to repeat it after a reconnect."""
         try:
-            return self.work.units[self.action].perform(self.item, last)
+            return act()
         except VirtError as err:
             if err.disconnected and self.reconnects < MAX_RECONNECTS and self.work.reconnect():
                 self.reconnects += 1
@@ -309,3 +323,21 @@ class GuestChain:
                 return Step.VANISHED
             self.work.ctx.out.error(f"guest {self.item.guest.name}: {err}")
             return Step.NEXT
+
+    def _shutdown_watched(self, last: bool) -> Step | Watched:
+        """The deadline's shutdown: asked here, waited for by the URI's OffWatch."""
+        shutdown = self.work.shutdown
+        step = shutdown.begin(self.item) or shutdown.request(self.item)
+        if step is not None:
+            return step
+        self.work.offwatch.add(self.item, last, self._watched_end)
+        return WATCHED
+
+    def _watched_end(self, end: WaitEnd) -> None:
+        """From the OffWatch: the chain goes on in the free pool."""
+        def resumed() -> Step:
+            if isinstance(end, VirtError):
+                raise end
+            return self.work.shutdown.ended(self.item, end)
+
+        self.work.free.put(functools.partial(self.turn, resumed))
