@@ -673,3 +673,33 @@ def test_every_guest_is_paused_before_the_first_save_and_recorded_before_its_pau
     assert not_recorded == []
     assert sorted(paused_at_first_save) == sorted(d.name() for d in doms)
     assert all(driver.state(d) == "saved" for d in doms)
+
+
+def test_deadline_shutdowns_are_all_asked_at_once_and_waited_for_together(
+    files: Files, driver: Driver, run, monkeypatch, release, short_grace
+) -> None:
+    """At the deadline each guest not yet done gets its last action at once:
+    20 guests whose shutdown only works once every one of them was asked
+    are all shut down, though the pool that runs those last actions is much
+    smaller than 20 (their waits hold no worker: issue 13)."""
+    _save_until_aborted(monkeypatch, release)
+    files.write_config(ON_SHUTDOWN="suspend shutdown", PARALLEL_SAVE="1", PAUSE_BEFORE_SAVE="0", STOP_DEADLINE="1")
+    doms = [driver.guest() for _ in range(20)]
+    asked: list[str] = []
+    asked_lock = threading.Lock()
+
+    def shutdown(self: Guest) -> None:
+        with asked_lock:
+            asked.append(self.name)
+            everyone = len(asked) == len(doms)
+        if everyone:  # the guests go off only now
+            for dom in doms:
+                dom.destroy()
+
+    monkeypatch.setattr(Guest, "shutdown", shutdown)
+    result, took = bounded(run, "stop", limit=20)
+    assert took < 1 + 6, result
+    assert sorted(asked) == sorted(d.name() for d in doms)
+    assert all(f"Shutdown of guest {d.name()} complete." in result.out for d in doms), result.out
+    assert all(driver.state(d) == "off" for d in doms)
+    assert result.code == 0, result
