@@ -661,9 +661,12 @@ def test_every_guest_is_paused_before_the_first_save_and_recorded_before_its_pau
             not_recorded.append(self.name)
         real_pause(self)
 
+    first_save = threading.Lock()
+
     def save(self: Guest, flags: int) -> None:
-        if not paused_at_first_save:
-            paused_at_first_save.extend(d.name() for d in doms if driver.state(d) == "paused")
+        with first_save:  # no save goes on before the first has looked
+            if not paused_at_first_save:
+                paused_at_first_save.extend(d.name() for d in doms if driver.state(d) == "paused")
         real_save(self, flags)
 
     monkeypatch.setattr(Guest, "pause", pause)
