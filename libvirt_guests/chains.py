@@ -171,7 +171,8 @@ class UriWork:
         """One guest (or pause) of the current step is done with."""
         with self._cond:
             self._left -= 1
-            self._cond.notify_all()
+            if self._left <= 0:
+                self._cond.notify_all()
 
     def _expect(self, count: int) -> None:
         with self._cond:
