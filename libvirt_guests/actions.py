@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import libvirt
 
-from .engine import ABORT_WAIT, PROGRESS_EVERY, TICK, fmt_bytes
+from .engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt_bytes
 from .migrate import MigrateProgress, check_peer, disable_autostart_here, migrate_live, restore_autostart
 from .migrated import Peers
 from .outcomes import Outcome
@@ -40,6 +40,8 @@ from .virt import Guest, VirtError
 
 if TYPE_CHECKING:
     from .chains import UriWork
+
+SAVE_CALLS = 1 << 16  # no cap of its own: the saves under way are capped by PARALLEL_SAVE
 
 
 class Step(Enum):
@@ -93,6 +95,14 @@ class Suspend(Action):
     name = "suspend"
     cap = "parallel_save"
 
+    def __init__(self, work: UriWork) -> None:
+        super().__init__(work)
+        # The save calls, watched from the worker: threads reused, one per save under way (or given up on).
+        self.calls = Workers(SAVE_CALLS, "stop-save-call")
+
+    def close(self) -> None:
+        self.calls.close()
+
     def act(self, item: StopItem, last: bool) -> Step:
         guest = item.guest
         label = tr("Suspending $name: ", name=guest.name)
@@ -127,7 +137,7 @@ class Suspend(Action):
         return self._after_failure(item)
 
     def _watch(self, item: StopItem, label: str, save: Callable[[], None] | None) -> JobEnd:
-        """Run save in a daemon thread (or, with save None, watch the job an
+        """Run save in a thread of self.calls (or, with save None, watch the job an
         earlier run started); print progress; abort the job at SAVE_TIMEOUT,
         at the stop deadline, or INTERRUPT_GRACE after a signal; give up on
         it when it is still running ABORT_WAIT after the abort."""
@@ -144,7 +154,7 @@ class Suspend(Action):
                 finished.set()
 
         if save is not None:
-            threading.Thread(target=work, name=f"save-{guest.name}", daemon=True).start()
+            self.calls.put(work)
         started = time.monotonic()
         timeout = item.policy.save_timeout
         aborted_at: float | None = None
