@@ -5,17 +5,17 @@ each guest's outcome (GuestLedger).
 No thread per guest: each capped action has a FIFO queue served by `cap`
 workers (engine.Workers), so list order is kept and the thread count
 follows the caps, not the number of guests. A guest's next action puts it
-at the back of that action's queue. Actions without a cap, the pauses
-before the saves, and everything after the deadline or a signal go to a
-small pool of their own (`free`). The URI's thread watches the bounds on
-its own (UriWork._watch): a worker stuck in a libvirt call, which cannot be
-cancelled, never delays the deadline's last actions nor a signal's end."""
+at the back of that action's queue. Actions without a cap and the pauses
+before the saves go to a small pool of their own (`free`), everything after
+the deadline or a signal to another (`late`). The URI's thread watches the
+bounds on its own (UriWork._watch): a worker stuck in a libvirt call, which
+cannot be cancelled, never delays the deadline's last actions nor a
+signal's end."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Literal
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import libvirt
 
 from .actions import ACTIONS, Action, Shutdown, Step
-from .engine import PROGRESS_EVERY, TICK, Workers
+from .engine import PROGRESS_EVERY, TICK, Countdown, Workers
 from .offwatch import OffWatch, WaitEnd
 from .outcomes import Outcome
 from .output import ERR, WARNING, tr
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 MAX_RECONNECTS = 3  # per guest: reconnect and repeat its current action
 WATCHED: Final = "watched"  # a turn ends with the guest's wait handed to the OffWatch
 Watched = Literal["watched"]
-FREE_WORKERS = 8  # per URI: threads for uncapped actions, pauses, and the ends at the deadline or a signal
+FREE_WORKERS = 8  # per URI: threads for uncapped actions and pauses; as many for the ends at the bounds
 
 
 class GuestLedger:
@@ -114,13 +114,12 @@ class UriWork:
         self.units: dict[str, Action] = {name: unit(self) for name, unit in ACTIONS.items()}
         self.pools = {name: Workers(getattr(self.cfg, unit.cap), f"stop-{name}")
                       for name, unit in ACTIONS.items() if unit.cap}
-        self.free = Workers(FREE_WORKERS, "stop-free")
+        self.free = Workers(FREE_WORKERS, "stop-free")  # uncapped actions, the pauses before the saves
+        self.late = Workers(FREE_WORKERS, "stop-late")  # everything after the deadline or a signal
         shutdown = self.units[Shutdown.name]
         assert isinstance(shutdown, Shutdown)
         self.shutdown = shutdown
         self.offwatch = OffWatch(hv, shutdown, run.bounds)
-        self._cond = threading.Condition()
-        self._left = 0  # guests (or pauses) of the current step not yet settled
         self._diverted = False
         self._next_report = 0.0
 
@@ -137,7 +136,7 @@ class UriWork:
                     continue
                 self._run_group(group)
         finally:
-            for pool in (*self.pools.values(), self.free):
+            for pool in (*self.pools.values(), self.free, self.late):
                 pool.close()
             self.offwatch.close()
             for unit in self.units.values():
@@ -146,59 +145,44 @@ class UriWork:
     def _run_group(self, group: list[StopItem]) -> None:
         if self.cfg.pause_before_save and not self.run.bounds.past_deadline():
             pauses = [item for item in group if item.chain and item.chain[0] == "suspend" and not item.was_paused]
-            self._expect(len(pauses))
+            paused = Countdown(len(pauses))
             for item in pauses:  # all at once, in a bounded pool, before the first save begins
-                self.free.put(functools.partial(self._settle_after, self._pause, item))
-            self._watch()
-        chains = [GuestChain(self, item) for item in group]
-        self._expect(len(chains))
+                self.free.put(functools.partial(self._pause, item, paused))
+            self._watch(paused, until_bounds=True)  # a pause stuck in libvirt must not hold the deadline
+        settled = Countdown(len(group))
+        chains = [GuestChain(self, item, settled) for item in group]
         for chain in chains:  # in list order: the queues serve guests in that order
             if chain.chain:
                 self.dispatch(chain)
             else:
                 chain.turn()
-        self._watch()
+        self._watch(settled)
 
     def dispatch(self, chain: GuestChain) -> None:
-        """Queue the guest for its current action (after the deadline or a
-        signal, and for an uncapped action: the free pool)."""
+        """Queue the guest for its current action (an uncapped one: the free
+        pool; anything after the deadline or a signal: the late pool)."""
         pool = self.pools.get(chain.action)
-        if pool is None or self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+        if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+            pool = self.late
+        elif pool is None:
             pool = self.free
         pool.put(chain.turn)
 
-    def settle(self) -> None:
-        """One guest (or pause) of the current step is done with."""
-        with self._cond:
-            self._left -= 1
-            if self._left <= 0:
-                self._cond.notify_all()
-
-    def _expect(self, count: int) -> None:
-        with self._cond:
-            self._left = count
-
-    def _settle_after(self, job: Callable[[StopItem], None], item: StopItem) -> None:
-        try:
-            job(item)
-        finally:
-            self.settle()
-
-    def _watch(self) -> None:
-        """The watchdog: wait until the step's guests are settled; at the
-        deadline or a signal, hand every queued guest to the free pool at
-        once (its chain then decides: last action, or nothing new); print
-        the per-URI progress line."""
+    def _watch(self, step: Countdown, until_bounds: bool = False) -> None:
+        """The watchdog: wait until the step's jobs are done (or, with
+        until_bounds, the deadline or a signal came); at the deadline or a
+        signal, hand every queued guest to the `late` pool at once (its
+        chain then decides: last action, or nothing new); print the per-URI
+        progress line."""
         bounds = self.run.bounds
-        while True:
-            with self._cond:
-                if self._left <= 0:
+        while not step.wait(self._tick()):
+            if bounds.interrupted() or bounds.past_deadline():
+                if until_bounds:
                     return
-                self._cond.wait(self._tick())
-            if not self._diverted and (bounds.interrupted() or bounds.past_deadline()):
-                self._diverted = True
-                for pool in self.pools.values():
-                    pool.divert(self.free)
+                if not self._diverted:
+                    self._diverted = True
+                    for pool in (*self.pools.values(), self.free):
+                        pool.divert(self.late)
             if time.monotonic() >= self._next_report:
                 self._next_report += PROGRESS_EVERY
                 line = self.shutdown.progress_line(self.pools[Shutdown.name].load())
@@ -214,11 +198,11 @@ class UriWork:
             wait = min(wait, max(0.0, deadline - now))
         return wait
 
-    def _pause(self, item: StopItem) -> None:
+    def _pause(self, item: StopItem, paused: Countdown) -> None:
         guest = item.guest
-        if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
-            return  # no save will begin
         try:
+            if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+                return  # no save will begin
             if guest.state() != libvirt.VIR_DOMAIN_RUNNING:
                 return
             self.run.journal.update(self.hv.uri, guest.uuid, paused_by_us=True)  # before: a crash can resume it
@@ -226,6 +210,10 @@ class UriWork:
         except VirtError as err:
             if not err.vanished:
                 self.ctx.out.warn(f"cannot pause guest {guest.name} before saving it: {err}")
+        except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
+            self.ctx.out.error(f"cannot pause guest {guest.name} before saving it: {type(err).__name__}: {err}")
+        finally:
+            paused.done()
 
     def reconnect(self) -> bool:
         try:
@@ -244,9 +232,10 @@ class GuestChain:
     action (a save is not begun after the deadline); on a lost connection,
     reconnect and queue the step again (MAX_RECONNECTS times)."""
 
-    def __init__(self, work: UriWork, item: StopItem) -> None:
+    def __init__(self, work: UriWork, item: StopItem, settled: Countdown) -> None:
         self.work = work
         self.item = item
+        self.settled = settled
         self.chain = item.chain
         self.index = 0
         self.reconnects = 0
@@ -266,7 +255,7 @@ class GuestChain:
                 self.work.ledger.finish(self.item, Outcome.FAILED, f"unexpected error: {err}")
             settled = True
         if settled:
-            self.work.settle()
+            self.settled.done()
 
     def _turn(self, resumed: Callable[[], Step] | None) -> bool:
         """True when the guest is settled, False when it is queued again
@@ -335,10 +324,10 @@ class GuestChain:
         return WATCHED
 
     def _watched_end(self, end: WaitEnd) -> None:
-        """From the OffWatch: the chain goes on in the free pool."""
+        """From the OffWatch: the chain goes on in the late pool."""
         def resumed() -> Step:
             if isinstance(end, VirtError):
                 raise end
             return self.work.shutdown.ended(self.item, end)
 
-        self.work.free.put(functools.partial(self.turn, resumed))
+        self.work.late.put(functools.partial(self.turn, resumed))

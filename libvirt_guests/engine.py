@@ -287,6 +287,27 @@ class Workers:
                 self._threads -= 1
 
 
+class Countdown:
+    """The jobs of one step not done yet; the waiter is woken once, at zero."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self._cond = threading.Condition()
+
+    def done(self) -> None:
+        with self._cond:
+            self.left -= 1
+            if self.left <= 0:
+                self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """True once every job is done; else False after timeout."""
+        with self._cond:
+            if self.left > 0:
+                self._cond.wait(timeout)
+            return self.left <= 0
+
+
 @dataclass
 class Tally:
     """Outcomes counted as they happen (thread-safe)."""

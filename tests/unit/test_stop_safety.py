@@ -499,6 +499,34 @@ def test_deadline_does_not_wait_for_workers_stuck_in_libvirt(
     assert _list(files) == [[TEST_URI, *(d.UUIDString() for d in doms)]]
 
 
+def test_deadline_does_not_wait_for_a_pause_stuck_in_libvirt(
+    files: Files, driver: Driver, run, monkeypatch, release, short_grace
+) -> None:
+    """PAUSE_BEFORE_SAVE and one guest's pause call never returns: the
+    pauses of the others are not held up behind it, and at the deadline
+    every guest gets its last action (issue 13)."""
+    files.write_config(ON_SHUTDOWN="suspend shutdown", STOP_DEADLINE="1")
+    doms = [driver.guest() for _ in range(4)]
+    real_pause = Guest.pause
+
+    def pause(self: Guest) -> None:
+        if self.name == doms[0].name():
+            release.wait()
+        else:
+            real_pause(self)
+
+    monkeypatch.setattr(Guest, "pause", pause)
+    result, took = bounded(run, "stop", limit=20)
+    assert took < 1 + 6, result
+    for dom in doms:
+        assert f"Stop deadline reached: shutdown guest {dom.name()} now" in result.out
+        assert driver.state(dom) == "off"
+    records = {g["name"]: g for g in _journal(files)["guests"]}
+    assert records[doms[0].name()]["paused_by_us"]  # recorded before the call that never returned
+    assert {r["outcome"] for r in records.values()} == {"shutdown"}
+    assert result.code == 0, result
+
+
 def test_signal_does_not_wait_for_workers_stuck_in_libvirt(
     files: Files, driver: Driver, run, monkeypatch, release, short_grace
 ) -> None:
