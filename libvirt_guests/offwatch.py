@@ -9,11 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .engine import TICK
 from .plan import StopItem
+from .records import dataclass
 from .virt import POLL_FALLBACK, Hypervisor, VirtError
 
 if TYPE_CHECKING:
