@@ -3,13 +3,12 @@ suspend_guest and shutdown_guest are one function each.
 
 Every unit has the same contract. It is made once per URI (so it can keep
 per-URI state, such as the shared shutdown budget) and its `perform(item,
-last)` is called for one guest, with the guest's slot of `cap` held when the
-unit names one; a guest found no longer running is settled there, else the
+last)` is called for one guest, in one of the `cap` workers of its queue
+when the unit names a cap (chains.UriWork); a guest found no longer running is settled there, else the
 unit's `act` runs. It returns
 
   Step.DONE      the guest no longer runs here; the outcome is recorded,
   Step.NEXT      the guest still runs; the chain goes on to its next action,
-  Step.SKIPPED   the deadline or a signal came before the action could begin,
   Step.VANISHED  the guest is gone (not recorded: the chain records it),
 
 and raises VirtError(disconnected=True) to have the chain reconnect and
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import libvirt
 
-from .engine import ABORT_WAIT, PROGRESS_EVERY, TICK, fmt_bytes
+from .engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt_bytes
 from .migrate import MigrateProgress, check_peer, disable_autostart_here, migrate_live, restore_autostart
 from .migrated import Peers
 from .outcomes import Outcome
@@ -42,11 +41,12 @@ from .virt import Guest, VirtError
 if TYPE_CHECKING:
     from .chains import UriWork
 
+SAVE_CALLS = 1 << 16  # no cap of its own: the saves under way are capped by PARALLEL_SAVE
+
 
 class Step(Enum):
     DONE = "done"
     NEXT = "next"
-    SKIPPED = "skipped"
     VANISHED = "vanished"
 
 
@@ -95,6 +95,14 @@ class Suspend(Action):
     name = "suspend"
     cap = "parallel_save"
 
+    def __init__(self, work: UriWork) -> None:
+        super().__init__(work)
+        # The save calls, watched from the worker: threads reused, one per save under way (or given up on).
+        self.calls = Workers(SAVE_CALLS, "stop-save-call")
+
+    def close(self) -> None:
+        self.calls.close()
+
     def act(self, item: StopItem, last: bool) -> Step:
         guest = item.guest
         label = tr("Suspending $name: ", name=guest.name)
@@ -129,7 +137,7 @@ class Suspend(Action):
         return self._after_failure(item)
 
     def _watch(self, item: StopItem, label: str, save: Callable[[], None] | None) -> JobEnd:
-        """Run save in a daemon thread (or, with save None, watch the job an
+        """Run save in a thread of self.calls (or, with save None, watch the job an
         earlier run started); print progress; abort the job at SAVE_TIMEOUT,
         at the stop deadline, or INTERRUPT_GRACE after a signal; give up on
         it when it is still running ABORT_WAIT after the abort."""
@@ -146,7 +154,7 @@ class Suspend(Action):
                 finished.set()
 
         if save is not None:
-            threading.Thread(target=work, name=f"save-{guest.name}", daemon=True).start()
+            self.calls.put(work)
         started = time.monotonic()
         timeout = item.policy.save_timeout
         aborted_at: float | None = None
@@ -241,6 +249,10 @@ class Shutdown(Action):
         return trf("Waiting for %d guests to shut down\\n", waiting)
 
     def act(self, item: StopItem, last: bool) -> Step:
+        return self.request(item) or self.ended(item, self._wait(item, last))
+
+    def request(self, item: StopItem) -> Step | None:
+        """Ask the guest to shut down: None once asked, else the step."""
         guest = item.guest
         if guest.state() == libvirt.VIR_DOMAIN_PAUSED:
             guest.resume()  # a paused guest cannot act on a shutdown request
@@ -252,11 +264,25 @@ class Shutdown(Action):
                 raise
             self.out.say(f"Shutdown of guest {guest.name} could not be requested: {err}", level=WARNING)
             return self.begin(item) or Step.NEXT
-        if not self._wait(item, last):
+        return None
+
+    def ended(self, item: StopItem, off: bool) -> Step:
+        """The wait for the guest to go off ended: off, or out of time."""
+        if not off:
             return Step.NEXT
-        self.out.say(tr("Shutdown of guest $name complete.", name=guest.name))
+        self.out.say(tr("Shutdown of guest $name complete.", name=item.guest.name))
         self.work.ledger.finish(item, Outcome.SHUTDOWN)
         return Step.DONE
+
+    def timed_out(self, item: StopItem, end: float, own_end: float | None) -> None:
+        """Say that the guest's time ran out (and the URI's budget, once)."""
+        self.out.say(tr("Shutdown of guest $name failed to complete in time.", name=item.guest.name),
+                     level=WARNING)
+        if end == own_end and self.budget_end is not None and item.policy.shutdown_timeout is None:
+            with self._lock:
+                expired, self.budget_expired = self.budget_expired, True
+            if not expired:
+                self.out.say(tr("Timeout expired while shutting down domains"), level=WARNING)
 
     def _wait(self, item: StopItem, last: bool) -> bool:
         """Wait for the guest to go off; False when its time ran out."""
@@ -271,13 +297,7 @@ class Shutdown(Action):
                 return True
             now = time.monotonic()
             if end is not None and now >= end:
-                self.out.say(tr("Shutdown of guest $name failed to complete in time.", name=guest.name),
-                             level=WARNING)
-                if end == own_end and self.budget_end is not None and item.policy.shutdown_timeout is None:
-                    with self._lock:
-                        expired, self.budget_expired = self.budget_expired, True
-                    if not expired:
-                        self.out.say(tr("Timeout expired while shutting down domains"), level=WARNING)
+                self.timed_out(item, end, own_end)
                 return False
             if now >= next_report:
                 next_report += PROGRESS_EVERY

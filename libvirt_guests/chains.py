@@ -1,18 +1,30 @@
 """Running the action chains of one URI: order groups one after another,
-each guest of a group through its chain (ACTIONS' units) in a thread of its
-own, the per-action caps (FIFO Slots, so list order is kept), and the record
-of each guest's outcome (GuestLedger)."""
+each guest of a group through its chain (ACTIONS' units), and the record of
+each guest's outcome (GuestLedger).
+
+No thread per guest: each capped action has a FIFO queue served by `cap`
+workers (engine.Workers), so list order is kept and the thread count
+follows the caps, not the number of guests. A guest's next action puts it
+at the back of that action's queue. Actions without a cap and the pauses
+before the saves go to a small pool of their own (`free`), everything after
+the deadline or a signal to another (`late`). The URI's thread watches the
+bounds on its own (UriWork._watch): a worker stuck in a libvirt call, which
+cannot be cancelled, never delays the deadline's last actions nor a
+signal's end."""
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import functools
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Literal
 
 import libvirt
 
 from .actions import ACTIONS, Action, Shutdown, Step
-from .engine import PROGRESS_EVERY, Slots
+from .engine import PROGRESS_EVERY, TICK, Countdown, Workers
+from .offwatch import OffWatch, WaitEnd
 from .outcomes import Outcome
 from .output import ERR, WARNING, tr
 from .plan import StopItem, UriStopPlan
@@ -22,6 +34,9 @@ if TYPE_CHECKING:
     from .stop import StopRun
 
 MAX_RECONNECTS = 3  # per guest: reconnect and repeat its current action
+WATCHED: Final = "watched"  # a turn ends with the guest's wait handed to the OffWatch
+Watched = Literal["watched"]
+FREE_WORKERS = 8  # per URI: threads for uncapped actions and pauses; as many for the ends at the bounds
 
 
 class GuestLedger:
@@ -86,7 +101,8 @@ class GuestLedger:
 
 
 class UriWork:
-    """Stop work on one URI: its order groups, one after another."""
+    """Stop work on one URI: its order groups, one after another, each
+    through the action queues, watched by the calling thread."""
 
     def __init__(self, run: StopRun, hv: Hypervisor, plan: UriStopPlan) -> None:
         self.run = run
@@ -96,15 +112,22 @@ class UriWork:
         self.plan = plan
         self.ledger = GuestLedger(self)
         self.units: dict[str, Action] = {name: unit(self) for name, unit in ACTIONS.items()}
-        self.slots = {name: Slots(getattr(self.cfg, unit.cap)) for name, unit in ACTIONS.items() if unit.cap}
-        self._running = False
+        self.pools = {name: Workers(getattr(self.cfg, unit.cap), f"stop-{name}")
+                      for name, unit in ACTIONS.items() if unit.cap}
+        self.free = Workers(FREE_WORKERS, "stop-free")  # uncapped actions, the pauses before the saves
+        self.late = Workers(FREE_WORKERS, "stop-late")  # everything after the deadline or a signal
+        shutdown = self.units[Shutdown.name]
+        assert isinstance(shutdown, Shutdown)
+        self.shutdown = shutdown
+        self.offwatch = OffWatch(hv, shutdown, run.bounds)
+        self._diverted = False
+        self._next_report = 0.0
 
     def execute(self) -> None:
         suspending = self.run.host_chain[0] == "suspend"
         msg = "Suspending guests on $uri URI..." if suspending else "Shutting down guests on $uri URI..."
         self.ctx.out.say(tr(msg, uri=self.hv.uri))
-        self._running = True
-        threading.Thread(target=self._ticker, daemon=True).start()
+        self._next_report = time.monotonic() + PROGRESS_EVERY
         try:
             for group in self.plan.groups:
                 if self.run.bounds.interrupted():
@@ -113,109 +136,86 @@ class UriWork:
                     continue
                 self._run_group(group)
         finally:
-            self._running = False
+            for pool in (*self.pools.values(), self.free, self.late):
+                pool.close()
+            self.offwatch.close()
             for unit in self.units.values():
                 unit.close()
 
     def _run_group(self, group: list[StopItem]) -> None:
         if self.cfg.pause_before_save and not self.run.bounds.past_deadline():
-            for item in group:
-                if item.chain and item.chain[0] == "suspend" and not item.was_paused:
-                    self._pause(item)
-        # Reserve the first action's slot in list order, so the caps serve guests in that order.
-        tickets = [self._reserve(item.chain[0]) if item.chain else None for item in group]
-        threads = [
-            threading.Thread(target=self._run_chain, args=(item, ticket), name=f"stop-{item.guest.name}", daemon=True)
-            for item, ticket in zip(group, tickets, strict=True)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+            pauses = [item for item in group if item.chain and item.chain[0] == "suspend" and not item.was_paused]
+            paused = Countdown(len(pauses))
+            for item in pauses:  # all at once, in a bounded pool, before the first save begins
+                self.free.put(functools.partial(self._pause, item, paused))
+            self._watch(paused, until_bounds=True)  # a pause stuck in libvirt must not hold the deadline
+        settled = Countdown(len(group))
+        chains = [GuestChain(self, item, settled) for item in group]
+        for chain in chains:  # in list order: the queues serve guests in that order
+            if chain.chain:
+                self.dispatch(chain)
+            else:
+                chain.turn()
+        self._watch(settled)
 
-    def _reserve(self, action: str) -> object | None:
-        slots = self.slots.get(action)
-        return None if slots is None else slots.reserve()
+    def dispatch(self, chain: GuestChain) -> None:
+        """Queue the guest for its current action (an uncapped one: the free
+        pool; anything after the deadline or a signal: the late pool)."""
+        pool = self.pools.get(chain.action)
+        if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+            pool = self.late
+        elif pool is None:
+            pool = self.free
+        pool.put(chain.turn)
 
-    def _drop(self, action: str, ticket: object | None) -> None:
-        if ticket is not None:
-            self.slots[action].drop(ticket)
+    def _watch(self, step: Countdown, until_bounds: bool = False) -> None:
+        """The watchdog: wait until the step's jobs are done (or, with
+        until_bounds, the deadline or a signal came); at the deadline or a
+        signal, hand every queued guest to the `late` pool at once (its
+        chain then decides: last action, or nothing new); print the per-URI
+        progress line."""
+        bounds = self.run.bounds
+        while not step.wait(self._tick()):
+            if bounds.interrupted() or bounds.past_deadline():
+                if until_bounds:
+                    return
+                if not self._diverted:
+                    self._diverted = True
+                    for pool in (*self.pools.values(), self.free):
+                        pool.divert(self.late)
+            if time.monotonic() >= self._next_report:
+                self._next_report += PROGRESS_EVERY
+                line = self.shutdown.progress_line(self.pools[Shutdown.name].load())
+                if line:
+                    self.ctx.out.say(line)
 
-    def _pause(self, item: StopItem) -> None:
+    def _tick(self) -> float:
+        """How long the watchdog may sleep: signals are seen every TICK s."""
+        now = time.monotonic()
+        wait = min(TICK, max(0.0, self._next_report - now))
+        deadline = self.run.bounds.deadline_at
+        if deadline is not None and not self._diverted:
+            wait = min(wait, max(0.0, deadline - now))
+        return wait
+
+    def _pause(self, item: StopItem, paused: Countdown) -> None:
         guest = item.guest
         try:
+            if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+                return  # no save will begin
             if guest.state() != libvirt.VIR_DOMAIN_RUNNING:
                 return
-            self.run.journal.update(self.hv.uri, guest.uuid, paused_by_us=True)
+            self.run.journal.update(self.hv.uri, guest.uuid, paused_by_us=True)  # before: a crash can resume it
             guest.pause()
         except VirtError as err:
             if not err.vanished:
                 self.ctx.out.warn(f"cannot pause guest {guest.name} before saving it: {err}")
+        except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
+            self.ctx.out.error(f"cannot pause guest {guest.name} before saving it: {type(err).__name__}: {err}")
+        finally:
+            paused.done()
 
-    def _ticker(self) -> None:
-        shutdown = self.units[Shutdown.name]
-        assert isinstance(shutdown, Shutdown)
-        while self._running:
-            time.sleep(PROGRESS_EVERY)
-            line = shutdown.progress_line(self.slots[Shutdown.name].load()) if self._running else None
-            if line:
-                self.ctx.out.say(line)
-
-    def _run_chain(self, item: StopItem, ticket: object | None) -> None:
-        """Take one guest through its chain. At each step: after a signal,
-        begin nothing new; at the deadline, jump to the chain's last action
-        (a save is not begun after the deadline); on a lost connection,
-        reconnect and repeat the step (MAX_RECONNECTS times)."""
-        chain = item.chain
-        if not chain:
-            why = "a transient guest cannot be saved and its chain has no other action"
-            self.ledger.finish(item, Outcome.FAILED, why)
-            self.ctx.out.error(f"guest {item.guest.name} is transient and cannot be saved; it is left running")
-            return
-        index, reconnects, announced = 0, 0, False
-        while True:
-            if self.run.bounds.interrupted():
-                self._drop(chain[index], ticket)
-                self.ledger.leave(item, Outcome.NOT_HANDLED, "interrupted: no new action is begun")
-                return
-            if self.run.bounds.past_deadline() and not announced:
-                announced = True
-                self._drop(chain[index], ticket)
-                ticket = None
-                index = len(chain) - 1
-                if chain[index] == "suspend":  # no save is begun after the deadline
-                    self.ledger.leave(item, Outcome.LEFT_RUNNING, "the stop deadline came before it could be saved")
-                    self.ctx.out.say(f"Stop deadline reached: guest {item.guest.name} cannot be saved any more; "
-                                     "it is still running", level=ERR)
-                    return
-                self.ctx.out.say(f"Stop deadline reached: {chain[index]} guest {item.guest.name} now", level=WARNING)
-            last = index == len(chain) - 1
-            try:
-                step = self._perform(chain[index], item, last, ticket)
-            except VirtError as err:
-                if err.disconnected and reconnects < MAX_RECONNECTS and self._reconnect():
-                    reconnects += 1
-                    ticket = None
-                    continue  # try the same action again on the new connection
-                if err.vanished:
-                    step = Step.VANISHED
-                else:
-                    self.ctx.out.error(f"guest {item.guest.name}: {err}")
-                    step = Step.NEXT
-            ticket = None
-            if step is Step.VANISHED:
-                self.ledger.finish(item, Outcome.VANISHED, "no longer running or defined")
-                return
-            if step is Step.DONE:
-                return
-            if step is Step.SKIPPED and (self.run.bounds.interrupted() or self.run.bounds.past_deadline()):
-                continue  # decided at the top of the loop
-            if last:
-                self.ledger.chain_exhausted(item)
-                return
-            index += 1
-
-    def _reconnect(self) -> bool:
+    def reconnect(self) -> bool:
         try:
             self.hv.reconnect(self.cfg.connect_timeout, on_retry=self.ctx.out.warn)
             return True
@@ -223,18 +223,111 @@ class UriWork:
             self.ctx.out.error(f"lost the connection to {self.hv.uri} and cannot reconnect: {err}")
             return False
 
-    def _perform(self, action: str, item: StopItem, last: bool, ticket: object | None) -> Step:
-        """Perform one action holding its slot, if its unit is capped."""
-        unit, slots = self.units[action], self.slots.get(action)
-        if slots is None:
-            return unit.perform(item, last)
-        ticket = ticket or slots.reserve()
-        if self.run.bounds.past_deadline():
-            slots.drop(ticket)  # at the deadline the last action runs at once, uncapped
-            return unit.perform(item, last)
-        if not slots.wait(ticket, self.run.bounds.slot_end):
-            return Step.SKIPPED  # the deadline or a signal came while waiting for a slot
+
+class GuestChain:
+    """One guest's way through its chain, one turn at a time. A turn runs in
+    a worker of its action's queue; it ends by putting the guest at the back
+    of the next action's queue, or by settling it. At each step: after a
+    signal, begin nothing new; at the deadline, jump to the chain's last
+    action (a save is not begun after the deadline); on a lost connection,
+    reconnect and queue the step again (MAX_RECONNECTS times)."""
+
+    def __init__(self, work: UriWork, item: StopItem, settled: Countdown) -> None:
+        self.work = work
+        self.item = item
+        self.settled = settled
+        self.chain = item.chain
+        self.index = 0
+        self.reconnects = 0
+        self.announced = False
+
+    @property
+    def action(self) -> str:
+        return self.chain[self.index]
+
+    def turn(self, resumed: Callable[[], Step] | None = None) -> None:
+        """One turn; `resumed`: the end of an action whose wait was watched."""
         try:
-            return unit.perform(item, last)
-        finally:
-            slots.release()
+            settled = self._turn(resumed)
+        except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
+            self.work.ctx.out.error(f"guest {self.item.guest.name}: unexpected error: {type(err).__name__}: {err}")
+            with contextlib.suppress(Exception):
+                self.work.ledger.finish(self.item, Outcome.FAILED, f"unexpected error: {err}")
+            settled = True
+        if settled:
+            self.settled.done()
+
+    def _turn(self, resumed: Callable[[], Step] | None) -> bool:
+        """True when the guest is settled, False when it is queued again
+        (or its wait is watched)."""
+        work, item, chain = self.work, self.item, self.chain
+        bounds, ledger, out = work.run.bounds, work.ledger, work.ctx.out
+        if not chain:
+            ledger.finish(item, Outcome.FAILED, "a transient guest cannot be saved and its chain has no other action")
+            out.error(f"guest {item.guest.name} is transient and cannot be saved; it is left running")
+            return True
+        while True:
+            if resumed is None and bounds.interrupted():
+                ledger.leave(item, Outcome.NOT_HANDLED, "interrupted: no new action is begun")
+                return True
+            if resumed is None and bounds.past_deadline() and not self.announced:
+                self.announced = True
+                self.index = len(chain) - 1
+                if self.action == "suspend":  # no save is begun after the deadline
+                    ledger.leave(item, Outcome.LEFT_RUNNING, "the stop deadline came before it could be saved")
+                    out.say(f"Stop deadline reached: guest {item.guest.name} cannot be saved any more; "
+                            "it is still running", level=ERR)
+                    return True
+                out.say(f"Stop deadline reached: {self.action} guest {item.guest.name} now", level=WARNING)
+            last = self.index == len(chain) - 1
+            if resumed is None and self.announced and self.action == Shutdown.name:
+                step = self._perform(functools.partial(self._shutdown_watched, last))  # its wait holds no worker
+                if step is WATCHED:
+                    return False
+            else:
+                step = self._perform(resumed or functools.partial(work.units[self.action].perform, item, last))
+            resumed = None
+            if step is Step.VANISHED:
+                ledger.finish(item, Outcome.VANISHED, "no longer running or defined")
+                return True
+            if step is Step.DONE:
+                return True
+            if step is Step.NEXT and last:
+                ledger.chain_exhausted(item)
+                return True
+            if step is Step.NEXT:
+                self.index += 1
+            if not (bounds.interrupted() or bounds.past_deadline()):
+                work.dispatch(self)  # the back of the next action's queue (or the same, after a reconnect)
+                return False
+
+    def _perform(self, act: Callable[[], Step | Watched]) -> Step | Watched | None:
+        """The current action; None to repeat it after a reconnect."""
+        try:
+            return act()
+        except VirtError as err:
+            if err.disconnected and self.reconnects < MAX_RECONNECTS and self.work.reconnect():
+                self.reconnects += 1
+                return None
+            if err.vanished:
+                return Step.VANISHED
+            self.work.ctx.out.error(f"guest {self.item.guest.name}: {err}")
+            return Step.NEXT
+
+    def _shutdown_watched(self, last: bool) -> Step | Watched:
+        """The deadline's shutdown: asked here, waited for by the URI's OffWatch."""
+        shutdown = self.work.shutdown
+        step = shutdown.begin(self.item) or shutdown.request(self.item)
+        if step is not None:
+            return step
+        self.work.offwatch.add(self.item, last, self._watched_end)
+        return WATCHED
+
+    def _watched_end(self, end: WaitEnd) -> None:
+        """From the OffWatch: the chain goes on in the late pool."""
+        def resumed() -> Step:
+            if isinstance(end, VirtError):
+                raise end
+            return self.work.shutdown.ended(self.item, end)
+
+        self.work.late.put(functools.partial(self.turn, resumed))

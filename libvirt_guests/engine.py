@@ -1,6 +1,7 @@
 """What the stop and start engines share: the run context, connecting to
-every URI at once, FIFO concurrency caps, outcome tallies and the systemd
-heartbeat."""
+every URI at once, FIFO concurrency caps (Slots for threads that wait their
+turn, Workers for a queue served by a bounded set of threads), outcome
+tallies and the systemd heartbeat."""
 
 from __future__ import annotations
 
@@ -210,6 +211,101 @@ class Slots:
         """Holders plus waiters."""
         with self.lock:
             return self.busy + len(self.queue)
+
+
+class Workers:
+    """A FIFO queue of jobs served by at most `size` daemon threads, started
+    as jobs come: the thread count follows the cap, never the number of
+    jobs, and a queued job costs no thread. divert() hands the queued jobs,
+    and every later one, to other workers (the way out at the deadline or a
+    signal, which must not wait for a worker stuck in a libvirt call)."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = max(1, size)
+        self.name = name
+        self._cond = threading.Condition()
+        self._queue: deque[Callable[[], None]] = deque()
+        self._threads = self._idle = self._busy = 0
+        self._closed = False
+        self._target: Workers | None = None
+
+    def put(self, job: Callable[[], None]) -> None:
+        with self._cond:
+            target = self._target
+            if target is None:
+                self._queue.append(job)
+                if len(self._queue) > self._idle and self._threads < self.size:
+                    self._threads += 1
+                    number = self._threads
+                    threading.Thread(target=self._serve, name=f"{self.name}-{number}", daemon=True).start()
+                else:
+                    self._cond.notify()
+        if target is not None:
+            target.put(job)
+
+    def divert(self, target: Workers) -> None:
+        """From now on, this queue's jobs are the target's (queued ones first, in order)."""
+        with self._cond:
+            if self._target is not None:
+                return
+            self._target = target
+            jobs = list(self._queue)
+            self._queue.clear()
+        for job in jobs:
+            target.put(job)
+
+    def load(self) -> int:
+        """Jobs under way plus jobs queued."""
+        with self._cond:
+            return self._busy + len(self._queue)
+
+    def close(self) -> None:
+        """No more jobs: idle threads end (a thread stuck in a job is left behind)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._idle += 1
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    self._idle -= 1
+                    if not self._queue:
+                        return
+                    job = self._queue.popleft()
+                    self._busy += 1
+                try:
+                    job()
+                finally:
+                    with self._cond:
+                        self._busy -= 1
+        finally:
+            with self._cond:
+                self._threads -= 1
+
+
+class Countdown:
+    """The jobs of one step not done yet; the waiter is woken once, at zero."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self._cond = threading.Condition()
+
+    def done(self) -> None:
+        with self._cond:
+            self.left -= 1
+            if self.left <= 0:
+                self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """True once every job is done; else False after timeout."""
+        with self._cond:
+            if self.left > 0:
+                self._cond.wait(timeout)
+            return self.left <= 0
 
 
 @dataclass

@@ -367,6 +367,7 @@ class Waits:
         self._waiters: dict[str | None, threading.Condition] = {}
         self._events: dict[str | None, int] = {}  # lifecycle events seen, per guest UUID
         self._closes = 0
+        self._wakes = 0  # wake() calls: seen by the waiters of any guest only
 
     def event(self, uuid: str | None) -> None:
         with self._lock:
@@ -383,7 +384,27 @@ class Waits:
 
     def _seen(self, key: str | None) -> int:
         """With the lock held: how much has happened that concerns `key`."""
-        return self._events.get(key, 0) + self._closes
+        return self._events.get(key, 0) + self._closes + (self._wakes if key is None else 0)
+
+    def seen(self, uuid: str | None) -> int:
+        """A count that changes whenever something concerns `uuid` (any guest if None)."""
+        with self._lock:
+            return self._seen(uuid)
+
+    def wait_any(self, seen: int, timeout: float) -> None:
+        """Wait up to timeout for anything to happen to any guest after
+        seen(None) returned `seen` (or for wake())."""
+        with self._lock:
+            waiters = self._waiters.setdefault(None, threading.Condition(self._lock))
+            if self._seen(None) == seen:
+                waiters.wait(timeout=timeout)
+
+    def wake(self) -> None:
+        """Let the waiters of any guest look again (nothing happened)."""
+        with self._lock:
+            self._wakes += 1
+            if None in self._waiters:
+                self._waiters[None].notify_all()
 
     def until(self, done: Callable[[], bool], timeout: float | None, uuid: str | None = None) -> bool:
         """Wait until done() holds, re-checking on every lifecycle event of

@@ -343,3 +343,41 @@ def test_an_event_wakes_only_the_waiters_of_its_guest(driver: Driver, monkeypatc
         hv.close()
     assert results == [True] * len(doms)
     assert checks <= 4 * len(doms), checks
+
+
+@pytest.mark.parametrize("chain", ["suspend", "shutdown"])
+def test_stop_threads_do_not_grow_with_the_guests(files: Files, driver: Driver, run, monkeypatch, chain) -> None:
+    """No thread per guest (issue 13): the peak number of threads during a
+    stop of 200 guests is that of 20, the caps' workers (counted, not timed)."""
+    import threading
+
+    from libvirt_guests.virt import Guest
+
+    peak = 0
+    count_lock = threading.Lock()
+
+    def counting(real):  # noqa: ANN001, ANN202
+        def call(self: Guest, *args: object) -> object:
+            nonlocal peak
+            with count_lock:
+                peak = max(peak, threading.active_count())
+            return real(self, *args)
+        return call
+
+    monkeypatch.setattr(Guest, "managed_save", counting(Guest.managed_save))
+    monkeypatch.setattr(Guest, "shutdown", counting(Guest.shutdown))
+    monkeypatch.setattr(Guest, "is_active", counting(Guest.is_active))
+    files.write_config(ON_SHUTDOWN=chain, PARALLEL_SAVE="4", PARALLEL_SHUTDOWN="4")
+    peaks = {}
+    for count in (20, 200):
+        doms = [driver.guest() for _ in range(count)]
+        peak = 0
+        result = run("stop")
+        assert result.code == 0, result
+        assert all(driver.state(d) in ("saved", "off") for d in doms)
+        peaks[count] = peak
+        files.list_file.unlink()
+        files.state_file.unlink(missing_ok=True)
+        driver._wipe()
+    assert peaks[200] <= peaks[20] + 2, peaks
+    assert peaks[200] < 40, peaks

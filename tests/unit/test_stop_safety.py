@@ -458,6 +458,101 @@ def test_deadline_gives_up_on_a_libvirt_call_that_never_returns(
     assert _journal(files)["phase"] == "stopping"  # the next stop finishes the job
 
 
+def _stuck_shutdowns(monkeypatch: pytest.MonkeyPatch, release: threading.Event, stuck: set[str],
+                     entered: threading.Event | None = None) -> None:
+    """The shutdown request of the guests named in `stuck` never returns (a
+    call blocked in C holds its worker); the others' requests work."""
+    real_shutdown = Guest.shutdown
+    seen: set[str] = set()
+
+    def shutdown(self: Guest) -> None:
+        if self.name not in stuck:
+            return real_shutdown(self)
+        seen.add(self.name)
+        if entered is not None and seen == stuck:
+            entered.set()
+        release.wait()
+
+    monkeypatch.setattr(Guest, "shutdown", shutdown)
+
+
+def test_deadline_does_not_wait_for_workers_stuck_in_libvirt(
+    files: Files, driver: Driver, run, monkeypatch, release, short_grace
+) -> None:
+    """Every shutdown worker of the URI is stuck in a call that never returns:
+    at the deadline the queued guests still get their last action at once,
+    and the stuck ones are recorded as given up on (issue 13)."""
+    files.write_config(ON_SHUTDOWN="shutdown poweroff", PARALLEL_SHUTDOWN="2", STOP_DEADLINE="1")
+    doms = [driver.guest() for _ in range(6)]
+    stuck, queued = doms[:2], doms[2:]
+    _stuck_shutdowns(monkeypatch, release, {d.name() for d in stuck})
+    result, took = bounded(run, "stop", limit=20)
+    assert took < 1 + 6, result
+    assert result.code == 1
+    for dom in queued:
+        assert f"Stop deadline reached: poweroff guest {dom.name()} now" in result.out
+        assert driver.state(dom) == "off"
+    assert "no answer from libvirt" in result.err
+    assert all(d.name() in result.err for d in stuck)
+    outcomes = {g["name"]: g["outcome"] for g in _journal(files)["guests"]}
+    assert outcomes == {**{d.name(): "not-handled" for d in stuck}, **{d.name(): "poweroff" for d in queued}}
+    assert _list(files) == [[TEST_URI, *(d.UUIDString() for d in doms)]]
+
+
+def test_deadline_does_not_wait_for_a_pause_stuck_in_libvirt(
+    files: Files, driver: Driver, run, monkeypatch, release, short_grace
+) -> None:
+    """PAUSE_BEFORE_SAVE and one guest's pause call never returns: the
+    pauses of the others are not held up behind it, and at the deadline
+    every guest gets its last action (issue 13)."""
+    files.write_config(ON_SHUTDOWN="suspend shutdown", STOP_DEADLINE="1")
+    doms = [driver.guest() for _ in range(4)]
+    real_pause = Guest.pause
+
+    def pause(self: Guest) -> None:
+        if self.name == doms[0].name():
+            release.wait()
+        else:
+            real_pause(self)
+
+    monkeypatch.setattr(Guest, "pause", pause)
+    result, took = bounded(run, "stop", limit=20)
+    assert took < 1 + 6, result
+    for dom in doms:
+        assert f"Stop deadline reached: shutdown guest {dom.name()} now" in result.out
+        assert driver.state(dom) == "off"
+    records = {g["name"]: g for g in _journal(files)["guests"]}
+    assert records[doms[0].name()]["paused_by_us"]  # recorded before the call that never returned
+    assert {r["outcome"] for r in records.values()} == {"shutdown"}
+    assert result.code == 0, result
+
+
+def test_signal_does_not_wait_for_workers_stuck_in_libvirt(
+    files: Files, driver: Driver, run, monkeypatch, release, short_grace
+) -> None:
+    """The sibling at a signal: with every shutdown worker stuck, SIGTERM
+    still begins nothing new, records the queued guests as not handled and
+    ends the run within the signal's bounds."""
+    monkeypatch.setattr(stop, "INTERRUPT_GRACE", 1.0)
+    files.write_config(ON_SHUTDOWN="shutdown poweroff", PARALLEL_SHUTDOWN="2")
+    doms = [driver.guest() for _ in range(6)]
+    stuck, queued = doms[:2], doms[2:]
+    entered = threading.Event()
+    _stuck_shutdowns(monkeypatch, release, {d.name() for d in stuck}, entered)
+    threading.Thread(target=lambda: entered.wait(20) and os.kill(os.getpid(), signal.SIGTERM), daemon=True).start()
+    started = time.monotonic()
+    result = run("stop")  # in the main thread: the CLI installs its signal handlers
+    assert time.monotonic() - started < 1 + 6, result
+    assert result.code == 143, result
+    assert all(driver.state(d) == "running" for d in queued)
+    assert not any(f"Starting shutdown on guest: {d.name()}" in result.out for d in queued)
+    records = {g["name"]: (g["outcome"], g["detail"]) for g in _journal(files)["guests"]}
+    for dom in queued:
+        assert records[dom.name()] == ("not-handled", "interrupted: no new action is begun")
+    for dom in stuck:
+        assert records[dom.name()] == ("not-handled", "no answer from libvirt")
+
+
 def test_deadline_gives_up_on_a_listing_that_never_returns(
     files: Files, driver: Driver, run, monkeypatch, release, short_grace
 ) -> None:
@@ -570,3 +665,72 @@ def test_signal_ends_the_stop_in_order(files: Files, signum: int, code: int) -> 
     assert "STATES {'sig0': 1, 'sig1': 1, 'sig2': 1}" in out  # all running, none left paused
     assert len(_list(files)[0]) == 4  # all three recorded
     assert _journal(files)["phase"] == "stopping"  # the next stop finishes the job
+
+
+def test_every_guest_is_paused_before_the_first_save_and_recorded_before_its_pause(
+    files: Files, driver: Driver, run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAUSE_BEFORE_SAVE with the pauses in a bounded pool, not one after
+    another in the URI's thread: still every guest paused before the first
+    save begins, and each recorded as paused by us before its pause call (a
+    crash between the two leaves a guest that start resumes)."""
+    from libvirt_guests.state import Journal
+
+    files.write_config(ON_SHUTDOWN="suspend", PARALLEL_SAVE="2")
+    doms = [driver.guest() for _ in range(30)]
+    not_recorded: list[str] = []
+    paused_at_first_save: list[str] = []
+    real_pause, real_save = Guest.pause, Guest.managed_save
+
+    def pause(self: Guest) -> None:
+        journal = Journal.load(files.state_file)
+        record = journal.get(TEST_URI, self.uuid) if journal else None
+        if not (record and record.paused_by_us):
+            not_recorded.append(self.name)
+        real_pause(self)
+
+    first_save = threading.Lock()
+
+    def save(self: Guest, flags: int) -> None:
+        with first_save:  # no save goes on before the first has looked
+            if not paused_at_first_save:
+                paused_at_first_save.extend(d.name() for d in doms if driver.state(d) == "paused")
+        real_save(self, flags)
+
+    monkeypatch.setattr(Guest, "pause", pause)
+    monkeypatch.setattr(Guest, "managed_save", save)
+    result = run("stop")
+    assert result.code == 0, result
+    assert not_recorded == []
+    assert sorted(paused_at_first_save) == sorted(d.name() for d in doms)
+    assert all(driver.state(d) == "saved" for d in doms)
+
+
+def test_deadline_shutdowns_are_all_asked_at_once_and_waited_for_together(
+    files: Files, driver: Driver, run, monkeypatch, release, short_grace
+) -> None:
+    """At the deadline each guest not yet done gets its last action at once:
+    20 guests whose shutdown only works once every one of them was asked
+    are all shut down, though the pool that runs those last actions is much
+    smaller than 20 (their waits hold no worker: issue 13)."""
+    _save_until_aborted(monkeypatch, release)
+    files.write_config(ON_SHUTDOWN="suspend shutdown", PARALLEL_SAVE="1", PAUSE_BEFORE_SAVE="0", STOP_DEADLINE="1")
+    doms = [driver.guest() for _ in range(20)]
+    asked: list[str] = []
+    asked_lock = threading.Lock()
+
+    def shutdown(self: Guest) -> None:
+        with asked_lock:
+            asked.append(self.name)
+            everyone = len(asked) == len(doms)
+        if everyone:  # the guests go off only now
+            for dom in doms:
+                dom.destroy()
+
+    monkeypatch.setattr(Guest, "shutdown", shutdown)
+    result, took = bounded(run, "stop", limit=20)
+    assert took < 1 + 6, result
+    assert sorted(asked) == sorted(d.name() for d in doms)
+    assert all(f"Shutdown of guest {d.name()} complete." in result.out for d in doms), result.out
+    assert all(driver.state(d) == "off" for d in doms)
+    assert result.code == 0, result
