@@ -150,69 +150,6 @@ def close_all(hvs: Iterable[Hypervisor | None]) -> None:
             hv.close()
 
 
-class Slots:
-    """At most `size` holders at once, served strictly in reservation order.
-
-    Each ticket is a condition of its own (on the one lock), and only the
-    ticket at the head of the queue is woken when a slot frees: a release
-    costs the same with 1000 waiters as with one."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self.busy = 0
-        self.lock = threading.Lock()
-        self.queue: deque[threading.Condition] = deque()
-
-    def reserve(self) -> object:
-        ticket = threading.Condition(self.lock)
-        with self.lock:
-            self.queue.append(ticket)
-        return ticket
-
-    def wait(self, ticket: object, until: float | Callable[[], float | None] | None = None) -> bool:
-        """Take a slot for ticket; False (ticket dropped) if `until` passes
-        first. A callable `until` is asked again at least every TICK s (the
-        time it names may move: a signal brings it forward)."""
-        assert isinstance(ticket, threading.Condition)
-        end_of = until if callable(until) else (lambda: until)
-        with self.lock:
-            while not (self.queue[0] is ticket and self.busy < self.size):
-                end = end_of()
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    self.queue.remove(ticket)
-                    self._wake_head()
-                    return False
-                if callable(until):
-                    left = TICK if left is None else min(left, TICK)
-                ticket.wait(left)
-            self.queue.popleft()
-            self.busy += 1
-            self._wake_head()
-            return True
-
-    def drop(self, ticket: object) -> None:
-        with self.lock:
-            if ticket in self.queue:
-                self.queue.remove(ticket)  # type: ignore[arg-type]
-                self._wake_head()
-
-    def release(self) -> None:
-        with self.lock:
-            self.busy -= 1
-            self._wake_head()
-
-    def _wake_head(self) -> None:
-        """With the lock held: let the head of the queue look again."""
-        if self.queue and self.busy < self.size:
-            self.queue[0].notify()
-
-    def load(self) -> int:
-        """Holders plus waiters."""
-        with self.lock:
-            return self.busy + len(self.queue)
-
-
 class Workers:
     """A FIFO queue of jobs served by at most `size` daemon threads, started
     as jobs come: the thread count follows the cap, never the number of

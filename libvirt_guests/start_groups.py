@@ -1,14 +1,14 @@
 """Running the start plans: every URI at once (one after another with
 START_DELAY), the order groups of one URI one after another, the guests of
-a group in threads of their own up to PARALLEL_START (FIFO Slots, so list
-order is kept), each through its unit (start_actions.py)."""
+a group queued to PARALLEL_START workers (a FIFO queue, so list order is
+kept, and no thread per guest), each through its unit (start_actions.py)."""
 
 from __future__ import annotations
 
-import threading
+from functools import partial
 from typing import TYPE_CHECKING
 
-from .engine import Heartbeat, Slots, each_at_once
+from .engine import Countdown, Heartbeat, Workers, each_at_once
 from .outcomes import StartOutcome
 from .output import WARNING, tr
 from .plan import StartAction, StartItem, UriStartPlan, decide_start
@@ -57,33 +57,31 @@ class UriStart:
         if self.plan.items or not run.ignore_mode:
             run.ctx.out.say(tr("Resuming guests on $uri URI...", uri=self.hv.uri))
         parallel = cfg.start_delay == 0
-        slots = Slots(cfg.parallel_start if parallel else 1)
+        workers = Workers(cfg.parallel_start if parallel else 1, "start")
         groups = self.plan.groups
-        for number, group in enumerate(groups, 1):
-            tickets = [slots.reserve() for _ in group]
-            threads = [
-                threading.Thread(target=self._start_one, args=(item, slots, ticket), name=f"start-{item.uuid}")
-                for item, ticket in zip(group, tickets, strict=True)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            if number == len(groups):
-                break  # start_delay is a wait before the next order group
-            delays = [(item.policy.start_delay, item.guest.name if item.guest else item.uuid) for item in group
-                      if item.policy and run.ledger.started(self.hv.uri, item)]
-            delay, name = max(delays, default=(0.0, ""))
-            if delay:
-                run.pacing.sleep(delay, f"start_delay of guest {name}")
+        try:
+            for number, group in enumerate(groups, 1):
+                countdown = Countdown(len(group))
+                for item in group:
+                    workers.put(partial(self._start_one, item, countdown))
+                while not countdown.wait(60.0):
+                    pass  # a start has no deadline: each guest's own call ends it
+                if number == len(groups):
+                    break  # start_delay is a wait before the next order group
+                delays = [(item.policy.start_delay, item.guest.name if item.guest else item.uuid) for item in group
+                          if item.policy and run.ledger.started(self.hv.uri, item)]
+                delay, name = max(delays, default=(0.0, ""))
+                if delay:
+                    run.pacing.sleep(delay, f"start_delay of guest {name}")
+        finally:
+            workers.close()
 
-    def _start_one(self, item: StartItem, slots: Slots, ticket: object) -> None:
-        slots.wait(ticket)
+    def _start_one(self, item: StartItem, countdown: Countdown) -> None:
         try:
             outcome = self._act_safely(item)
+            self.run.ledger.settle(self.hv.uri, item, outcome)
         finally:
-            slots.release()
-        self.run.ledger.settle(self.hv.uri, item, outcome)
+            countdown.done()
 
     def _act_safely(self, item: StartItem) -> StartOutcome:
         try:
