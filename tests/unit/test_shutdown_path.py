@@ -182,3 +182,62 @@ def test_a_list_that_changed_during_the_stop_is_written_again(files: Files, driv
     assert result.code == 0, result
     assert len(writes) == 2
     assert files.list_file.read_text().split()[1:] == [kept.UUIDString()]
+
+
+def test_a_waiting_shutdown_asks_libvirt_on_events_not_on_every_slice(files: Files, driver: Driver, run,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shutdown wait looks at its bounds every TICK; it used to ask
+    libvirt twice per TICK too (4 calls a second per waiting guest, 4000 at
+    N=1000). With events, libvirt is asked once, then again only on an event
+    (or a close, or every POLL_FALLBACK: here 30 s, so never)."""
+    monkeypatch.setattr(virt, "POLL_FALLBACK", SLOW_TICK)
+    files.write_config(ON_SHUTDOWN="shutdown", SHUTDOWN_TIMEOUT="2")
+    dom = driver.guest()
+    asks = 0
+    local = threading.local()
+    real_wait, real_is_active = Shutdown._wait, Guest.is_active
+
+    def waiting(self: Shutdown, item: object, last: bool) -> bool:
+        local.waiting = True
+        try:
+            return real_wait(self, item, last)  # type: ignore[arg-type]
+        finally:
+            local.waiting = False
+
+    def is_active(self: Guest) -> bool:
+        nonlocal asks
+        if getattr(local, "waiting", False):
+            asks += 1
+        return real_is_active(self)
+
+    monkeypatch.setattr(Shutdown, "_wait", waiting)
+    monkeypatch.setattr(Guest, "is_active", is_active)
+    monkeypatch.setattr(Guest, "shutdown", lambda self: None)  # a guest that does not go off
+    result = run("stop")
+    assert result.code == 1, result
+    assert f"Shutdown of guest {dom.name()} failed to complete in time." in result.out
+    assert asks == 1
+
+
+def test_without_events_a_shutdown_still_sees_its_guests_go_off(files: Files, driver: Driver, run,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sibling: on a connection without lifecycle events nothing wakes the
+    wait, so libvirt is still asked every POLL_FALLBACK seconds."""
+    import libvirt
+
+    def no_events(*_args: object) -> int:
+        raise libvirt.libvirtError("no domain events here")
+
+    monkeypatch.setattr(libvirt.virConnect, "domainEventRegisterAny", no_events)
+    files.write_config(ON_SHUTDOWN="shutdown", PARALLEL_SHUTDOWN="4", SHUTDOWN_TIMEOUT="60")
+    doms = [driver.guest() for _ in range(3)]
+    real_shutdown = Guest.shutdown
+    monkeypatch.setattr(Guest, "shutdown",
+                        lambda self: threading.Timer(0.2, real_shutdown, args=(self,)).start())
+    started = time.monotonic()
+    result = run("stop")
+    took = time.monotonic() - started
+    assert result.code == 0, result
+    assert "no domain events" in result.err
+    assert all(f"Shutdown of guest {d.name()} complete." in result.out for d in doms)
+    assert took < 20, took  # seen by the polling, not at the 60 s timeout
