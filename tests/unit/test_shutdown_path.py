@@ -22,11 +22,13 @@ from .support import Driver, Files
 SLOW_TICK = 30.0  # a wait that needed a tick or a poll would take this long
 
 
-def _count_looks_before_request(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+def _count_looks_before_request(monkeypatch: pytest.MonkeyPatch,
+                                local: threading.local | None = None) -> Counter[str]:
     """Per guest name: the state queries (state, isActive) the shutdown unit
-    makes for that guest before its shutdown request."""
+    makes for that guest before its shutdown request (from where `local.guest`
+    is set: Shutdown.perform, or the caller's own wrapper)."""
     looks: Counter[str] = Counter()
-    local = threading.local()
+    local = local or threading.local()
     real_perform, real_shutdown = Shutdown.perform, Guest.shutdown
 
     def perform(self: Shutdown, item: object, last: bool) -> object:
@@ -241,3 +243,40 @@ def test_without_events_a_shutdown_still_sees_its_guests_go_off(files: Files, dr
     assert "no domain events" in result.err
     assert all(f"Shutdown of guest {d.name()} complete." in result.out for d in doms)
     assert took < 20, took  # seen by the polling, not at the 60 s timeout
+
+
+def test_at_the_deadline_a_shutdown_also_looks_once_before_the_request(files: Files, driver: Driver, run,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sibling, the other path to a shutdown request: at STOP_DEADLINE each
+    guest not yet done gets its last action at once (its wait is watched per
+    URI), with one look at it first, not two."""
+    from libvirt_guests import chains
+
+    from .test_stop_safety import _save_until_aborted, bounded
+
+    release = threading.Event()
+    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0)
+    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0)
+    monkeypatch.setattr(actions, "ABORT_WAIT", 1.0)
+    _save_until_aborted(monkeypatch, release)
+    files.write_config(ON_SHUTDOWN="suspend shutdown", PARALLEL_SAVE="1", PAUSE_BEFORE_SAVE="0", STOP_DEADLINE="1")
+    doms = [driver.guest() for _ in range(3)]
+    local = threading.local()
+    looks = _count_looks_before_request(monkeypatch, local)
+    real_watched = chains.GuestChain._shutdown_watched
+
+    def watched(self: object, last: bool) -> object:
+        local.guest, local.requested = self.item.guest.name, False  # type: ignore[attr-defined]
+        try:
+            return real_watched(self, last)  # type: ignore[arg-type]
+        finally:
+            local.guest = None
+
+    monkeypatch.setattr(chains.GuestChain, "_shutdown_watched", watched)
+    try:
+        result, _took = bounded(run, "stop", limit=20)
+    finally:
+        release.set()
+    assert result.code == 0, result
+    assert all(f"Shutdown of guest {d.name()} complete." in result.out for d in doms), result.out
+    assert looks == {d.name(): 1 for d in doms}
