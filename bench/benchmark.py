@@ -2,6 +2,13 @@
 launched at once with raw libvirt calls), on the same real guests in one run.
 
     python -m bench.benchmark [--sizes 1 4 8] [--memory 128] [--json bench/results.json]
+    python -m bench.benchmark --sizes 24 --scenarios suspend --save-caps --wave 8 --json bench/results-n24.json
+
+--scenarios picks what runs at each size: suspend (stop with suspend, then
+start) and shutdown (stop with shutdown, one at a time and N at a time; each
+needs a cold boot of every guest afterwards). Guests boot --wave at a time,
+each wave waited for until every guest is up: on 2 cores under TCG, two dozen
+guests booting at once starve each other.
 
 Needs root and the test bed (tests/testbed/setup.sh); starts libvirtd if it is
 not running. Refuses to run beside guests it did not create: stop acts on every
@@ -20,6 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import libvirt
 
@@ -29,6 +37,8 @@ from tests.testbed.guests import GuestFactory, sweep_leftovers
 from tests.testbed.images import ensure_images
 
 URI = "qemu:///system"
+SCENARIOS = ("suspend", "shutdown")
+T = TypeVar("T")
 
 
 def timed(func: Callable[[], object]) -> float:
@@ -87,63 +97,96 @@ def expect(conn: libvirt.virConnect, doms: list[libvirt.virDomain], wanted: str)
         raise RuntimeError(f"expected every guest {wanted}: {states}")
 
 
-def reboot(factory: GuestFactory, conn: libvirt.virConnect, doms: list[libvirt.virDomain]) -> None:
-    """Cold boot guests that were shut down (not timed)."""
-    for dom in doms:
-        if not dom.isActive():
-            dom.create()
-    factory.wait_ready(doms)
+def waves(items: list[T], size: int) -> list[list[T]]:
+    """items in consecutive slices of at most size (all at once if size < 1)."""
+    size = size if size > 0 else max(1, len(items))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def boot(factory: GuestFactory, n: int, memory: int, wave: int, guest: dict[str, object]) -> list[libvirt.virDomain]:
+    """Define and cold boot n guests, wave at a time, each wave up before the next (not timed)."""
+    doms: list[libvirt.virDomain] = []
+    for part in waves(list(range(n)), wave):
+        doms += factory.create(len(part), memory_mib=memory, **guest)  # type: ignore[arg-type]
+    return doms
+
+
+def reboot(factory: GuestFactory, conn: libvirt.virConnect, doms: list[libvirt.virDomain], wave: int = 0) -> None:
+    """Cold boot guests that were shut down, wave at a time (not timed)."""
+    for part in waves(doms, wave):
+        for dom in part:
+            if not dom.isActive():
+                dom.create()
+        factory.wait_ready(part)
     expect(conn, doms, "running")
 
 
 def bench_size(
-    n: int, memory: int, conn: libvirt.virConnect, work: Path, save_caps: list[int], guest: dict[str, object]
+    n: int, memory: int, conn: libvirt.virConnect, work: Path, save_caps: list[int], guest: dict[str, object],
+    scenarios: tuple[str, ...] = SCENARIOS, wave: int = 0,
 ) -> dict[str, object]:
     factory = GuestFactory(conn, ensure_images())
-    result: dict[str, object] = {"n": n}
+    result: dict[str, object] = {"n": n, "memory_mib": memory, "scenarios": list(scenarios), "wave": wave,
+                                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "load_before": os.getloadavg()[0]}
     try:
-        doms = factory.create(n, memory_mib=memory, **guest)  # type: ignore[arg-type]
+        doms = boot(factory, n, memory, wave, guest)
         tool, original = Tool(work / f"ours-{n}"), Original(work / f"debian-{n}")
-
-        # stop with suspend, then start
-        original.configure(ON_SHUTDOWN="suspend", ON_BOOT="start")
-        result["debian_suspend"] = run_original(original, "stop")
-        expect(conn, doms, "saved")
-        result["debian_start"] = run_original(original, "start")
-        expect(conn, doms, "running")
-        tool.configure(URIS="default", ON_SHUTDOWN="suspend", ON_BOOT="start")
-        result["ours_suspend"], result["ours_suspend_rss_kib"] = run_ours(tool, "stop")
-        expect(conn, doms, "saved")
-        result["ours_start"], result["ours_start_rss_kib"] = run_ours(tool, "start")
-        expect(conn, doms, "running")
-        result["floor_suspend"] = floor_save(conn, doms)
-        expect(conn, doms, "saved")
-        result["floor_start"] = floor_start(doms)
-        expect(conn, doms, "running")
-        for cap in save_caps:
-            tool.configure(URIS="default", ON_SHUTDOWN="suspend", PARALLEL_SAVE=str(cap))
-            result[f"ours_suspend_cap{cap}"], _ = run_ours(tool, "stop")
-            expect(conn, doms, "saved")
-            run_ours(tool, "start")
-
-        # stop with shutdown, one at a time and N at a time
-        for label, parallel in (("seq", "0"), ("par", str(n))):
-            original.configure(ON_SHUTDOWN="shutdown", PARALLEL_SHUTDOWN=parallel, ON_BOOT="start")
-            result[f"debian_shutdown_{label}"] = run_original(original, "stop")
-            expect(conn, doms, "off")
-            original.list_file.unlink(missing_ok=True)
-            reboot(factory, conn, doms)
-            tool.configure(URIS="default", ON_SHUTDOWN="shutdown", PARALLEL_SHUTDOWN=parallel)
-            result[f"ours_shutdown_{label}"], result[f"ours_shutdown_{label}_rss_kib"] = run_ours(tool, "stop")
-            expect(conn, doms, "off")
-            tool.list_file.unlink(missing_ok=True)
-            tool.state_file.unlink(missing_ok=True)
-            reboot(factory, conn, doms)
-        result["floor_shutdown"] = floor_shutdown(conn, doms)
-        expect(conn, doms, "off")
+        if "suspend" in scenarios:
+            bench_suspend(result, conn, doms, tool, original, save_caps)
+        if "shutdown" in scenarios:
+            bench_shutdown(result, n, factory, conn, doms, tool, original, wave)
     finally:
         factory.cleanup()
+    result["load_after"] = os.getloadavg()[0]
     return result
+
+
+def bench_suspend(
+    result: dict[str, object], conn: libvirt.virConnect, doms: list[libvirt.virDomain], tool: Tool,
+    original: Original, save_caps: list[int],
+) -> None:
+    """Stop with suspend, then start: Debian's, ours, the floor (then ours at each PARALLEL_SAVE)."""
+    original.configure(ON_SHUTDOWN="suspend", ON_BOOT="start")
+    result["debian_suspend"] = run_original(original, "stop")
+    expect(conn, doms, "saved")
+    result["debian_start"] = run_original(original, "start")
+    expect(conn, doms, "running")
+    tool.configure(URIS="default", ON_SHUTDOWN="suspend", ON_BOOT="start")
+    result["ours_suspend"], result["ours_suspend_rss_kib"] = run_ours(tool, "stop")
+    expect(conn, doms, "saved")
+    result["ours_start"], result["ours_start_rss_kib"] = run_ours(tool, "start")
+    expect(conn, doms, "running")
+    result["floor_suspend"] = floor_save(conn, doms)
+    expect(conn, doms, "saved")
+    result["floor_start"] = floor_start(doms)
+    expect(conn, doms, "running")
+    for cap in save_caps:
+        tool.configure(URIS="default", ON_SHUTDOWN="suspend", PARALLEL_SAVE=str(cap))
+        result[f"ours_suspend_cap{cap}"], _ = run_ours(tool, "stop")
+        expect(conn, doms, "saved")
+        run_ours(tool, "start")
+
+
+def bench_shutdown(
+    result: dict[str, object], n: int, factory: GuestFactory, conn: libvirt.virConnect,
+    doms: list[libvirt.virDomain], tool: Tool, original: Original, wave: int,
+) -> None:
+    """Stop with shutdown, one at a time and N at a time: Debian's, ours, the floor."""
+    for label, parallel in (("seq", "0"), ("par", str(n))):
+        original.configure(ON_SHUTDOWN="shutdown", PARALLEL_SHUTDOWN=parallel, ON_BOOT="start")
+        result[f"debian_shutdown_{label}"] = run_original(original, "stop")
+        expect(conn, doms, "off")
+        original.list_file.unlink(missing_ok=True)
+        reboot(factory, conn, doms, wave)
+        tool.configure(URIS="default", ON_SHUTDOWN="shutdown", PARALLEL_SHUTDOWN=parallel)
+        result[f"ours_shutdown_{label}"], result[f"ours_shutdown_{label}_rss_kib"] = run_ours(tool, "stop")
+        expect(conn, doms, "off")
+        tool.list_file.unlink(missing_ok=True)
+        tool.state_file.unlink(missing_ok=True)
+        reboot(factory, conn, doms, wave)
+    result["floor_shutdown"] = floor_shutdown(conn, doms)
+    expect(conn, doms, "off")
 
 
 def markdown(results: list[dict[str, object]]) -> str:
@@ -157,12 +200,14 @@ def markdown(results: list[dict[str, object]]) -> str:
              "|---|---|---|---|---|---|---|"]
     for res in results:
         for label, deb, ours, floor in rows:
+            if deb not in res:
+                continue  # a scenario not run at this size
             d, o, f = float(res[deb]), float(res[ours]), float(res[floor])  # type: ignore[arg-type]
             lines.append(f"| {res['n']} | {label} | {d:.2f} | {o:.2f} | {f:.2f} | {o / d:.2f} | {o / f:.2f} |")
     lines += ["", "| N | peak RSS of ours, stop suspend / start / shutdown (MiB) |", "|---|---|"]
     for res in results:
         rss = [int(res[k]) / 1024 for k in ("ours_suspend_rss_kib", "ours_start_rss_kib",  # type: ignore[call-overload]
-                                            "ours_shutdown_par_rss_kib")]
+                                            "ours_shutdown_par_rss_kib") if k in res]
         lines.append(f"| {res['n']} | {' / '.join(f'{r:.1f}' for r in rss)} |")
     caps = sorted({k for res in results for k in res if k.startswith("ours_suspend_cap")},
                   key=lambda k: int(k.removeprefix("ours_suspend_cap")))
@@ -182,6 +227,10 @@ def main() -> int:
                         help="PARALLEL_SAVE values to compare at the largest size")
     parser.add_argument("--dirty", type=int, default=0, help="MiB of memory each guest dirties after boot")
     parser.add_argument("--slow", type=int, default=0, help="seconds each guest takes to power off (0: at once)")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
+                        help="suspend: stop with suspend, then start; shutdown: stop with shutdown, 0 and N at a time")
+    parser.add_argument("--wave", type=int, default=8,
+                        help="guests cold booted at once, each wave up before the next (0: all at once)")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     opts = parser.parse_args()
     ensure_libvirtd()
@@ -194,11 +243,12 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="lg-bench-") as work:
         for n in opts.sizes:
-            caps = opts.save_caps if n == max(opts.sizes) else []
+            caps = opts.save_caps if n == max(opts.sizes) and "suspend" in opts.scenarios else []
             guest: dict[str, object] = {"dirty_mib": opts.dirty}
             if opts.slow:
                 guest.update(mode="slow", slow_seconds=opts.slow)
-            results.append(bench_size(n, opts.memory, conn, Path(work), caps, guest))
+            results.append(bench_size(n, opts.memory, conn, Path(work), caps, guest, tuple(opts.scenarios),
+                                      opts.wave))
             print(json.dumps(results[-1]), flush=True)
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=1) + "\n")

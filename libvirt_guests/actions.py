@@ -248,13 +248,32 @@ class Shutdown(Action):
             return trf("Waiting for %d guests to shut down, %d seconds left\\n", waiting, left)
         return trf("Waiting for %d guests to shut down\\n", waiting)
 
+    def perform(self, item: StopItem, last: bool) -> Step:
+        return self.begin_and_request(item) or self.ended(item, self._wait(item, last))
+
     def act(self, item: StopItem, last: bool) -> Step:
         return self.request(item) or self.ended(item, self._wait(item, last))
 
-    def request(self, item: StopItem) -> Step | None:
-        """Ask the guest to shut down: None once asked, else the step."""
+    def begin_and_request(self, item: StopItem) -> Step | None:
+        """begin() and request() with one look at the guest, not two (its
+        isActive, then its state): every call before the request delays it,
+        and with N guests asked at once the daemon answers them all in turn."""
+        try:
+            state = item.guest.state()
+        except VirtError as err:
+            if err.vanished:
+                return Step.VANISHED
+            raise
+        if state == libvirt.VIR_DOMAIN_SHUTOFF:
+            self.work.ledger.stopped_by_itself(item)
+            return Step.DONE
+        return self.request(item, state)
+
+    def request(self, item: StopItem, state: int | None = None) -> Step | None:
+        """Ask the guest to shut down (state: its state, if just asked):
+        None once asked, else the step."""
         guest = item.guest
-        if guest.state() == libvirt.VIR_DOMAIN_PAUSED:
+        if (guest.state() if state is None else state) == libvirt.VIR_DOMAIN_PAUSED:
             guest.resume()  # a paused guest cannot act on a shutdown request
         self.out.say(tr("Starting shutdown on guest: $name", name=guest.name))
         try:

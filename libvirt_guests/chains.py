@@ -317,7 +317,7 @@ class GuestChain:
     def _shutdown_watched(self, last: bool) -> Step | Watched:
         """The deadline's shutdown: asked here, waited for by the URI's OffWatch."""
         shutdown = self.work.shutdown
-        step = shutdown.begin(self.item) or shutdown.request(self.item)
+        step = shutdown.begin_and_request(self.item)
         if step is not None:
             return step
         self.work.offwatch.add(self.item, last, self._watched_end)

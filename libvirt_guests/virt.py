@@ -368,6 +368,8 @@ class Waits:
         self._events: dict[str | None, int] = {}  # lifecycle events seen, per guest UUID
         self._closes = 0
         self._wakes = 0  # wake() calls: seen by the waiters of any guest only
+        # per guest UUID: (what had happened, when) the last time done() said no
+        self._said_no: dict[str, tuple[int, float]] = {}
 
     def event(self, uuid: str | None) -> None:
         with self._lock:
@@ -409,20 +411,34 @@ class Waits:
     def until(self, done: Callable[[], bool], timeout: float | None, uuid: str | None = None) -> bool:
         """Wait until done() holds, re-checking on every lifecycle event of
         the guest `uuid` (of any guest if None), on a close of the
-        connection, and every POLL_FALLBACK seconds; False on timeout."""
+        connection, and every POLL_FALLBACK seconds; False on timeout.
+
+        For one guest, done() is not asked again while nothing happened to it
+        since it last said no, less than POLL_FALLBACK seconds ago: a caller
+        that waits in slices (to look at its own bounds in between) does not
+        ask libvirt twice per slice (issue 13: 4 calls a second per guest)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             waiters = self._waiters.setdefault(uuid, threading.Condition(self._lock))
         while True:
             with self._lock:
                 seen = self._seen(uuid)
-            if done():
-                return True
-            left = POLL_FALLBACK if deadline is None else min(POLL_FALLBACK, deadline - time.monotonic())
-            if left <= 0:
+                said_no = self._said_no.get(uuid) if uuid is not None else None
+            now = time.monotonic()
+            if said_no is None or said_no[0] != seen or now - said_no[1] >= POLL_FALLBACK:
+                if done():
+                    return True
+                said_no = (seen, now)
+                if uuid is not None:
+                    with self._lock:
+                        self._said_no[uuid] = said_no
+            next_look = said_no[1] + POLL_FALLBACK
+            end = next_look if deadline is None else min(next_look, deadline)
+            left = end - time.monotonic()
+            if deadline is not None and deadline - time.monotonic() <= 0:
                 return False
             with self._lock:
-                if self._seen(uuid) == seen:
+                if self._seen(uuid) == seen and left > 0:
                     waiters.wait(timeout=left)
 
 

@@ -115,7 +115,9 @@ def domain_xml(
             f"memory_mib - {GUEST_OVERHEAD_MIB} (the guest panics out of memory otherwise)"
         )
     imgs = images or ensure_images()
-    cmdline = f"console=ttyS0 quiet lgt.mode={mode} lgt.slow={int(slow_seconds)} lgt.dirty={int(dirty_mib)} i8042.noaux"
+    # no_timer_check: on a loaded TCG host the kernel's IO-APIC timer check fails and it panics at boot.
+    cmdline = (f"console=ttyS0 quiet lgt.mode={mode} lgt.slow={int(slow_seconds)} lgt.dirty={int(dirty_mib)} "
+               "i8042.noaux no_timer_check")
     uuid_elem = f"\n  <uuid>{escape(uuid)}</uuid>" if uuid else ""
     log = serial_log_path(name, imgs)
     return f"""<domain type='{domain_type()}'>
