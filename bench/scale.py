@@ -675,6 +675,9 @@ BREAKDOWN_TARGETS = (
     "libvirt_guests.stop:list_guests", "libvirt_guests.chains:UriWork._run_group",
     "libvirt_guests.chains:UriWork._pause", "libvirt_guests.chains:UriWork._run_chain",
     "libvirt_guests.chains:GuestLedger.finish",
+    # after the worker pools (issue 13): a guest's chain is a GuestChain, served by engine.Workers
+    "libvirt_guests.chains:GuestChain.turn", "libvirt_guests.engine:Workers.put",
+    "libvirt_guests.start_groups:UriStart._start_one",
     "libvirt_guests.actions:Suspend.act", "libvirt_guests.actions:Suspend._watch",
     "libvirt_guests.state:Journal.load", "libvirt_guests.state:Journal.update", "libvirt_guests.state:Journal.save",
     "libvirt_guests.state:Journal._save_locked", "libvirt_guests.state:atomic_write", "libvirt_guests.state:asdict",
