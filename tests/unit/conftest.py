@@ -11,6 +11,7 @@ import pytest
 
 from libvirt_guests.cli import main
 from libvirt_guests.settings import SETTINGS
+from libvirt_guests.virt import Hypervisor
 
 from .support import TEST_URI, Driver, Files, Result
 
@@ -39,6 +40,15 @@ def driver() -> Iterator[Driver]:
     yield drv
     drv._wipe()
     drv.conn.close()
+
+
+@pytest.fixture
+def hv(driver: Driver) -> Iterator[Hypervisor]:
+    """Our own connection to the test driver, as the engines open it."""
+    hyper = Hypervisor(TEST_URI)
+    hyper.connect()
+    yield hyper
+    hyper.close()
 
 
 @pytest.fixture

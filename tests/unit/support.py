@@ -102,3 +102,20 @@ def refuse_list_filters(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(self, flags)
 
     monkeypatch.setattr(libvirt.virConnect, "listAllDomains", unfiltered)
+
+
+PEER_NODE = """<node>
+  <cpu><mhz>2000</mhz><model>i686</model><active>2</active><nodes>1</nodes><sockets>1</sockets>
+  <cores>2</cores><threads>1</threads></cpu>
+  <memory>8388608</memory>
+  {domains}
+</node>
+"""
+
+
+def peer_uri(tmp_path: Path, domains: str = "") -> str:
+    """A peer host: a second, independent test-driver instance
+    (test:///ABSOLUTE/node.xml) defining `domains` (domain XML)."""
+    node = tmp_path / "peer-node.xml"
+    node.write_text(PEER_NODE.format(domains=domains))
+    return f"test://{node}"

@@ -73,14 +73,6 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     return counter
 
 
-@pytest.fixture
-def hv(driver: Driver) -> Iterator[Hypervisor]:
-    hyper = Hypervisor(TEST_URI)
-    hyper.connect()
-    yield hyper
-    hyper.close()
-
-
 def _config() -> Config:
     return load(Paths.resolve(), environ={})
 

@@ -4,7 +4,6 @@ there: the peer is the same in-process driver, so every guest "clashes")."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import libvirt
 import pytest
@@ -13,14 +12,6 @@ from libvirt_guests import migrate
 from libvirt_guests.virt import Hypervisor, VirtError
 
 from .support import TEST_URI, Driver
-
-
-@pytest.fixture
-def hv(driver: Driver) -> Iterator[Hypervisor]:
-    h = Hypervisor(TEST_URI)
-    h.connect()
-    yield h
-    h.close()
 
 
 def test_check_peer_reports_memory_and_a_running_twin(driver: Driver, hv: Hypervisor) -> None:

@@ -11,21 +11,7 @@ import pytest
 
 from libvirt_guests import plan as plan_module
 
-from .support import Driver, Files
-
-PEER_NODE = """<node>
-  <cpu><mhz>2000</mhz><model>i686</model><active>2</active><nodes>1</nodes><sockets>1</sockets>
-  <cores>2</cores><threads>1</threads></cpu>
-  <memory>8388608</memory>
-  {domains}
-</node>
-"""
-
-
-def peer_uri(tmp_path: Path, domains: str = "") -> str:
-    node = tmp_path / "peer-node.xml"
-    node.write_text(PEER_NODE.format(domains=domains))
-    return f"test://{node}"
+from .support import Driver, Files, peer_uri
 
 
 def test_plan_stop_says_why_the_peer_cannot_take_a_guest(files: Files, driver: Driver, run, tmp_path: Path) -> None:

@@ -10,15 +10,8 @@ from pathlib import Path
 
 import libvirt
 
-from .support import TEST_URI, Driver, Files
+from .support import TEST_URI, Driver, Files, peer_uri
 
-NODE = """<node>
-  <cpu><mhz>2000</mhz><model>i686</model><active>2</active><nodes>1</nodes><sockets>1</sockets>
-  <cores>2</cores><threads>1</threads></cpu>
-  <memory>8388608</memory>
-  {domains}
-</node>
-"""
 UNREACHABLE = "test:///nonexistent/lgt-peer.xml"
 
 
@@ -27,9 +20,7 @@ def make_peer(tmp_path: Path, *doms: libvirt.virDomain) -> str:
     domains = "".join(
         f"<domain type='test'><name>{d.name()}</name><uuid>{d.UUIDString()}</uuid><memory>65536</memory>"
         "<vcpu>1</vcpu><os><type>hvm</type></os></domain>" for d in doms)
-    node = tmp_path / "peer-node.xml"
-    node.write_text(NODE.format(domains=domains))
-    return f"test://{node}"
+    return peer_uri(tmp_path, domains)
 
 
 def write_state(files: Files, listed: list[libvirt.virDomain], records: list[dict], phase: str = "stopped") -> None:
