@@ -131,7 +131,8 @@ class StopRun:
         self.failed = False
         self.stage = "connecting to"  # what the libvirt work is doing, for the give-up message
         self.entries: list[tuple[str, list[str]]] = []  # the list file's lines
-        self.listed: tuple[ListEntries, object] | None = None  # the lines written before acting, write_list's answer
+        # The lines written before acting, and write_list's answer (True: written, False: none, so removed).
+        self.listed: tuple[ListEntries, bool] | None = None
         self.plans: dict[str, UriStopPlan] = {}
         self.abandoned = False  # gave up on the libvirt work: it must not write any more
         self._lock = threading.Lock()
@@ -165,8 +166,9 @@ class StopRun:
         with self._lock:
             self.abandoned = True  # from here on, only this thread writes
             entries = [(uri, list(uuids)) for uri, uuids in self.entries]
-        written: object = self._listed_already(entries)
-        if written is None:
+        if self.listed is not None and self.listed[0] == entries:
+            written: object = self.listed[1]  # on disk already: no second write and its two fsyncs
+        else:
             written = self._record(lambda: write_list(paths.list_file, entries))
         # Kept without a list too while it names guests moved to a peer (status and plan show them).
         if written or (written is False and self.journal.migrated()):
@@ -181,14 +183,6 @@ class StopRun:
             self.failed = True
         self._summary(started, finished)
         return 1 if self.failed else 0
-
-    def _listed_already(self, entries: ListEntries) -> bool | None:
-        """What write_list returned when these very lines were written before
-        the guests were touched (they are on disk: no second write and its
-        two fsyncs after the last guest); None when they must be written."""
-        if self.listed is None or self.listed[1] is None or self.listed[0] != entries:
-            return None
-        return bool(self.listed[1])
 
     def _wait(self, worker: threading.Thread) -> bool:
         """Wait for the libvirt work; False if the bounds passed first."""
@@ -225,7 +219,9 @@ class StopRun:
             entries = [(uri, list(uuids)) for uri, uuids in self.entries]
             if any(uuids for _uri, uuids in entries) or self.journal.guests:  # nothing to record: no fsync (issue 13)
                 self.journal.save("stopping")
-            self.listed = (entries, self._record(lambda: write_list(paths.list_file, entries)))
+            written = self._record(lambda: write_list(paths.list_file, entries))
+            if isinstance(written, bool):  # None: it could not be written, so it is tried again at the end
+                self.listed = (entries, written)
         self.tally.total = sum(len(p.items) for p in self.plans.values())
         self.stage = "acting on the guests of"
         if self.tally.total:
