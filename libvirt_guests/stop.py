@@ -89,6 +89,10 @@ class StopBounds:
         at = self.interrupt.at
         return None if at is None else at + INTERRUPT_GRACE
 
+    def signal_end(self) -> float | None:
+        """When the actions under way after a signal end (None: no signal yet)."""
+        return self._signal_end()
+
     def slot_end(self) -> float | None:
         """Waiting for a slot ends at the deadline, or at once after a signal."""
         return _earliest(self.deadline_at, self.interrupt.at)
