@@ -316,6 +316,8 @@ class Shutdown(Action):
                 return True
             now = time.monotonic()
             if end is not None and now >= end:
+                if guest.is_off():  # one last look: its lifecycle event may be late or lost
+                    return True
                 self.timed_out(item, end, own_end)
                 return False
             if now >= next_report:
