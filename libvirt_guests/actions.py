@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, ClassVar
 import libvirt
 
 from .engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt_bytes
-from .migrate import MigrateProgress, check_peer, disable_autostart_here, migrate_live, restore_autostart
+from .migrate import INTERRUPTED, MigrateProgress, check_peer, disable_autostart_here, migrate_live, restore_autostart
 from .migrated import Peers
 from .outcomes import Outcome
 from .output import WARNING, tr, trf
@@ -316,6 +316,8 @@ class Shutdown(Action):
                 return True
             now = time.monotonic()
             if end is not None and now >= end:
+                if guest.is_off():  # one last look: its lifecycle event may be late or lost
+                    return True
                 self.timed_out(item, end, own_end)
                 return False
             if now >= next_report:
@@ -393,6 +395,8 @@ class Migrate(Action):
                          level=WARNING)
             return Step.NEXT
         journal, here = self.work.run.journal, self.work.hv.uri
+        if self.work.run.bounds.interrupted():  # a signal while the peer was asked: begin nothing
+            return Step.NEXT
         journal.update(here, guest.uuid, peer=uri)
         autostart = disable_autostart_here(guest)
         journal.update(here, guest.uuid, autostart_here=autostart)
@@ -405,7 +409,8 @@ class Migrate(Action):
         timeout = self.work.cfg.migrate_timeout or None
         out = migrate_live(guest, peer, item.policy.migrate_data_uri or None, timeout=timeout,
                            deadline_at=self.work.run.bounds.save_end(None),
-                           undefine_source=self.work.cfg.migrate_undefine, on_progress=progress)
+                           undefine_source=self.work.cfg.migrate_undefine, on_progress=progress,
+                           signal_end=self.work.run.bounds.signal_end)
         if out.migrated:
             self.out.say(label + f"done in {out.seconds:.1f} s, running on {uri}")
             self.work.run.unlist(here, guest.uuid)
@@ -413,7 +418,8 @@ class Migrate(Action):
             self.work.ledger.finish(item, Outcome.MIGRATED, uri)
             return Step.DONE
         why = {"timeout": f"MIGRATE_TIMEOUT ({self.work.cfg.migrate_timeout} s) expired, aborted",
-               "deadline": "the stop deadline came, aborted"}.get(out.reason, out.reason)
+               "deadline": "the stop deadline came, aborted",
+               INTERRUPTED: f"{self.work.ctx.interrupt.name} came, aborted"}.get(out.reason, out.reason)
         if out.job_left:
             # The job may still move the guest: keep the peer in the journal, so start asks it.
             self.out.say(label + f"failed: {why}; the migration job may still be running", level=WARNING)

@@ -37,6 +37,7 @@ MIGRATED = "migrated"
 FAILED = "failed"
 ABORTED = "aborted"
 NO_EFFECT = "abort had no effect"
+INTERRUPTED = "interrupted"  # the reason of a migration aborted at a signal's bound
 PEER_LOST = "lost the connection to the peer"
 
 
@@ -56,8 +57,8 @@ class MigrateOutcome:
 
     ``result`` is :data:`MIGRATED`, :data:`FAILED` or :data:`ABORTED`.
     ``reason`` is empty after a migration, libvirt's message (or
-    :data:`NO_EFFECT`) after a failure, ``"timeout"`` or ``"deadline"`` after
-    an abort. ``running_here`` and ``state_here`` say how the guest is found
+    :data:`NO_EFFECT`) after a failure, ``"timeout"``, ``"deadline"`` or
+    :data:`INTERRUPTED` after an abort. ``running_here`` and ``state_here`` say how the guest is found
     on this host afterwards (``state_here`` is ``"vanished"`` when it is no
     longer defined here, e.g. after a migration with ``undefine_source``).
     ``job_left`` is True only with :data:`NO_EFFECT`: the migration job may
@@ -252,7 +253,8 @@ def _progress(dom: libvirt.virDomain, t0: float) -> MigrateProgress | None:
 
 def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, timeout: float | None = None,
                  deadline_at: float | None = None, undefine_source: bool = False,
-                 on_progress: Callable[[MigrateProgress], None] | None = None) -> MigrateOutcome:
+                 on_progress: Callable[[MigrateProgress], None] | None = None,
+                 signal_end: Callable[[], float | None] | None = None) -> MigrateOutcome:
     """Migrate ``guest`` live to ``peer`` and keep it defined there.
 
     ``data_uri`` (e.g. ``tcp://10.0.0.2``) is where the migration stream goes;
@@ -260,6 +262,9 @@ def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, ti
     ``timeout`` (seconds from now) and ``deadline_at`` (``time.monotonic()``
     value) each abort the job when reached (``result`` :data:`ABORTED`,
     ``reason`` ``"timeout"``/``"deadline"``); the guest then keeps running here.
+    ``signal_end``, asked again at every look (at least every
+    :data:`WATCH_EVERY` seconds), is when a signal's bound aborts the job
+    (None: no signal yet): ``reason`` ``"interrupted"``.
     If the job still has not ended :data:`ABORT_GRACE` seconds after the
     abort, this gives up on it: :data:`FAILED` with :data:`NO_EFFECT` and
     ``job_left``. If the connection to the peer is lost (its libvirtd died)
@@ -308,9 +313,11 @@ def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, ti
         limits.append((t0 + timeout, "timeout"))
     if deadline_at is not None:
         limits.append((deadline_at, "deadline"))
-    limit_at, why = min(limits) if limits else (None, "")
     next_progress = t0 + PROGRESS_EVERY
     while True:
+        signalled = signal_end() if signal_end is not None else None
+        now_limits = limits if signalled is None else [*limits, (signalled, INTERRUPTED)]
+        limit_at, why = min(now_limits) if now_limits else (None, "")
         now = time.monotonic()
         wake = min(next_progress, now + WATCH_EVERY, limit_at if limit_at is not None else now + WATCH_EVERY)
         if done.wait(max(0.0, wake - now)):

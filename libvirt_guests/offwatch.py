@@ -65,12 +65,14 @@ class OffWatch:
     def _run(self) -> None:
         waits: list[_Wait] = []
         while True:
+            # Counted before the new waits are taken: an add() (and its wake) after
+            # the count then ends the wait below at once, not a TICK later.
+            seen_any = self.hv.waits.seen(None)
             with self._lock:
                 waits += self._new
                 self._new.clear()
                 if not waits and self._closed:
                     return
-            seen_any = self.hv.waits.seen(None)
             waits = [wait for wait in waits if not self._ended(wait)]
             ends = [end - time.monotonic() for wait in waits if (end := self._end(wait)) is not None]
             self.hv.waits.wait_any(seen_any, max(0.0, min([TICK, *ends])))
@@ -80,20 +82,25 @@ class OffWatch:
         return min((t for t in (wait.own_end, bound) if t is not None), default=None)
 
     def _ended(self, wait: _Wait) -> bool:
-        """Look at one guest if something happened to it; True once its wait is over."""
+        """Look at one guest if something happened to it, if its poll is due,
+        and once more when its time is up (a lifecycle event that is late or
+        lost must not make a guest that is off count as out of time); True
+        once its wait is over. The look is made here (Guest.is_off), not
+        through Waits.until, whose own memo could take a due poll or the last
+        look for the one made just before."""
         now = time.monotonic()
         seen = self.hv.waits.seen(wait.item.guest.uuid)
-        if seen != wait.seen or now >= wait.next_poll:
+        end = self._end(wait)
+        if seen != wait.seen or now >= wait.next_poll or (end is not None and now >= end):
             wait.seen, wait.next_poll = seen, now + POLL_FALLBACK
             try:
-                off = wait.item.guest.wait_inactive(0)
+                off = wait.item.guest.is_off()
             except VirtError as err:
                 wait.done(err)
                 return True
             if off:
                 wait.done(True)
                 return True
-        end = self._end(wait)
         if end is not None and now >= end:
             self.shutdown.timed_out(wait.item, end, wait.own_end)
             wait.done(False)

@@ -40,6 +40,7 @@ from .engine import (
     each_at_once,
     same_daemons,
 )
+from .migrate import restore_autostart
 from .outcomes import Outcome, summary_counts
 from .output import INFO, WARNING, Output, tr
 from .plan import UriStopPlan, plan_stop
@@ -87,6 +88,10 @@ class StopBounds:
     def _signal_end(self) -> float | None:
         at = self.interrupt.at
         return None if at is None else at + INTERRUPT_GRACE
+
+    def signal_end(self) -> float | None:
+        """When the actions under way after a signal end (None: no signal yet)."""
+        return self._signal_end()
 
     def slot_end(self) -> float | None:
         """Waiting for a slot ends at the deadline, or at once after a signal."""
@@ -154,7 +159,13 @@ class StopRun:
             self.journal = found.journal or self.journal
         else:
             previous = []
-            self._record(lambda: remove(paths.state_file))
+            # The guests the last stop moved to a peer stay recorded (with their
+            # autostart flag here) until they are back: only they are carried over.
+            carried = found.journal.migrated() if found.journal is not None else []
+            for record in carried:
+                self.journal.add(record)
+            if not carried:
+                self._record(lambda: remove(paths.state_file))
         self.entries = [(uri, list(uuids)) for uri, uuids in previous]
         worker = threading.Thread(target=self._work_safely, name="stop-libvirt", daemon=True)
         with Heartbeat(self._status):
@@ -344,6 +355,9 @@ def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, Ur
             out.say(f"Leaving guest {guest.name} alone: its policy says skip")
         for warning in plan.warnings:
             out.warn(warning)
+        for guest in plan.running:
+            if (existing := run.journal.get(uri, guest.uuid)) is not None and existing.migrated:
+                back_here(run, existing, guest)
         for item in plan.items:
             existing = run.journal.get(uri, item.guest.uuid)
             run.journal.add(GuestRecord(
@@ -352,6 +366,19 @@ def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, Ur
             ))
         plans[uri] = plan
     return plans
+
+
+def back_here(run: StopRun, record: GuestRecord, guest: Guest) -> None:
+    """A guest the journal says is on a peer runs here again (brought back
+    by hand): put back the autostart flag the migrate action turned off, so
+    that its record, replaced now, does not take the flag with it."""
+    if not record.autostart_here:
+        return
+    try:
+        restore_autostart(guest, True)
+    except VirtError as err:
+        run.ctx.out.warn(f"guest {guest.name} is back from {record.peer or record.detail}, but its autostart flag "
+                         f"could not be turned back on: {err}")
 
 
 def merge_list_lines(previous: ListEntries, plans: dict[str, UriStopPlan]) -> ListEntries:

@@ -628,13 +628,14 @@ class Guest:
         with self.errors():
             self.dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, namespace, flags)
 
-    def wait_inactive(self, timeout: float | None) -> bool:
-        def done() -> bool:
-            try:
-                return not self.is_active()
-            except VirtError as err:
-                if err.vanished:
-                    return True
-                raise
+    def is_off(self) -> bool:
+        """Not running here (shut off, or gone), asked now."""
+        try:
+            return not self.is_active()
+        except VirtError as err:
+            if err.vanished:
+                return True
+            raise
 
-        return self.hv.waits.until(done, timeout, self.uuid)
+    def wait_inactive(self, timeout: float | None) -> bool:
+        return self.hv.waits.until(self.is_off, timeout, self.uuid)

@@ -6,6 +6,7 @@ container (tests.peer.host). Run under the test bed's lock:
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -151,6 +152,49 @@ def test_each_fallback_ends_with_the_guest_saved_here(
         assert seconds < 60
     if fault == "peer refuses":
         assert "cannot take it: another guest named" in result.stdout
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_aborts_the_migration_under_way_and_the_guest_stays_here(
+        signum: int, code: int, guests: GuestFactory, system_conn: libvirt.virConnect, peer: PeerHost,
+        peer_hv: object, tool: Tool) -> None:
+    """Issue 19: SIGTERM or SIGINT during a migration (a guest dirtying its
+    memory, at 1 MiB/s: minutes) aborts it within the signal bound (10 s,
+    and the abort's own wait); the guest keeps running here, recorded as
+    interrupted, its autostart flag back, no peer left in its record."""
+    dom = throttled(guests)
+    dom.setAutostart(1)
+    tool.configure(ON_SHUTDOWN="migrate suspend", MIGRATE_URI=peer.uri, MIGRATE_DATA_URI=DATA_URI)
+    proc = tool.spawn("stop")
+    try:
+        seen = ""
+        assert proc.stdout is not None
+        while f"Migrating guest {dom.name()}: to " not in seen:
+            line = proc.stdout.readline()
+            assert line, seen
+            seen += line
+        time.sleep(2)  # the job is under way
+        assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_UNBOUNDED, seen
+        signalled = time.monotonic()
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - signalled
+        out = seen + out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"{took:.1f} s after the signal", out)
+    assert proc.returncode == code, out
+    assert took < 10 + 5 + 3, out  # INTERRUPT_GRACE, the abort's wait (ABORT_GRACE), slack
+    assert f"Migrating guest {dom.name()}: failed after" in out and "came, aborted; it keeps running here" in out
+    assert state(system_conn, dom) == "running"
+    assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
+    assert peer.domstate(dom.name()) == ""  # nothing left on the peer
+    assert dom.autostart() == 1
+    assert dom.UUIDString() in listed(tool)
+    entry = journal(tool)[dom.name()]
+    assert (entry["outcome"], entry["peer"]) == ("not-handled", ""), entry
+    assert json.loads(tool.state_file.read_text())["phase"] == "stopping"
 
 
 def test_plan_stop_reports_a_guest_the_peer_cannot_take(

@@ -44,7 +44,12 @@ class Driver:
         for dom in self.conn.listAllDomains():
             persistent = dom.isPersistent()
             if dom.isActive():
-                dom.destroy()
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError as err:
+                    # A run the test gave up on, released at its end, may power it off meanwhile.
+                    if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                        raise
             if persistent:
                 if dom.hasManagedSaveImage():
                     dom.managedSaveRemove()

@@ -162,3 +162,43 @@ def test_an_old_journal_without_the_migrate_fields_still_loads(files: Files, dri
     write_state(files, [dom], [old])
     assert run("start").code == 0
     assert driver.state(dom) == "running"
+
+
+def test_a_stop_keeps_the_autostart_flags_of_guests_still_on_the_peer(files: Files, driver: Driver, run,
+                                                                      tmp_path: Path) -> None:
+    """Issue 19: the autostart flag a stop turned off here, remembered for a
+    guest still on its peer, outlives the next stops (one with guests here
+    to handle, one with none) until the guest comes back."""
+    away = driver.guest(running=False)  # moved to the peer by an earlier stop, its autostart turned off here
+    peer = make_peer(tmp_path)  # ... and since gone from there: the way back restores its flag
+    write_state(files, [], [record(away, "migrated", peer, recorded=False, autostart_here=True)])
+    other = driver.guest()
+    files.write_config(ON_SHUTDOWN="shutdown")
+    result = run("stop")
+    assert result.code == 0, result
+    assert driver.state(other) == "off"
+    entry = journal(files)[away.name()]
+    assert (entry["outcome"], entry["peer"], entry["autostart_here"]) == ("migrated", peer, True)
+    assert run("start").code == 0  # without MIGRATE_BACK: the guest is left on the peer, its record kept
+    assert journal(files)[away.name()]["autostart_here"] is True
+    assert run("stop").code == 0  # nothing runs here: still kept
+    assert journal(files)[away.name()]["autostart_here"] is True
+    files.write_config(MIGRATE_BACK="1")
+    result = run("start")
+    assert result.code == 0, result.out + result.err
+    assert "no longer running on" in result.out
+    assert away.autostart() == 1
+
+
+def test_a_guest_found_back_here_by_a_stop_gets_its_autostart_flag_back(files: Files, driver: Driver, run,
+                                                                        tmp_path: Path) -> None:
+    """Brought back by hand and running here: the stop that meets it puts
+    its flag back before its record is replaced (and forgotten)."""
+    back = driver.guest()
+    write_state(files, [], [record(back, "migrated", make_peer(tmp_path), recorded=False, autostart_here=True)])
+    files.write_config(ON_SHUTDOWN="shutdown")
+    result = run("stop")
+    assert result.code == 0, result
+    assert back.autostart() == 1
+    assert driver.state(back) == "off"
+    assert journal(files)[back.name()]["outcome"] == "shutdown"
