@@ -254,7 +254,7 @@ class GuestChain:
             self.work.ctx.out.error(f"guest {shown(self.item.guest.name)}: unexpected error: "
                                     f"{type(err).__name__}: {shown_error(err)}")
             with contextlib.suppress(Exception):
-                self.work.ledger.finish(self.item, Outcome.FAILED, f"unexpected error: {err}")
+                self.work.ledger.finish(self.item, Outcome.FAILED, f"unexpected error: {shown_error(err)}")
             settled = True
         if settled:
             self.settled.done()

@@ -127,7 +127,7 @@ def qemu_conf_notes(path: Path = QEMU_CONF) -> list[str]:
     for key, value in _AUTO_SHUTDOWN.findall(text):
         if value and value != "none":
             notes.append(
-                f"{path}: {key} = \"{value}\": libvirt's own shutdown handling would duel with "
+                f"{path}: {key} = \"{shown(value)}\": libvirt's own shutdown handling would duel with "
                 "libvirt-guests; set it to \"none\" or disable libvirt-guests"
             )
     return notes

@@ -141,7 +141,7 @@ def check_peer(guest: Guest, peer: Hypervisor) -> list[str]:
     with another UUID. Raises VirtError only if the guest itself cannot be
     read here (e.g. it vanished)."""
     if not peer.alive():
-        return [f"cannot reach the peer {peer.uri}"]
+        return [f"cannot reach the peer {shown_uri(peer.uri)}"]
     reasons: list[str] = []
     try:
         cpu = _cpu_reason(guest, peer)
@@ -178,9 +178,9 @@ def _clash(guest: Guest, peer: Hypervisor) -> str | None:
                 raise
         else:
             if there.isActive():
-                return f"a guest with this UUID already runs on the peer ({there.name()})"
+                return f"a guest with this UUID already runs on the peer ({shown(there.name())})"
             if there.name() != guest.name:
-                return f"the peer defines this UUID as '{there.name()}'"
+                return f"the peer defines this UUID as '{shown(there.name())}'"
             return None
         try:
             named = conn.lookupByName(guest.name)
@@ -325,7 +325,7 @@ def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, ti
             # end, then fail. Stop it now.
             lost = _abort(dom, done, box, PEER_LOST, outcome)
             if lost.result == ABORTED:
-                return outcome(FAILED, f"{PEER_LOST}: {peer.uri}", detail=lost.detail)
+                return outcome(FAILED, f"{PEER_LOST}: {shown_uri(peer.uri)}", detail=lost.detail)
             return lost
         if now >= next_progress:
             next_progress = now + PROGRESS_EVERY

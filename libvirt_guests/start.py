@@ -17,7 +17,7 @@ import time
 from .config import Config
 from .engine import Context, close_all, connect_all
 from .migrated import Peers, ask_peer, bring_all_back
-from .output import Output, shown_error, shown_uri, tr
+from .output import Output, shown, shown_error, shown_uri, tr
 from .plan import StartAction, StartItem, UriStartPlan, plan_start
 from .start_groups import execute
 from .start_ledger import StartLedger
@@ -174,7 +174,7 @@ class StartRun:
         if item.policy is not None and item.policy.on_boot == "start":
             return True
         if item.action == StartAction.FAILED:
-            self.ctx.out.warn(f"guest {item.guest.name if item.guest else item.uuid}: cannot tell whether its "
+            self.ctx.out.warn(f"guest {shown(item.guest.name) if item.guest else item.uuid}: cannot tell whether its "
                               f"policy says on_boot=start ({item.detail}); ignored like the others")
         return False
 

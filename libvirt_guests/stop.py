@@ -283,10 +283,10 @@ def give_up(run: StopRun) -> None:
         if (record := run.journal.get(plan.uri, item.guest.uuid)) is not None and record.outcome == Outcome.PENDING
     ]
     if pending:
-        names = ", ".join(item.guest.name for _uri, item in pending)
+        names = ", ".join(shown(item.guest.name) for _uri, item in pending)
         what = f"guests {names}; they may still be running"
     else:
-        what = f"{run.stage} {' '.join(run.ctx.config.uris)}"
+        what = f"{run.stage} {' '.join(shown_uri(uri) for uri in run.ctx.config.uris)}"
     run.main_ctx.out.error(f"no answer from libvirt {why}: gave up waiting for {what}")
     for uri, item in pending:
         run.journal.update(uri, item.guest.uuid, outcome=Outcome.NOT_HANDLED, detail="no answer from libvirt")
