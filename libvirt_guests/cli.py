@@ -156,8 +156,9 @@ def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
             if worker.is_alive() and time.monotonic() > ctx.interrupt.at + INTERRUPT_GRACE + ABORT_WAIT + BACKSTOP:
                 ctx.out.error(f"still busy {time.monotonic() - ctx.interrupt.at:.0f} s after "
                               f"{ctx.interrupt.name}: ending now")
-                sys.stdout.flush()
-                sys.stderr.flush()
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):  # a closed or full stream must not keep us here
+                        stream.flush()
                 os._exit(ctx.interrupt.exit_code)
     finally:
         for sig, handler in previous.items():
