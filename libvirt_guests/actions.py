@@ -33,7 +33,7 @@ from .engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt_bytes
 from .migrate import INTERRUPTED, MigrateProgress, check_peer, disable_autostart_here, migrate_live, restore_autostart
 from .migrated import Peers
 from .outcomes import Outcome
-from .output import WARNING, tr, trf
+from .output import WARNING, shown, shown_uri, tr, trf
 from .plan import StopItem
 from .records import dataclass
 from .virt import Guest, VirtError
@@ -200,7 +200,7 @@ class Suspend(Action):
         except VirtError as err:
             if err.vanished:
                 return Step.VANISHED
-            self.out.warn(f"guest {guest.name}: cleaning up after the failed save: {err}")
+            self.out.warn(f"guest {shown(guest.name)}: cleaning up after the failed save: {err}")
         self.work.ledger.unpause(item)
         return Step.NEXT
 
@@ -281,7 +281,7 @@ class Shutdown(Action):
         except VirtError as err:
             if err.vanished or err.disconnected:
                 raise
-            self.out.say(f"Shutdown of guest {guest.name} could not be requested: {err}", level=WARNING)
+            self.out.say(f"Shutdown of guest {shown(guest.name)} could not be requested: {err}", level=WARNING)
             return self.begin(item) or Step.NEXT
         return None
 
@@ -338,7 +338,7 @@ class Poweroff(Action):
 
     def act(self, item: StopItem, last: bool) -> Step:
         guest = item.guest
-        self.out.say(f"Powering off guest {guest.name}")
+        self.out.say(f"Powering off guest {shown(guest.name)}")
         try:
             guest.destroy()
         except VirtError as err:
@@ -347,9 +347,9 @@ class Poweroff(Action):
             stopped = self.begin(item)
             if stopped is not None:
                 return stopped
-            self.out.error(f"cannot power off guest {guest.name}: {err}")
+            self.out.error(f"cannot power off guest {shown(guest.name)}: {err}")
             return Step.NEXT
-        self.out.say(f"Power-off of guest {guest.name} complete.")
+        self.out.say(f"Power-off of guest {shown(guest.name)} complete.")
         self.work.ledger.finish(item, Outcome.POWEROFF)
         return Step.DONE
 
@@ -379,7 +379,7 @@ class Migrate(Action):
     def act(self, item: StopItem, last: bool) -> Step:
         guest = item.guest
         uri = item.policy.migrate_to
-        label = f"Migrating guest {guest.name}: "
+        label = f"Migrating guest {shown(guest.name)}: "
         if not uri:
             self.out.say(label + "skipped: no peer (MIGRATE_URI is empty and its policy sets no migrate_to)",
                          level=WARNING)
@@ -387,11 +387,11 @@ class Migrate(Action):
         try:
             peer = self.peers.get(uri)
         except VirtError as err:
-            self.out.say(label + f"cannot reach the peer {uri} ({err}); it stays here", level=WARNING)
+            self.out.say(label + f"cannot reach the peer {shown_uri(uri)} ({err}); it stays here", level=WARNING)
             return Step.NEXT
         reasons = check_peer(guest, peer)
         if reasons:
-            self.out.say(label + f"the peer {uri} cannot take it: {'; '.join(reasons)}; it stays here",
+            self.out.say(label + f"the peer {shown_uri(uri)} cannot take it: {'; '.join(reasons)}; it stays here",
                          level=WARNING)
             return Step.NEXT
         journal, here = self.work.run.journal, self.work.hv.uri
@@ -400,7 +400,7 @@ class Migrate(Action):
         journal.update(here, guest.uuid, peer=uri)
         autostart = disable_autostart_here(guest)
         journal.update(here, guest.uuid, autostart_here=autostart)
-        self.out.say(label + f"to {uri}...")
+        self.out.say(label + f"to {shown_uri(uri)}...")
 
         def progress(seen: MigrateProgress) -> None:
             if seen.total:
@@ -412,7 +412,7 @@ class Migrate(Action):
                            undefine_source=self.work.cfg.migrate_undefine, on_progress=progress,
                            signal_end=self.work.run.bounds.signal_end)
         if out.migrated:
-            self.out.say(label + f"done in {out.seconds:.1f} s, running on {uri}")
+            self.out.say(label + f"done in {out.seconds:.1f} s, running on {shown_uri(uri)}")
             self.work.run.unlist(here, guest.uuid)
             journal.update(here, guest.uuid, recorded=False)
             self.work.ledger.finish(item, Outcome.MIGRATED, uri)

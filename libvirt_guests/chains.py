@@ -26,7 +26,7 @@ from .actions import ACTIONS, Action, Shutdown, Step
 from .engine import PROGRESS_EVERY, TICK, Countdown, Workers
 from .offwatch import OffWatch, WaitEnd
 from .outcomes import Outcome
-from .output import ERR, WARNING, tr
+from .output import ERR, WARNING, shown, shown_error, shown_uri, tr
 from .plan import StopItem, UriStopPlan
 from .virt import Hypervisor, VirtError
 
@@ -72,7 +72,7 @@ class GuestLedger:
             self.run.journal.update(self.uri, guest.uuid, paused_by_us=False)
         except VirtError as err:
             if not err.vanished:
-                self.work.ctx.out.warn(f"guest {guest.name}: cannot resume it after pausing it: {err}")
+                self.work.ctx.out.warn(f"guest {shown(guest.name)}: cannot resume it after pausing it: {err}")
 
     @staticmethod
     def state_of(item: StopItem) -> Step | None:
@@ -102,7 +102,7 @@ class GuestLedger:
             why = ("the stop deadline came before its chain ended" if self.run.bounds.past_deadline()
                    else "every action of its chain failed")
             self.leave(item, Outcome.LEFT_RUNNING, why)
-            self.work.ctx.out.say(f"Guest {guest.name} is still running: {why}", level=ERR)
+            self.work.ctx.out.say(f"Guest {shown(guest.name)} is still running: {why}", level=ERR)
 
 
 class UriWork:
@@ -214,9 +214,10 @@ class UriWork:
             guest.pause()
         except VirtError as err:
             if not err.vanished:
-                self.ctx.out.warn(f"cannot pause guest {guest.name} before saving it: {err}")
+                self.ctx.out.warn(f"cannot pause guest {shown(guest.name)} before saving it: {err}")
         except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
-            self.ctx.out.error(f"cannot pause guest {guest.name} before saving it: {type(err).__name__}: {err}")
+            self.ctx.out.error(f"cannot pause guest {shown(guest.name)} before saving it: "
+                               f"{type(err).__name__}: {shown_error(err)}")
         finally:
             paused.done()
 
@@ -225,7 +226,7 @@ class UriWork:
             self.hv.reconnect(self.cfg.connect_timeout, on_retry=self.ctx.out.warn)
             return True
         except VirtError as err:
-            self.ctx.out.error(f"lost the connection to {self.hv.uri} and cannot reconnect: {err}")
+            self.ctx.out.error(f"lost the connection to {shown_uri(self.hv.uri)} and cannot reconnect: {err}")
             return False
 
 
@@ -255,9 +256,10 @@ class GuestChain:
         try:
             settled = self._turn(resumed)
         except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
-            self.work.ctx.out.error(f"guest {self.item.guest.name}: unexpected error: {type(err).__name__}: {err}")
+            self.work.ctx.out.error(f"guest {shown(self.item.guest.name)}: unexpected error: "
+                                    f"{type(err).__name__}: {shown_error(err)}")
             with contextlib.suppress(Exception):
-                self.work.ledger.finish(self.item, Outcome.FAILED, f"unexpected error: {err}")
+                self.work.ledger.finish(self.item, Outcome.FAILED, f"unexpected error: {shown_error(err)}")
             settled = True
         if settled:
             self.settled.done()
@@ -269,7 +271,7 @@ class GuestChain:
         bounds, ledger, out = work.run.bounds, work.ledger, work.ctx.out
         if not chain:
             ledger.finish(item, Outcome.FAILED, "a transient guest cannot be saved and its chain has no other action")
-            out.error(f"guest {item.guest.name} is transient and cannot be saved; it is left running")
+            out.error(f"guest {shown(item.guest.name)} is transient and cannot be saved; it is left running")
             return True
         while True:
             if resumed is None and bounds.interrupted():
@@ -280,10 +282,10 @@ class GuestChain:
                 self.index = len(chain) - 1
                 if self.action == "suspend":  # no save is begun after the deadline
                     ledger.leave(item, Outcome.LEFT_RUNNING, "the stop deadline came before it could be saved")
-                    out.say(f"Stop deadline reached: guest {item.guest.name} cannot be saved any more; "
+                    out.say(f"Stop deadline reached: guest {shown(item.guest.name)} cannot be saved any more; "
                             "it is still running", level=ERR)
                     return True
-                out.say(f"Stop deadline reached: {self.action} guest {item.guest.name} now", level=WARNING)
+                out.say(f"Stop deadline reached: {self.action} guest {shown(item.guest.name)} now", level=WARNING)
             last = self.index == len(chain) - 1
             if resumed is None and self.announced and self.action == Shutdown.name:
                 step = self._perform(functools.partial(self._shutdown_watched, last))  # its wait holds no worker
@@ -316,7 +318,7 @@ class GuestChain:
                 return None
             if err.vanished:
                 return Step.VANISHED
-            self.work.ctx.out.error(f"guest {self.item.guest.name}: {err}")
+            self.work.ctx.out.error(f"guest {shown(self.item.guest.name)}: {err}")
             return Step.NEXT
 
     def _shutdown_watched(self, last: bool) -> Step | Watched:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from .config import Config, Paths, Problem, load
-from .output import Output
+from .output import Output, redact, shown
 from .settings import BY_NAME, SETTINGS, Setting, default_for
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
@@ -127,7 +127,7 @@ def qemu_conf_notes(path: Path = QEMU_CONF) -> list[str]:
     for key, value in _AUTO_SHUTDOWN.findall(text):
         if value and value != "none":
             notes.append(
-                f"{path}: {key} = \"{value}\": libvirt's own shutdown handling would duel with "
+                f"{path}: {key} = \"{shown(value)}\": libvirt's own shutdown handling would duel with "
                 "libvirt-guests; set it to \"none\" or disable libvirt-guests"
             )
     return notes
@@ -144,13 +144,14 @@ def check_config(
     for setting in SETTINGS:
         entry = {"value": value_text(getattr(config, setting.attr)), "source": config.sources[setting.name]}
         if config.texts[setting.name] != entry["value"]:
-            entry["text"] = config.texts[setting.name]
+            entry["text"] = redact(config.texts[setting.name])
+        entry["value"] = redact(entry["value"])  # a URI's credentials are never printed
         settings[setting.name] = entry
     valid = not problems
     if as_json:
         import json
 
-        out.say(json.dumps({
+        out.block(json.dumps({
             "valid": valid, "file": str(paths.config) if paths.config else None,
             "defaults": config.flavour, "settings": settings,
             "problems": [problem.as_dict() for problem in problems], "notes": notes,
@@ -158,7 +159,7 @@ def check_config(
         return 0 if valid else 6
     for problem in problems:
         out.error(problem.text())
-    out.say(f"# configuration file: {paths.config or '(none)'}; defaults: {config.flavour}")
+    out.say(f"# configuration file: {shown(paths.config) if paths.config else '(none)'}; defaults: {config.flavour}")
     width = max(len(name) for name in settings)
     bad = {p.variable: p for p in config.problems if p.kind == "value"}
     for name, entry in settings.items():

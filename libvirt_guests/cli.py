@@ -23,7 +23,7 @@ from .commandline import (
     usage_lines,
 )
 from .config import Paths, load
-from .output import Output, discard_stdout, tr
+from .output import Output, discard_stdout, open_standard_streams, redact, shown, shown_uri, tr
 from .settings import (
     COMMANDS,
     EXIT_CODES,
@@ -60,7 +60,7 @@ def usage_line() -> str:
 
 def _usage_error(out: Output, reason: str) -> int:
     """Exit 2 as the original (its usage line on standard output), plus why."""
-    out.say("\n".join(usage_lines()))
+    out.block("\n".join(usage_lines()))
     out.error(f"{reason}; see {program_name()} --help")
     return EXIT_USAGE
 
@@ -156,8 +156,9 @@ def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
             if worker.is_alive() and time.monotonic() > ctx.interrupt.at + INTERRUPT_GRACE + ABORT_WAIT + BACKSTOP:
                 ctx.out.error(f"still busy {time.monotonic() - ctx.interrupt.at:.0f} s after "
                               f"{ctx.interrupt.name}: ending now")
-                sys.stdout.flush()
-                sys.stderr.flush()
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):  # a closed or full stream must not keep us here
+                        stream.flush()
                 os._exit(ctx.interrupt.exit_code)
     finally:
         for sig, handler in previous.items():
@@ -265,23 +266,23 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     if opts.json:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
         extra = {"migrated": migrated} if which == "start" else {}
-        ctx.out.say(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
+        ctx.out.block(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
                                "note": note or None, **extra, **about}))
         return EXIT_OK
     if note and not (migrated and previous.entries is None):
         ctx.out.say(f"note: {note}")
     for guest in migrated:
-        ctx.out.say(f"on a peer: {guest['name']} of {guest['uri']} runs on {guest['peer']} "
-                    f"(migrated by the last stop): {guest['next_start']}")
+        ctx.out.say(f"on a peer: {shown(guest['name'])} of {shown_uri(guest['uri'])} runs on "
+                    f"{shown_uri(guest['peer'])} (migrated by the last stop): {guest['next_start']}")
     for uri_report in report:
-        ctx.out.say(f"{which} on {uri_report['uri']}:")
+        ctx.out.say(f"{which} on {shown_uri(uri_report['uri'])}:")
         for number, group in enumerate(uri_report["groups"], 1):
             for entry in group:
                 ctx.out.say(f"  group {number}: " + _describe_entry(which, entry))
         for name in uri_report.get("transient_not_handled", []):
-            ctx.out.say(f"  left alone: {name} (transient, PERSISTENT_ONLY)")
+            ctx.out.say(f"  left alone: {shown(name)} (transient, PERSISTENT_ONLY)")
         for name in uri_report.get("skipped", []):
-            ctx.out.say(f"  left alone: {name} (policy skip=yes)")
+            ctx.out.say(f"  left alone: {shown(name)} (policy skip=yes)")
         if not uri_report["groups"]:
             empty = "no running guests" if which == "stop" else "no guests to start"
             ctx.out.say(f"  {empty}" if not uri_report.get("skipped") and not uri_report.get(
@@ -299,15 +300,15 @@ def _number(value: float | int) -> str:
 def _describe_entry(which: str, entry: dict[str, Any]) -> str:
     if which == "start":
         delay = f", then wait {_number(entry['start_delay'])} s" if entry["start_delay"] else ""
-        return f"{entry['name'] or entry['uuid']}: {entry['action']}{delay}"
+        return f"{shown(entry['name'] or entry['uuid'])}: {entry['action']}{delay}"
     timeout = _number(entry["shutdown_timeout"]) if entry["shutdown_timeout"] else "no limit"
-    text = f"{entry['name']}: {' -> '.join(entry['actions']) or 'nothing possible'}"
+    text = f"{shown(entry['name'])}: {' -> '.join(entry['actions']) or 'nothing possible'}"
     if "shutdown" in entry["actions"]:
         text += f" (shutdown timeout {timeout} per {entry['shutdown_timeout_scope']})"
     if "suspend" in entry["actions"] and entry["save_timeout"]:
         text += f" (save timeout {_number(entry['save_timeout'])})"
     if entry.get("peer_can_take") is not None:
-        peer = entry["migrate_to"] or "no peer"
+        peer = shown_uri(entry["migrate_to"]) if entry["migrate_to"] else "no peer"
         text += (f" (peer {peer} can take it)" if entry["peer_can_take"]
                  else f" (peer {peer} cannot take it: {'; '.join(entry['peer_reasons'])})")
     if not entry["recorded"]:
@@ -344,7 +345,7 @@ def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     try:
         guest = hv.lookup(args.guest)
         if guest is None:
-            ctx.out.error(f"no guest {args.guest!r} on {uri}")
+            ctx.out.error(f"no guest '{shown(args.guest)}' on {shown_uri(uri)}")
             return EXIT_FAIL
         current = read_policy(guest)
         if args.clear or args.changes:
@@ -359,15 +360,16 @@ def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
             eff.shutdown_timeout if eff.shutdown_timeout is not None else ctx.config.shutdown_timeout
         )
         if opts.json:
-            ctx.out.say(dump_json({
-                "guest": guest.name, "uuid": guest.uuid, "uri": uri,
-                "policy": {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()},
-                "sources": eff.sources, "metadata": current.texts, **about,
+            ctx.out.block(dump_json({
+                "guest": guest.name, "uuid": guest.uuid, "uri": redact(uri),
+                "policy": {k: (list(v) if isinstance(v, tuple) else redact(v) if isinstance(v, str) else v)
+                           for k, v in values.items()},
+                "sources": eff.sources, "metadata": {k: redact(v) for k, v in current.texts.items()}, **about,
             }))
         else:
-            ctx.out.say(f"policy of {guest.name} ({guest.uuid}) on {uri}:")
+            ctx.out.say(f"policy of {shown(guest.name)} ({guest.uuid}) on {shown_uri(uri)}:")
             for name, value in values.items():
-                ctx.out.say(f"  {name:<17} {show_value(value):<24} ({eff.sources[name]})")
+                ctx.out.say(f"  {name:<17} {shown_uri(show_value(value)):<24} ({eff.sources[name]})")
         return EXIT_OK
     finally:
         hv.close()
@@ -399,7 +401,7 @@ def _early(out: Output, opts: Invocation) -> int | None:
     one); None for the commands that act on guests."""
     if opts.help or opts.command == Command.HELP:
         assert opts.flavour is not None
-        out.say(help_text(opts.flavour.name, opts.flavour.detail))
+        out.block(help_text(opts.flavour.name, opts.flavour.detail))
         return EXIT_OK
     if opts.version:
         out.say(f"libvirt-guests {__version__}")
@@ -407,7 +409,7 @@ def _early(out: Output, opts: Invocation) -> int | None:
     if opts.command == Command.MAN:
         from . import manpage
 
-        out.say(manpage.render(COMMANDS, EXIT_CODES))
+        out.block(manpage.render(COMMANDS, EXIT_CODES))
         return EXIT_OK
     if opts.command in (Command.RELOAD, Command.FORCE_RELOAD):
         return EXIT_OK  # configuration is read on every invocation
@@ -521,13 +523,20 @@ def run() -> None:
     daemon left behind on purpose (a libvirt call blocked in C), which a
     normal exit does not wait for either. An exception out of main() (a bug)
     still takes the normal way, traceback included."""
+    open_standard_streams()  # a closed descriptor at start: /dev/null, not the next file opened
     try:
         code = main()
+    except BrokenPipeError:
+        discard_stdout()
+        code = EXIT_BROKEN_PIPE
+    try:
         sys.stdout.flush()
     except BrokenPipeError:
         discard_stdout()
         code = EXIT_BROKEN_PIPE
-    with contextlib.suppress(OSError, ValueError):  # nowhere left to say it
+    except (OSError, ValueError):  # EIO, ENOSPC on what print() left buffered: the command's code stands
+        discard_stdout()
+    with contextlib.suppress(Exception):  # nowhere left to say it
         sys.stderr.flush()
     os._exit(code)
 

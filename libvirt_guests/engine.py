@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from .config import Config, Paths
-from .output import Output, notify, tr
+from .output import Output, notify, shown_uri, tr
 from .records import dataclass, field
 from .virt import POLL_FALLBACK, Hypervisor, NoAnswer, VirtError
 
@@ -120,9 +120,9 @@ def connect_all(
             else:
                 ctx.out.warn(message)
             if uri in no_answer:
-                ctx.out.warn(f"{uri}: {no_answer[uri]}")
+                ctx.out.warn(f"{shown_uri(uri)}: {no_answer[uri]}")
         elif hv.events_error:
-            ctx.out.warn(f"{uri}: no domain events ({hv.events_error}); checking guest states every "
+            ctx.out.warn(f"{shown_uri(uri)}: no domain events ({hv.events_error}); checking guest states every "
                          f"{POLL_FALLBACK:g} s instead")
     return result
 

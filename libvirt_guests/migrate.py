@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import libvirt
 
+from .output import shown, shown_error, shown_uri
 from .records import dataclass
 from .virt import STATE_NAMES, Guest, Hypervisor, VirtError
 
@@ -120,7 +121,7 @@ def _cpu_reason(guest: Guest, peer: Hypervisor) -> str | None:
                 raise
             verdict = conn.compareCPU(cpu_xml, 0)
     except libvirt.libvirtError as err:
-        return f"the peer cannot compare the guest's CPU: {err.get_error_message() or err}"
+        return f"the peer cannot compare the guest's CPU: {shown_error(err.get_error_message() or err)}"
     if verdict == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
         model = cpu.findtext("model") or "?"
         return f"the peer's CPU is incompatible with the guest's ({model})"
@@ -141,7 +142,7 @@ def check_peer(guest: Guest, peer: Hypervisor) -> list[str]:
     with another UUID. Raises VirtError only if the guest itself cannot be
     read here (e.g. it vanished)."""
     if not peer.alive():
-        return [f"cannot reach the peer {peer.uri}"]
+        return [f"cannot reach the peer {shown_uri(peer.uri)}"]
     reasons: list[str] = []
     try:
         cpu = _cpu_reason(guest, peer)
@@ -157,7 +158,7 @@ def check_peer(guest: Guest, peer: Hypervisor) -> list[str]:
     try:
         free = int(peer._require().getFreeMemory())
     except libvirt.libvirtError as err:
-        reasons.append(f"the peer does not report its free memory: {err.get_error_message() or err}")
+        reasons.append(f"the peer does not report its free memory: {shown_error(err.get_error_message() or err)}")
     else:
         if need_kib * 1024 > free:
             reasons.append(f"the guest needs {need_kib // 1024} MiB, the peer has {free // 2**20} MiB free")
@@ -178,9 +179,9 @@ def _clash(guest: Guest, peer: Hypervisor) -> str | None:
                 raise
         else:
             if there.isActive():
-                return f"a guest with this UUID already runs on the peer ({there.name()})"
+                return f"a guest with this UUID already runs on the peer ({shown(there.name())})"
             if there.name() != guest.name:
-                return f"the peer defines this UUID as '{there.name()}'"
+                return f"the peer defines this UUID as '{shown(there.name())}'"
             return None
         try:
             named = conn.lookupByName(guest.name)
@@ -189,9 +190,9 @@ def _clash(guest: Guest, peer: Hypervisor) -> str | None:
                 raise
             return None
         state = "runs" if named.isActive() else "is defined"
-        return f"another guest named '{guest.name}' {state} on the peer (UUID {named.UUIDString()})"
+        return f"another guest named '{shown(guest.name)}' {state} on the peer (UUID {named.UUIDString()})"
     except libvirt.libvirtError as err:
-        return f"cannot look the guest up on the peer: {err.get_error_message() or err}"
+        return f"cannot look the guest up on the peer: {shown_error(err.get_error_message() or err)}"
 
 
 def running_on_peer(peer: Hypervisor, uuid: str) -> bool:
@@ -283,7 +284,7 @@ def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, ti
         return MigrateOutcome(result, reason, time.monotonic() - t0, running, state, job_left, detail)
 
     if peer.conn is None or not peer.alive():
-        return outcome(FAILED, f"not connected to the peer {peer.uri}")
+        return outcome(FAILED, f"not connected to the peer {shown_uri(peer.uri)}")
     try:
         dom = guest.dom
     except VirtError as err:
@@ -300,9 +301,9 @@ def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, ti
         try:
             dom.migrate3(dconn, params, flags)
         except libvirt.libvirtError as err:
-            box["error"] = err.get_error_message() or str(err)
+            box["error"] = shown_error(err.get_error_message() or str(err))
         except BaseException as err:  # noqa: BLE001 - reported, never raised in a daemon thread
-            box["error"] = f"{type(err).__name__}: {err}"
+            box["error"] = f"{type(err).__name__}: {shown_error(err)}"
         finally:
             done.set()
 
@@ -331,7 +332,7 @@ def migrate_live(guest: Guest, peer: Hypervisor, data_uri: str | None = None, ti
             # end, then fail. Stop it now.
             lost = _abort(dom, done, box, PEER_LOST, outcome)
             if lost.result == ABORTED:
-                return outcome(FAILED, f"{PEER_LOST}: {peer.uri}", detail=lost.detail)
+                return outcome(FAILED, f"{PEER_LOST}: {shown_uri(peer.uri)}", detail=lost.detail)
             return lost
         if now >= next_progress:
             next_progress = now + PROGRESS_EVERY

@@ -20,7 +20,7 @@ from .config import Config
 from .engine import connect_all
 from .migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
 from .outcomes import StartOutcome
-from .output import ERR, INFO
+from .output import ERR, INFO, shown, shown_error, shown_uri
 from .plan import StartAction, StartItem
 from .records import dataclass
 from .state import GuestRecord, Journal
@@ -102,13 +102,14 @@ def decide(peers: Peers, uuid: str, record: GuestRecord | None, migrate_to: str)
         if record is not None and record.outcome in STAYED_HERE and not record.peer:
             return PeerVerdict(StartAction.START, uri)  # this host's stop kept it here: the peer cannot have it
         if record is not None and record.migrated:
-            why = f"the last stop migrated it to {uri}"
+            why = f"the last stop migrated it to {shown_uri(uri)}"
         else:
-            why = f"it may be running on {uri} (nothing says a stop did not move it there)"
-        return PeerVerdict(StartAction.HELD, uri, f"not started: {why}, and {uri} cannot be asked ({err}); it stays "
+            why = f"it may be running on {shown_uri(uri)} (nothing says a stop did not move it there)"
+        return PeerVerdict(StartAction.HELD, uri, f"not started: {why}, and {shown_uri(uri)} cannot be asked "
+                                                  f"({err}); it stays "
                                         "listed: check the peer, then start it by hand or run start again")
     if there:
-        return PeerVerdict(StartAction.ON_PEER, uri, f"running on {uri}, left there")
+        return PeerVerdict(StartAction.ON_PEER, uri, f"running on {shown_uri(uri)}, left there")
     return PeerVerdict(StartAction.START, uri)
 
 
@@ -150,26 +151,29 @@ def bring_back(record: GuestRecord, here: Hypervisor, peers: Peers, config: Conf
     try:
         peer = peers.get(uri)
     except VirtError as err:
-        return Return(StartOutcome.KEPT, f"cannot reach {uri} ({err}); it stays there", failed=True)
+        return Return(StartOutcome.KEPT, f"cannot reach {shown_uri(uri)} ({err}); it stays there", failed=True)
     try:
         guest = peer.lookup(record.uuid)
         if guest is None or not guest.is_active():
             restore_here(record, here)
-            return Return(StartOutcome.NOT_ON_PEER, f"no longer running on {uri}; not brought back, forgotten")
+            return Return(StartOutcome.NOT_ON_PEER,
+                          f"no longer running on {shown_uri(uri)}; not brought back, forgotten")
         reasons = [r.replace("the peer", "this host") for r in check_peer(guest, here)]
     except VirtError as err:
-        return Return(StartOutcome.KEPT, f"cannot look it up on {uri} ({err}); it stays there", failed=True)
+        return Return(StartOutcome.KEPT, f"cannot look it up on {shown_uri(uri)} ({err}); it stays there", failed=True)
     if reasons:
-        return Return(StartOutcome.KEPT, f"this host cannot take it back: {'; '.join(reasons)}; it stays on {uri}",
+        return Return(StartOutcome.KEPT,
+                      f"this host cannot take it back: {'; '.join(reasons)}; it stays on {shown_uri(uri)}",
                       failed=True)
     out = migrate_live(guest, here, config.migrate_back_data_uri or None,
                        timeout=config.migrate_timeout or None, undefine_source=True)
     if not out.migrated:
         why = out.reason + (f" ({out.detail})" if out.detail else "")
         return Return(StartOutcome.KEPT,
-                      f"migration back failed after {out.seconds:.1f} s: {why}; it keeps running on {uri}", failed=True)
+                      f"migration back failed after {out.seconds:.1f} s: {why}; it keeps running on {shown_uri(uri)}",
+                      failed=True)
     note = restore_here(record, here)
-    return Return(StartOutcome.RETURNED, f"brought back from {uri} in {out.seconds:.1f} s" + note)
+    return Return(StartOutcome.RETURNED, f"brought back from {shown_uri(uri)} in {out.seconds:.1f} s" + note)
 
 
 def restore_here(record: GuestRecord, here: Hypervisor) -> str:
@@ -204,17 +208,18 @@ def bring_all_back(run: StartRun) -> None:
     run.hvs = here
     for record in records:
         hv = here.get(record.uri)
-        label = f"Bringing guest {record.name} back: "
+        label = f"Bringing guest {shown(record.name)} back: "
         if hv is None:
-            out.say(label + f"{record.uri} cannot be reached; it stays on {record.peer or record.detail}",
+            out.say(label + f"{shown_uri(record.uri)} cannot be reached; it stays on "
+                            f"{shown_uri(record.peer or record.detail)}",
                     level=ERR)
             run.failed = True
             continue
-        out.say(label + f"from {record.peer or record.detail}...")
+        out.say(label + f"from {shown_uri(record.peer or record.detail)}...")
         try:
             result = bring_back(record, hv, run.peers, cfg)
         except Exception as err:  # noqa: BLE001 - one guest's problem stays with that guest
-            out.say(label + f"failed: unexpected error: {type(err).__name__}: {err}", level=ERR)
+            out.say(label + f"failed: unexpected error: {type(err).__name__}: {shown_error(err)}", level=ERR)
             run.failed = True
             continue
         out.say(label + result.message, level=ERR if result.failed else INFO)
@@ -222,6 +227,7 @@ def bring_all_back(run: StartRun) -> None:
         if result.failed:
             run.failed = True
         elif result.outcome == StartOutcome.RETURNED:
-            run.journal.settle(record.uri, record.uuid, record.name, "started", f"migrated back from {record.peer}")
+            run.journal.settle(record.uri, record.uuid, record.name, "started",
+                               f"migrated back from {shown_uri(record.peer)}")
         else:
             run.journal.settle(record.uri, record.uuid, record.name, "vanished", result.message)

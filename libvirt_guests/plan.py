@@ -10,6 +10,7 @@ from typing import Any
 from .config import Config
 from .migrate import check_peer, open_peer
 from .outcomes import StartOutcome
+from .output import redact, shown, shown_error, shown_uri
 from .policy import Effective, GuestPolicy, effective, order_groups, read_policy
 from .records import dataclass, field
 from .state import GuestRecord, Journal
@@ -67,7 +68,7 @@ def plan_stop(
             if isinstance(err, VirtError) and err.vanished:
                 continue
             eff = effective(config, GuestPolicy(), forced_chain)
-            plan.warnings.append(f"guest {guest.name}: cannot read its state or policy ({err}); "
+            plan.warnings.append(f"guest {shown(guest.name)}: cannot read its state or policy ({shown_error(err)}); "
                                  f"it gets the host-wide chain ({' '.join(eff.on_shutdown)})")
             plan.items.append(StopItem(guest, True, False, eff, eff.on_shutdown, recorded=True,
                                        note="planned with host-wide settings"))
@@ -120,7 +121,7 @@ def check_peers(plans: list[UriStopPlan], timeout: float = PEER_CHECK_TIMEOUT) -
                     try:
                         peers[uri] = open_peer(uri, timeout)
                     except VirtError as err:
-                        peers[uri] = f"cannot reach the peer {uri}: {err}"
+                        peers[uri] = f"cannot reach the peer {shown_uri(uri)}: {err}"
                 peer = peers[uri]
                 if isinstance(peer, str):
                     item.peer_reasons = [peer]
@@ -243,7 +244,8 @@ def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journa
             else:
                 plan.items.append(StartItem(uuid, guest, eff, StartAction.FAILED, str(err)))
         except Exception as err:  # noqa: BLE001 - one guest's problem must not cost the others
-            plan.items.append(StartItem(uuid, guest, eff, StartAction.FAILED, f"{type(err).__name__}: {err}"))
+            plan.items.append(StartItem(uuid, guest, eff, StartAction.FAILED,
+                                        f"{type(err).__name__}: {shown_error(err)}"))
     return plan
 
 
@@ -268,13 +270,13 @@ def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
                 "save_timeout": item.policy.save_timeout,
                 "note": item.note,
                 "sources": item.policy.sources,
-                "migrate_to": (item.policy.migrate_to or None) if "migrate" in item.chain else None,
+                "migrate_to": (redact(item.policy.migrate_to) or None) if "migrate" in item.chain else None,
                 "peer_can_take": None if item.peer_reasons is None else not item.peer_reasons,
                 "peer_reasons": item.peer_reasons or [],
             })
         groups.append(entries)
     return {
-        "uri": plan.uri,
+        "uri": redact(plan.uri),
         "groups": groups,
         "transient_not_handled": [g.name for g in plan.transient_left],
         "skipped": [g.name for g in plan.skipped],

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
+from .output import shown, shown_error
 from .records import dataclass, field
 from .settings import (
     CHAIN_WORDS,
@@ -63,11 +64,16 @@ def _bounded(parse: Callable[[str], Any], low: int, high: int) -> Callable[[str]
     return parse_bounded
 
 
-def _shown(text: str, limit: int = 40) -> str:
-    """A metadata value as quoted in a warning: long ones are cut."""
+SHOWN_LIMIT = 80  # characters of a metadata name or value quoted in a warning
+WARNED_UNKNOWN = 3  # unknown attributes named in a guest's warning; the others are counted
+
+
+def _shown(text: str, limit: int = SHOWN_LIMIT) -> str:
+    """A metadata name or value as quoted in a warning: escaped, and cut
+    after `limit` characters."""
     if len(text) <= limit:
-        return repr(text)
-    return f"{text[:20]!r}... ({len(text)} characters)"
+        return f"'{shown(text)}'"
+    return f"'{shown(text[:limit])}'... ({len(text)} characters)"
 
 
 def _parse_skip(text: str) -> bool:
@@ -132,22 +138,31 @@ def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
     try:
         element = ET.fromstring(xml)
     except ET.ParseError as err:
-        policy.warnings.append(f"guest {guest_name}: unreadable policy metadata ({err}); using host-wide settings")
+        policy.warnings.append(f"guest {shown(guest_name)}: unreadable policy metadata ({shown_error(err)}); "
+                               "using host-wide settings")
         return policy
+    unknown: list[str] = []
     for name, text in element.attrib.items():
         attribute = BY_ATTRIBUTE.get(name)
         if attribute is None:
-            policy.warnings.append(
-                f"guest {guest_name}: unknown policy attribute {_shown(name)}={_shown(text)}; ignored"
-            )
+            if len(unknown) < WARNED_UNKNOWN:
+                unknown.append(f"{_shown(name)}={_shown(text)}")
+            else:
+                unknown.append("")  # counted, not shown
             continue
         try:
             policy.values[name] = attribute.parse(text)
             policy.texts[name] = text
         except (ValueError, OverflowError) as err:  # SettingError, or a parser's own error
-            policy.warnings.append(
-                f"guest {guest_name}: policy {name}={_shown(text)} is not valid ({err}); using the host-wide setting"
-            )
+            # at most one line per known attribute: a handful
+            policy.warnings.append(f"guest {shown(guest_name)}: policy {name}={_shown(text)} is not valid "
+                                   f"({shown_error(err)}); using the host-wide setting")
+    # The unknown ones, however many the metadata carries: one line per guest.
+    if unknown:
+        named = ", ".join(text for text in unknown if text)
+        more = f" and {len(unknown) - WARNED_UNKNOWN} more" if len(unknown) > WARNED_UNKNOWN else ""
+        what = "attribute" if len(unknown) == 1 else f"{len(unknown)} attributes"
+        policy.warnings.insert(0, f"guest {shown(guest_name)}: unknown policy {what} {named}{more}; ignored")
     return policy
 
 
@@ -157,7 +172,8 @@ def read_policy(guest: Guest) -> GuestPolicy:
     try:
         xml = guest.metadata(NAMESPACE)
     except Exception as err:  # noqa: BLE001 - a policy must never stop the run
-        warning = f"guest {guest.name}: cannot read policy metadata ({err}); using host-wide settings"
+        warning = (f"guest {shown(guest.name)}: cannot read policy metadata ({shown_error(err)}); "
+                   "using host-wide settings")
         return GuestPolicy(warnings=[warning], gone=bool(getattr(err, "vanished", False)))  # VirtError.vanished
     return parse_policy(xml, guest.name)
 

@@ -17,7 +17,7 @@ import time
 from .config import Config
 from .engine import Context, close_all, connect_all
 from .migrated import Peers, ask_peer, bring_all_back
-from .output import Output, tr
+from .output import Output, shown, shown_error, shown_uri, tr
 from .plan import StartAction, StartItem, UriStartPlan, plan_start
 from .start_groups import execute
 from .start_ledger import StartLedger
@@ -174,7 +174,7 @@ class StartRun:
         if item.policy is not None and item.policy.on_boot == "start":
             return True
         if item.action == StartAction.FAILED:
-            self.ctx.out.warn(f"guest {item.guest.name if item.guest else item.uuid}: cannot tell whether its "
+            self.ctx.out.warn(f"guest {shown(item.guest.name) if item.guest else item.uuid}: cannot tell whether its "
                               f"policy says on_boot=start ({item.detail}); ignored like the others")
         return False
 
@@ -205,7 +205,7 @@ class StartRun:
             out.error(f"{err}; and the journal could not be written ({self.journal.write_error})")
         try:
             remove(paths.list_file)
-            kept = " ".join(f"{uri} {' '.join(uuids)};" for uri, uuids in remaining)
+            kept = " ".join(f"{shown_uri(uri)} {' '.join(uuids)};" for uri, uuids in remaining)
             out.error(f"removed the list file so that the next stop is not a no-op; not started: {kept}")
         except StateError as err:
             out.error(f"{err}: the next stop may do nothing; remove {paths.list_file} by hand")
@@ -228,7 +228,7 @@ def start(ctx: Context) -> int:
     try:
         return run.run()
     except Exception as err:  # noqa: BLE001 - a traceback here would hide that the guests need a stop
-        ctx.out.error(f"start stopped by an unexpected error: {type(err).__name__}: {err}")
+        ctx.out.error(f"start stopped by an unexpected error: {type(err).__name__}: {shown_error(err)}")
         if run.starting_recorded:
             ctx.out.error("the guests it started are still recorded: the next stop handles every running guest")
         run.mark_started()

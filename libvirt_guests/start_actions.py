@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 import libvirt
 
 from .outcomes import StartOutcome
-from .output import ERR, INFO, WARNING, tr
+from .output import ERR, INFO, WARNING, shown, tr
 from .plan import StartAction, StartItem
 from .virt import Guest, VirtError
 
@@ -54,7 +54,7 @@ class StartUnit:
         try:
             guest.sync_time()
         except VirtError as err:
-            self.out.warn(f"cannot sync the time of guest {guest.name}: {err}")
+            self.out.warn(f"cannot sync the time of guest {shown(guest.name)}: {err}")
 
 
 class Failed(StartUnit):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .engine import Countdown, Heartbeat, Workers, each_at_once
 from .outcomes import StartOutcome
-from .output import WARNING, tr
+from .output import WARNING, shown, shown_error, shown_uri, tr
 from .plan import StartAction, StartItem, UriStartPlan, decide_start
 from .start_actions import START_UNITS, StartUnit
 from .virt import Guest, Hypervisor, VirtError
@@ -45,8 +45,8 @@ class UriStart:
         try:
             self._run_groups()
         except Exception as err:  # noqa: BLE001 - the guests not yet handled wait for the next start
-            self.run.ctx.out.error(f"{self.hv.uri}: starting guests stopped by an unexpected error: "
-                                   f"{type(err).__name__}: {err}")
+            self.run.ctx.out.error(f"{shown_uri(self.hv.uri)}: starting guests stopped by an unexpected error: "
+                                   f"{type(err).__name__}: {shown_error(err)}")
             self.run.failed = True
             for item in self.plan.items:
                 if (self.hv.uri, item.uuid) not in self.run.ledger.outcomes:
@@ -72,7 +72,7 @@ class UriStart:
                           if item.policy and run.ledger.started(self.hv.uri, item)]
                 delay, name = max(delays, default=(0.0, ""))
                 if delay:
-                    run.pacing.sleep(delay, f"start_delay of guest {name}")
+                    run.pacing.sleep(delay, f"start_delay of guest {shown(name)}")
         finally:
             workers.close()
 
@@ -89,7 +89,7 @@ class UriStart:
         except Exception as err:  # noqa: BLE001 - one guest's problem stays with that guest
             name = item.guest.name if item.guest else item.uuid
             self.run.ctx.out.say(tr("Resuming guest $name: ", name=name)
-                                 + f"failed: unexpected error: {type(err).__name__}: {err}", level=WARNING)
+                                 + f"failed: unexpected error: {type(err).__name__}: {shown_error(err)}", level=WARNING)
             return StartOutcome.FAILED
 
     def act(self, item: StartItem, retried: bool = False) -> StartOutcome:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import Paths
 from .engine import Context
-from .output import Output, dump_json, tr
+from .output import Output, dump_json, shown, shown_uri, tr
 from .records import dataclass
 from .state import Journal, StateError, parse_list
 from .virt import Hypervisor, VirtError
@@ -215,7 +215,7 @@ def status(paths: Paths, out: Output, about: dict[str, Any], as_json: bool = Fal
     run = running(paths)
     migrated = _migrated(journal)
     if as_json:
-        out.say(dump_json({
+        out.block(dump_json({
             "state": state,
             "exit_code": code,
             "list": None if entries is None else [{"uri": uri, "uuids": uuids} for uri, uuids in entries],
@@ -229,9 +229,9 @@ def status(paths: Paths, out: Output, about: dict[str, Any], as_json: bool = Fal
     if run is not None:
         out.say(running_line(run))
     for guest in pending or []:
-        out.say(f"  {guest['name']} on {guest['uri']}: {guest['outcome']}")
+        out.say(f"  {shown(guest['name'])} on {shown_uri(guest['uri'])}: {guest['outcome']}")
     for guest in migrated or []:
-        out.say(f"  {guest['name']} of {guest['uri']}: migrated to {guest['peer']}")
+        out.say(f"  {shown(guest['name'])} of {shown_uri(guest['uri'])}: migrated to {shown_uri(guest['peer'])}")
     return code
 
 
@@ -286,13 +286,13 @@ def gueststatus(ctx: Context, about: dict[str, Any], as_json: bool = False) -> i
         report.append(entry)
         if as_json:
             continue
-        out.say(f"* {uri} URI:")
+        out.say(f"* {shown_uri(uri)} URI:")
         if not entry["connected"]:
-            out.error(f"failed to connect to {uri}: {entry['error']}")
+            out.error(f"failed to connect to {shown_uri(uri)}: {entry['error']}")
             out.say("")
             continue
-        rows = [[str(g["id"]), g["name"], g["state"]] for g in entry["guests"]]
-        out.say(format_table(["Id", "Name", "State"], rows))
+        rows = [[str(g["id"]), shown(g["name"]), g["state"]] for g in entry["guests"]]
+        out.block(format_table(["Id", "Name", "State"], rows))
     if as_json:
-        out.say(dump_json({"uris": report, **about}))
+        out.block(dump_json({"uris": report, **about}))
     return 0

@@ -42,7 +42,7 @@ from .engine import (
 )
 from .migrate import restore_autostart
 from .outcomes import Outcome, summary_counts
-from .output import INFO, WARNING, Output, tr
+from .output import INFO, WARNING, Output, shown, shown_error, shown_uri, tr
 from .plan import UriStopPlan, plan_stop
 from .records import replace
 from .state import GuestRecord, Journal, ListEntries, StateError, clear_marker, load_previous, remove, write_list
@@ -209,7 +209,7 @@ class StopRun:
         try:
             self._work()
         except Exception as err:  # noqa: BLE001 - reported; the calling thread still records
-            self.ctx.out.error(f"the stop met an unexpected error: {type(err).__name__}: {err}")
+            self.ctx.out.error(f"the stop met an unexpected error: {type(err).__name__}: {shown_error(err)}")
             self.failed = True
 
     def _work(self) -> None:
@@ -217,7 +217,8 @@ class StopRun:
         paths = self.ctx.paths
         hvs = connect_all(self.ctx, self.ctx.config.uris, retry_for=0)
         for uri, first in same_daemons(hvs):
-            self.ctx.out.say(f"{uri} is the same daemon as {first}: its guests are handled once, as {first}'s")
+            self.ctx.out.say(f"{shown_uri(uri)} is the same daemon as {shown_uri(first)}: its guests are handled "
+                             f"once, as {shown_uri(first)}'s")
             hv = hvs.pop(uri)
             if hv is not None:
                 hv.close()
@@ -293,10 +294,10 @@ def give_up(run: StopRun) -> None:
         if (record := run.journal.get(plan.uri, item.guest.uuid)) is not None and record.outcome == Outcome.PENDING
     ]
     if pending:
-        names = ", ".join(item.guest.name for _uri, item in pending)
+        names = ", ".join(shown(item.guest.name) for _uri, item in pending)
         what = f"guests {names}; they may still be running"
     else:
-        what = f"{run.stage} {' '.join(run.ctx.config.uris)}"
+        what = f"{run.stage} {' '.join(shown_uri(uri) for uri in run.ctx.config.uris)}"
     run.main_ctx.out.error(f"no answer from libvirt {why}: gave up waiting for {what}")
     for uri, item in pending:
         run.journal.update(uri, item.guest.uuid, outcome=Outcome.NOT_HANDLED, detail="no answer from libvirt")
@@ -342,17 +343,17 @@ def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, Ur
     for uri, plan in zip(connected, each_at_once(plan_one, connected), strict=False):
         if isinstance(plan, Exception):
             out.say(tr("Failed to list persistent guests on $uri", uri=uri), level=WARNING)
-            out.error(f"{uri}: {plan}")
+            out.error(f"{shown_uri(uri)}: {shown_error(plan)}")
             run.failed = True
             continue
-        names = ", ".join(g.name for g in plan.running)
+        names = ", ".join(shown(g.name) for g in plan.running)
         out.say(tr("Running guests on $uri URI: ", uri=uri) + (names or tr("no running guests.")))
         if plan.transient_left:
             msg = "Not suspending transient guests on URI: $uri: " if run.host_chain[0] == "suspend" else (
                 "Not shutting down transient guests on URI: $uri: ")
-            out.say(tr(msg, uri=uri) + ", ".join(g.name for g in plan.transient_left))
+            out.say(tr(msg, uri=uri) + ", ".join(shown(g.name) for g in plan.transient_left))
         for guest in plan.skipped:
-            out.say(f"Leaving guest {guest.name} alone: its policy says skip")
+            out.say(f"Leaving guest {shown(guest.name)} alone: its policy says skip")
         for warning in plan.warnings:
             out.warn(warning)
         for guest in plan.running:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import libvirt
 
+from .output import shown_error, shown_uri
 from .records import dataclass
 
 POLL_FALLBACK = 1.0  # seconds between state checks when no event arrives
@@ -39,7 +40,10 @@ STATE_NAMES = {
 
 
 class VirtError(Exception):
-    """A failed libvirt call, classified for the engines."""
+    """A failed libvirt call, classified for the engines. Its text is made
+    for printing: libvirt's message redacted and escaped (shown_error)."""
+
+    shown = True
 
     def __init__(self, message: str, *, vanished: bool = False, disconnected: bool = False) -> None:
         super().__init__(message)
@@ -75,7 +79,9 @@ def start_event_loop() -> None:
 
 
 def _message(err: libvirt.libvirtError) -> str:
-    return err.get_error_message() or str(err)
+    """libvirt's text, for printing: it may echo a URI with its credentials
+    or a guest's name (shown_error)."""
+    return shown_error(err.get_error_message() or str(err))
 
 
 # The credential types virsh's default authentication (virConnectAuthPtrDefault) offers.
@@ -181,7 +187,7 @@ class Hypervisor:
                 if not retryable or time.monotonic() >= deadline:
                     raise VirtError(_message(err), disconnected=True) from None
                 if on_retry and not told:
-                    on_retry(f"{self.uri}: {_message(err)}; retrying for up to {retry_for:g} s")
+                    on_retry(f"{shown_uri(self.uri)}: {_message(err)}; retrying for up to {retry_for:g} s")
                     told = True
                 time.sleep(0.5)
         with contextlib.suppress(libvirt.libvirtError):
@@ -251,7 +257,7 @@ class Hypervisor:
 
     def _require(self) -> libvirt.virConnect:
         if self.conn is None:
-            raise VirtError(f"not connected to {self.uri}", disconnected=True)
+            raise VirtError(f"not connected to {shown_uri(self.uri)}", disconnected=True)
         return self.conn
 
     # -- guests ------------------------------------------------------------
