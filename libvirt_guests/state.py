@@ -32,6 +32,10 @@ from .records import asdict, dataclass, field
 FILE_MODE = 0o600
 JOURNAL_VERSION = 2  # 1: one JSON document, no log (still read)
 MIGRATED = "migrated"  # the outcome of a guest the migrate action moved to a peer
+# The most read of any state file (list file, journal, its log): a journal of
+# ten thousand guests and their events is a few MiB; a larger file is damage
+# (or a file planted to fill the memory of a run at shutdown).
+MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
 class StateError(Exception):
@@ -117,8 +121,10 @@ def safe_read(path: Path) -> str | None:
     return None if data is None else data.decode("utf-8", errors="replace")
 
 
-def safe_read_bytes(path: Path) -> bytes | None:
-    """Bytes of a regular file owned by us, None if absent; never via a symlink."""
+def safe_read_bytes(path: Path, limit: int | None = None) -> bytes | None:
+    """Bytes of a regular file owned by us, None if absent; never via a
+    symlink. DamagedState if it is larger than limit (MAX_STATE_BYTES)."""
+    limit = MAX_STATE_BYTES if limit is None else limit
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -135,9 +141,12 @@ def safe_read_bytes(path: Path) -> bytes | None:
         raise UntrustedState(f"{path} belongs to uid {st.st_uid}, not to us; refusing to trust it")
     with os.fdopen(fd, "rb") as handle:
         try:
-            return handle.read()
+            data = handle.read(limit + 1)
         except OSError as err:
             raise StateError(f"cannot read {path}: {err.strerror}") from err
+    if len(data) > limit:
+        raise DamagedState(f"{path} is larger than {limit // (1024 * 1024)} MiB")
+    return data
 
 
 def remove(path: Path) -> None:
@@ -292,12 +301,26 @@ class GuestRecord:
         return self.outcome == MIGRATED
 
 
+# The type of each field of a guest record as the journal holds it: a record
+# whose field has another type (a number for a name, NaN for a flag, a list
+# for an outcome) is damage, refused at load rather than met by the run.
+_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "uri": str, "uuid": str, "name": str, "persistent": bool, "recorded": bool, "was_paused": bool,
+    "paused_by_us": bool, "outcome": str, "detail": str, "peer": str, "autostart_here": (bool, type(None)),
+}
+
+
 def _guest_of(data: object) -> GuestRecord:
     if not isinstance(data, dict):
         raise TypeError("a guest that is not a JSON object")
+    for name, value in data.items():
+        if name not in _RECORD_TYPES:
+            raise TypeError(f"a guest with an unknown field {shown(str(name))}")
+        if not isinstance(value, _RECORD_TYPES[name]):
+            raise TypeError(f"a guest whose {name} is a {type(value).__name__}")
     record = GuestRecord(**data)
-    if not (isinstance(record.uri, str) and isinstance(record.uuid, str)):
-        raise TypeError("a guest without URI or UUID")
+    if not (_URI.fullmatch(record.uri) and _UUID.fullmatch(record.uuid)):
+        raise TypeError("a guest without a valid URI or UUID")
     return record
 
 
@@ -386,8 +409,15 @@ def _replay(path: Path, name: str) -> list[GuestRecord]:
                 raise ValueError(f"line {number} is not a journal event")
             records.append(_guest_of(event["guest"]))
         return records
-    except (ValueError, KeyError, TypeError) as err:
-        raise DamagedState(f"{path} is damaged ({shown(str(err), 80)})") from err
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        raise DamagedState(f"{path} is damaged ({_damage(err)})") from err
+
+
+def _damage(err: Exception) -> str:
+    """What is wrong with a journal, for its one line."""
+    if isinstance(err, RecursionError):
+        return "nested too deep"
+    return shown(str(err), 80)
 
 
 class _Log:
@@ -510,8 +540,8 @@ class Journal:
             name = data["log"] if version == JOURNAL_VERSION else None
             if name is not None and not isinstance(name, str):
                 raise TypeError("a log name that is not a string")
-        except (ValueError, KeyError, TypeError) as err:
-            raise DamagedState(f"{path} is damaged ({shown(str(err), 80)})") from err
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
+            raise DamagedState(f"{path} is damaged ({_damage(err)})") from err
         if name is not None:
             records += _replay(log_path(path), name)
         return cls(path, data["phase"], {cls.key(r.uri, r.uuid): r for r in records})
@@ -684,6 +714,8 @@ def load_previous(list_file: Path, state_file: Path, warn: Callable[[str], None]
     problems: list[str] = []
     try:
         previous.entries = read_list(list_file, problems)
+    except DamagedState as err:  # too large to be one
+        warn(f"{err}; {_put_aside(list_file, 'damaged')}: the guests it names are not started from it")
     except StateError as err:
         previous.untrusted = True
         error(f"{err}; {_put_aside(list_file, 'untrusted')}: the guests it names are not started from it")
