@@ -67,8 +67,32 @@ def _temp_pattern(path: Path) -> re.Pattern[str]:
     return re.compile(rf"\.{re.escape(path.name)}\.[0-9]+\.[0-9a-f]{{8}}")
 
 
+def _replaceable(path: Path, directory: bool = False) -> None:
+    """StateError for what a misconfigured path may name and no run may
+    rename, replace or remove: a device (LIBVIRT_GUESTS_LIST_FILE=/dev/null;
+    only root makes one, so it was not planted), or a directory that is not
+    empty (=/var/lib/libvirt), unless directory. An empty directory, a
+    FIFO, a socket, a link or a file can go aside: nothing is lost."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return  # absent, or the operation itself says why not
+    mode = st.st_mode
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise StateError(f"{path} is {_what(st)}; left alone")
+    if stat.S_ISDIR(mode) and not directory:
+        try:
+            with os.scandir(path) as entries:
+                empty = next(entries, None) is None
+        except OSError:
+            empty = False
+        if not empty:
+            raise StateError(f"{path} is {_what(st)} that is not empty; left alone")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace path with data so that a crash leaves the old or the new file."""
+    _replaceable(path)
     directory = path.parent
     tmp = directory / _temp_name(path)
     try:
@@ -152,6 +176,7 @@ def safe_read_bytes(path: Path, limit: int | None = None) -> bytes | None:
 def remove(path: Path) -> None:
     """Remove path durably (the directory is synced); absent is fine. A
     state file's journal log (PATH.log) goes with it."""
+    _replaceable(path)
     try:
         path.unlink()
     except FileNotFoundError:
@@ -167,9 +192,11 @@ def remove(path: Path) -> None:
         raise StateError(f"cannot remove {path}: {err.strerror}") from err
 
 
-def set_aside(path: Path, kind: str) -> Path:
+def set_aside(path: Path, kind: str, directory: bool = False) -> Path:
     """Rename path (a link is renamed, never followed) to PATH.KIND-STAMP, so
-    nothing is lost and the run can go on without it."""
+    nothing is lost and the run can go on without it. Only a regular file
+    or a link (or, if directory, a directory): see _replaceable."""
+    _replaceable(path, directory)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     for attempt in range(1000):
         target = path.with_name(f"{path.name}.{kind}-{stamp}" + (f".{attempt}" if attempt else ""))
@@ -693,9 +720,9 @@ class Previous:
         return RESUME_MESSAGES.get(self.phase or "", "")
 
 
-def _put_aside(path: Path, kind: str) -> str:
+def _put_aside(path: Path, kind: str, directory: bool = False) -> str:
     try:
-        return f"set aside as {set_aside(path, kind)}"
+        return f"set aside as {set_aside(path, kind, directory)}"
     except StateError as err:
         return f"{err}; ignoring it"
 
@@ -802,8 +829,10 @@ def touch_marker(path: Path) -> str | None:
                 return f"cannot update the lock file {path}: {err.strerror}"
             return None
         try:
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):  # only root makes one: not planted
+                return f"{path} is {_what(st)}; left alone: `status` will not say started"
             if stat.S_ISDIR(st.st_mode):
-                note = f"{path} was {_what(st)}; {_put_aside(path, 'untrusted')}"
+                note = f"{path} was {_what(st)}; {_put_aside(path, 'untrusted', directory=True)}"
             else:
                 path.unlink()
                 note = f"{path} was {_what(st)}; replaced by the lock file"
@@ -826,7 +855,7 @@ def clear_marker(path: Path) -> str | None:
         return None
     except OSError as err:
         return f"cannot look at the lock file {path}: {err.strerror}"
-    if stat.S_ISDIR(st.st_mode):
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         return f"{path} is {_what(st)}, not a lock file; left alone (`status` does not count it)"
     try:
         path.unlink()

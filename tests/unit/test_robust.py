@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -399,3 +400,40 @@ def test_ctrl_c_while_a_report_reads_the_configuration(files: Files, driver: Dri
     except KeyboardInterrupt:
         pytest.fail("KeyboardInterrupt escaped")
     assert result.code == 130 and "interrupted" in result.err
+
+
+# --- 5. a state path that names something no run may move --------------------------------------------------------
+
+
+def _device(path: Path) -> None:
+    """A character device like /dev/null, in the test's own folder (so the old
+    code's damage is done to this copy only)."""
+    os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+
+
+@pytest.mark.parametrize("which", ["list_file", "state_file", "lock_file"])
+def test_a_device_at_a_state_path_is_never_renamed_replaced_or_removed(files: Files, driver: Driver, run,
+                                                                         which: str) -> None:
+    """LIBVIRT_GUESTS_LIST_FILE=/dev/null: the old code renamed the device,
+    then wrote a regular file in its place (or unlinked it)."""
+    dom = driver.guest()
+    path = getattr(files, which)
+    _device(path)
+    for command in ("stop", "start", "stop"):
+        result = run(command)
+        assert "Traceback" not in result.err
+        assert stat.S_ISCHR(os.lstat(path).st_mode), f"{command} replaced the device"
+        assert not _set_aside(path)
+    assert driver.state(dom) == "saved"
+
+
+def test_a_directory_that_is_not_empty_at_the_list_path_is_left_alone(files: Files, driver: Driver, run) -> None:
+    """LIBVIRT_GUESTS_LIST_FILE=/var/lib/libvirt: never renamed (an empty one
+    still goes aside, as before)."""
+    dom = driver.guest()
+    files.list_file.mkdir()
+    (files.list_file / "images").write_text("precious")
+    result = run("stop")
+    assert driver.state(dom) == "saved"
+    assert (files.list_file / "images").read_text() == "precious" and not _set_aside(files.list_file)
+    assert result.code == 1 and "left alone" in result.err
