@@ -535,12 +535,14 @@ EXIT_CODES: dict[int, str] = {
     EXIT_FAIL: "a guest could not be handled (left running, failed to save, start or power off), a URI could not "
                "be listed, libvirt did not answer by the stop deadline, another invocation held the run lock too "
                "long, or a state file could not be written (a stop handles the guests all the same)",
-    EXIT_USAGE: "usage error: the usage lines, then what was wrong",
+    EXIT_USAGE: "usage error: the usage lines, then what was wrong; start, stop, shutdown and the restarts instead "
+                "ignore an extra word or unknown option (one error line), handle the guests, and exit 2 at the end",
     EXIT_STOPPED: "status: stopped (with or without saved guests)",
     EXIT_UNKNOWN: "status: unknown (a file it depends on cannot be examined, e.g. by a user without access)",
     EXIT_NOT_CONFIGURED: "not configured: a configuration value the command uses is not valid (SHUTDOWN_TIMEOUT "
-                         "below 0 among them); stop and start still handle the guests, with the value each error "
-                         "line names, then exit 6 (6 wins over 1); check-config exits 6 for any problem",
+                         "below 0 among them), or for start and stop an option value or LIBVIRT_GUESTS_LOCK_WAIT; "
+                         "stop and start still handle the guests, with the value each error line names, then exit 6 "
+                         "(6 wins over 2 and 1); check-config exits 6 for any problem",
     EXIT_SIGINT: "interrupted by SIGINT (Ctrl-C): no new action was begun, the actions under way had up to 10 s "
                  "(a save still running then was aborted), the state was recorded (the next stop finishes an "
                  "interrupted one), then the run lock was released; wins over 6 and 1",
