@@ -587,6 +587,10 @@ def run() -> None:
     except BrokenPipeError:
         discard_stdout()
         code = EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:  # Ctrl-C before main() could note it (at import): no traceback either
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write("libvirt-guests: error: interrupted\n")
+        code = EXIT_SIGINT
     with contextlib.suppress(OSError, ValueError):  # nowhere left to say it
         sys.stderr.flush()
     os._exit(code)

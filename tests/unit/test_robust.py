@@ -437,3 +437,13 @@ def test_a_directory_that_is_not_empty_at_the_list_path_is_left_alone(files: Fil
     assert driver.state(dom) == "saved"
     assert (files.list_file / "images").read_text() == "precious" and not _set_aside(files.list_file)
     assert result.code == 1 and "left alone" in result.err
+
+
+def test_ctrl_c_before_main_notes_it_is_no_traceback() -> None:
+    """A SIGINT before main() installs anything (while modules load): the
+    entry point ends with 130 and one line."""
+    script = ("import os, signal; from libvirt_guests import cli; "
+              "cli.main = lambda: os.kill(os.getpid(), signal.SIGINT) or 0; cli.run()")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert result.stderr == "libvirt-guests: error: interrupted\n"
