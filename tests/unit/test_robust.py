@@ -12,6 +12,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -447,3 +448,16 @@ def test_ctrl_c_before_main_notes_it_is_no_traceback() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert result.stderr == "libvirt-guests: error: interrupted\n"
+
+
+def test_a_nul_in_a_uri_of_uris_is_one_unreachable_uri(files: Files, driver: Driver, run) -> None:
+    """libvirt-python raised ValueError (embedded null character) in the
+    opening thread: a traceback, then the stop waited CONNECT_TIMEOUT (30 s)
+    for an answer that never came."""
+    dom = driver.guest()
+    files.write_config(URIS=f"{TEST_URI} qemu:///x\0y")
+    began = time.monotonic()
+    result = run("stop")
+    assert time.monotonic() - began < 10
+    assert driver.state(dom) == "saved" and "Traceback" not in result.err
+    assert "Can't connect to qemu:///x" in result.out
