@@ -461,3 +461,26 @@ def test_a_nul_in_a_uri_of_uris_is_one_unreachable_uri(files: Files, driver: Dri
     assert time.monotonic() - began < 10
     assert driver.state(dom) == "saved" and "Traceback" not in result.err
     assert "Can't connect to qemu:///x" in result.out
+
+
+LIST_JUNK = {
+    "NUL bytes": b"test:///default \0\0\0\n\0\n",
+    "invalid UTF-8": b"test:///default \xff\xfe" + _UUID.encode() + b"\n\xc3\n",
+    "a line of a megabyte": b"test:///default " + b"x" * 1024 * 1024 + b"\n",
+    "nested brackets": b"[" * 100_000 + b"\n",
+    "a URI of 5000 digits": HUGE.encode() + b" " + _UUID.encode() + b"\n",
+    "random bytes": bytes(range(256)) * 64,
+}
+
+
+@pytest.mark.parametrize("junk", list(LIST_JUNK))
+def test_a_list_file_of_junk_never_stops_a_run(files: Files, driver: Driver, run, junk: str) -> None:
+    """What the list file survived already (checked, not changed): the junk
+    is dropped word by word, start and stop go on, status answers."""
+    dom = driver.guest()
+    _write_private(files.list_file, LIST_JUNK[junk])
+    assert run("status").code == 3
+    result = run("start")
+    assert result.code in (0, 1) and "Traceback" not in result.err
+    assert run("stop").code == 0 and driver.state(dom) == "saved"
+    assert run("start").code == 0 and driver.state(dom) == "running"
