@@ -270,8 +270,9 @@ def _acting(inv: Invocation, verb: Command, args: list[str]) -> Invocation:
     faults = []
     for fault in inv.faults:
         if fault.dest == "defaults":
-            fault = Fault(f"{fault.message}; using the {inv.flavour.name} defaults ({inv.flavour.detail})",
-                          value=True, dest="defaults")
+            used = (inv.flavour.describe() if inv.flavour.name in FLAVOURS
+                    else "upstream (the environment's is not valid)")
+            fault = Fault(f"{fault.message}; using the defaults {used}", value=True, dest="defaults")
         elif not fault.value:
             fault = Fault(f"{fault.message}; ignored")
         faults.append(fault)

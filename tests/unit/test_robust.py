@@ -290,7 +290,7 @@ def test_a_file_of_a_gigabyte_is_not_read_whole(files: Files, driver: Driver, ru
     (["stop", "--lock-wait", "5s"], 6, "--lock-wait='5s' is not valid: expected a number of seconds, 0 or more; "
                                        "using 300, the default"),
     (["--defaults", "debain", "stop"], 6, "--defaults='debain' is not valid: expected upstream or debian "
-                                          "(did you mean debian?); using the upstream defaults"),
+                                          "(did you mean debian?); using the defaults upstream ("),
     (["stop", "now"], 2, "stop takes no arguments (got 'now'); ignored"),
     (["stop", "--bogus"], 2, "unknown option --bogus; ignored"),
     (["stop", "--json"], 2, "not to stop; ignored"),
@@ -484,3 +484,14 @@ def test_a_list_file_of_junk_never_stops_a_run(files: Files, driver: Driver, run
     assert result.code in (0, 1) and "Traceback" not in result.err
     assert run("stop").code == 0 and driver.state(dom) == "saved"
     assert run("start").code == 0 and driver.state(dom) == "running"
+
+
+def test_a_bad_defaults_option_over_a_bad_environment_says_upstream(files: Files, driver: Driver, run,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    dom = driver.guest()
+    monkeypatch.setenv("LIBVIRT_GUESTS_DEFAULTS", "bogus")
+    result = run("--defaults", "x", "stop")
+    assert result.code == 6 and driver.state(dom) == "saved"
+    assert "--defaults='x' is not valid: expected upstream or debian; using the defaults upstream (the " \
+        "environment's is not valid)" in result.err
+    assert "LIBVIRT_GUESTS_DEFAULTS='bogus'" in result.err
