@@ -104,7 +104,7 @@ def _with_lock(ctx: Context, wait: float, action: Callable[[], int], required: b
 
     lock = RunLock(ctx.paths.run_lock)
     try:
-        lock.acquire(wait, ctx.out.warn)
+        lock.acquire(wait, ctx.out.warn, ctx.interrupt.is_set)
     except RunLockBusy:
         raise
     except StateError as err:

@@ -899,7 +899,10 @@ class RunLock:
                     return fd
             raise StateError(f"cannot open run lock {self.path}: {err.strerror}") from err
 
-    def acquire(self, wait: float, on_wait: Callable[[str], None]) -> None:
+    def acquire(self, wait: float, on_wait: Callable[[str], None],
+                interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Take the lock, waiting up to `wait` s; RunLockBusy past it, or as
+        soon as interrupted() (a signal: the run ends without acting)."""
         fd = self._open()
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
@@ -913,6 +916,10 @@ class RunLock:
                 break
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if interrupted():
+                    os.close(fd)
+                    raise RunLockBusy(f"another libvirt-guests (pid {holder}) is still running; "
+                                      "interrupted while waiting for it") from None
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise RunLockBusy(

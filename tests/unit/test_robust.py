@@ -5,6 +5,7 @@ Each test names the fault it covers; each failed on the code before the fix."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -495,3 +497,27 @@ def test_a_bad_defaults_option_over_a_bad_environment_says_upstream(files: Files
     assert "--defaults='x' is not valid: expected upstream or debian; using the defaults upstream (the " \
         "environment's is not valid)" in result.err
     assert "LIBVIRT_GUESTS_DEFAULTS='bogus'" in result.err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_waiting_for_the_run_lock_ends_the_wait(files: Files, driver: Driver, run,
+                                                               signum: int) -> None:
+    """Signals are noted from before the configuration is read: the wait for
+    another run's lock must look at them too (else it went on for
+    --lock-wait seconds). No guest is touched; exit 128 + N."""
+    dom = driver.guest()
+    lock_path = Path(f"{files.state_file}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signum))
+    try:
+        timer.start()
+        began = time.monotonic()
+        result = _guarded(run, "stop", "--lock-wait", "60")
+        took = time.monotonic() - began
+    finally:
+        timer.cancel()
+        os.close(fd)
+    assert result.code == 128 + signum, result.err
+    assert took < 10 and driver.state(dom) == "running"
+    assert "interrupted while waiting" in result.err
