@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .config import Config, Paths, Problem, load
+from .config import Config, Paths, Problem, load, shown_value
 from .output import Output, redact, shown
 from .settings import BY_NAME, SETTINGS, Setting, default_for
 
@@ -41,7 +41,7 @@ def original_notes(config: Config) -> list[str]:
     for problem in config.problems:
         setting = BY_NAME.get(problem.variable or "")
         if problem.kind == "value" and setting is not None and setting.explain is not None:
-            notes.append(f"{setting.name}={problem.value!r}: {setting.explain(problem.value or '')}")
+            notes.append(f"{setting.name}={shown_value(problem.value or '')}: {setting.explain(problem.value or '')}")
     chain = config.on_shutdown
     if config.sources.get("ON_SHUTDOWN") != "default" and chain not in (("suspend",), ("shutdown",)):
         legacy = "shutdown" if config.texts["ON_SHUTDOWN"] == "shutdown" else "suspend"
@@ -61,11 +61,11 @@ def canonical_notes(config: Config) -> list[str]:
             continue
         value = getattr(config, setting.attr)
         if isinstance(value, bool):
-            notes.append(f"{setting.name}={text!r} means {_describe(setting, value)}: as in the original, "
+            notes.append(f"{setting.name}={shown_value(text)} means {_describe(setting, value)}: as in the original, "
                          "anything but 0 is on; write 1 for on, 0 for off")
         else:
-            notes.append(f"{setting.name}={text!r} is read as the original read it, {_describe(setting, value)}; "
-                         f"write {value_text(value)} to say so")
+            notes.append(f"{setting.name}={shown_value(text)} is read as the original read it, "
+                         f"{_describe(setting, value)}; write {value_text(value)} to say so")
     return notes
 
 
@@ -165,9 +165,9 @@ def check_config(
     for name, entry in settings.items():
         comment = entry["source"]
         if name in bad:
-            comment += f": {bad[name].value!r} is not valid, this is used instead"
+            comment += f": {shown_value(bad[name].value or '')} is not valid, this is used instead"
         elif "text" in entry:
-            comment += f": written {entry['text']!r}"
+            comment += f": written {shown_value(str(entry['text']))}"
         out.say(f"{name:<{width}} = {entry['value']!r:<24} # {comment}")
     for note in notes:
         out.say(f"note: {note}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -43,7 +43,7 @@ from .settings import (
 # neither start nor status, the plan's and policy's code stays out of both.
 if TYPE_CHECKING:
     from .config import Config
-    from .engine import Context
+    from .engine import Context, Interrupt
 
 __all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]
 
@@ -51,6 +51,7 @@ EXIT_BROKEN_PIPE = 141  # standard output closed before the usage line was out (
 # After a signal, the process ends this long after the actions' own bound even
 # if the work has not (a start does not yet look at the signal itself).
 BACKSTOP = 5.0
+DEFAULT_LOCK_WAIT = 300
 
 
 def usage_line() -> str:
@@ -103,7 +104,7 @@ def _with_lock(ctx: Context, wait: float, action: Callable[[], int], required: b
 
     lock = RunLock(ctx.paths.run_lock)
     try:
-        lock.acquire(wait, ctx.out.warn)
+        lock.acquire(wait, ctx.out.warn, ctx.interrupt.is_set)
     except RunLockBusy:
         raise
     except StateError as err:
@@ -434,27 +435,84 @@ def main(argv: list[str] | None = None) -> int:
         opts = parse(argv)
     except UsageError as err:
         return _usage_error(out, str(err))
-    early = _early(out, opts)
+    try:
+        early = _early(out, opts)
+    except KeyboardInterrupt:  # Ctrl-C while a report read its configuration
+        out.error("interrupted")
+        return EXIT_SIGINT
     if early is not None:
         return early
     command = opts.command
     assert command is not None
-    paths = Paths.resolve(opts.config, opts.list_file, opts.lock_file, opts.state_file)
+    from .engine import Interrupt
+
+    # Before anything is read: a signal from here on is the run's, as one
+    # during the run (no new action begun, the state recorded, 130 or 143).
+    interrupt = Interrupt()
+    with _signals_noted(interrupt):
+        return _act(out, opts, Command(command), interrupt)
+
+
+@contextlib.contextmanager
+def _signals_noted(interrupt: Interrupt) -> Iterator[None]:
+    """SIGINT and SIGTERM only noted in interrupt while the block runs (in
+    the main thread; elsewhere they cannot be handled)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, _frame: interrupt.set(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        lock_wait = opts.lock_wait if opts.lock_wait is not None else parse_lock_wait(
-            os.environ.get(ENV_LOCK_WAIT, "300"), ENV_LOCK_WAIT)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _lock_wait(out: Output, opts: Invocation) -> tuple[float, bool]:
+    """--lock-wait, else LIBVIRT_GUESTS_LOCK_WAIT, else the default; True
+    when a value given was not valid (one error line; the run exits 6)."""
+    failed = False
+    text = os.environ.get(ENV_LOCK_WAIT)
+    try:
+        from_env = parse_lock_wait(text or str(DEFAULT_LOCK_WAIT), ENV_LOCK_WAIT)
+        used = f"{_number(from_env)}, from {ENV_LOCK_WAIT}" if text else f"{DEFAULT_LOCK_WAIT}, the default"
     except UsageError as err:  # nan would never time out, inf never either
-        out.error(str(err))
-        return EXIT_USAGE
+        from_env, used = DEFAULT_LOCK_WAIT, f"{DEFAULT_LOCK_WAIT}, the default"
+        if opts.lock_wait is None:
+            out.error(f"{err}; using {used}")
+            failed = True
+    for fault in opts.faults:
+        if fault.dest == "lock_wait":
+            out.error(f"{fault.message}; using {used}")
+            failed = True
+    return (opts.lock_wait if opts.lock_wait is not None else from_env), failed
+
+
+def _act(out: Output, opts: Invocation, command: Command, interrupt: Interrupt) -> int:
+    """A command that acts on guests: whatever its command line, environment
+    and configuration say, it handles them; each thing it could not use is
+    one error line, and it exits 6 (a value), else 2 (a word) at the end."""
     from .engine import Context
     from .state import StateError
     from .virt import VirtError
 
+    words_failed = False
+    for fault in opts.faults:
+        if fault.dest != "lock_wait":
+            out.error(fault.message)
+            words_failed = words_failed or not fault.value
+    values_failed = any(fault.value and fault.dest != "lock_wait" for fault in opts.faults)
+    lock_wait, lock_wait_failed = _lock_wait(out, opts)
+    paths = Paths.resolve(opts.config, opts.list_file, opts.lock_file, opts.state_file)
     config = load(paths, flavour=opts.defaults)
     config_failed = _report_config(out, config, command, paths)
-    ctx = Context(config, paths, out)
+    ctx = Context(config, paths, out, interrupt)
     try:
-        code = _dispatch(ctx, Command(command), lock_wait)
+        code = _dispatch(ctx, command, lock_wait)
     except (StateError, VirtError) as err:
         out.error(str(err))
         code = EXIT_FAIL
@@ -464,8 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     if ctx.interrupt.is_set():
         return ctx.interrupt.exit_code  # 130 or 143: the run did not complete
     # The guests were handled whatever the configuration said; a value the
-    # command used that was not valid makes it exit 6 (6 wins over 1).
-    return EXIT_NOT_CONFIGURED if config_failed else code
+    # command used that was not valid makes it exit 6 (6 wins over 2 and 1).
+    if config_failed or values_failed or lock_wait_failed:
+        return EXIT_NOT_CONFIGURED
+    return EXIT_USAGE if words_failed else code
 
 
 def _report_config(out: Output, config: Config, command: str, paths: Paths) -> bool:
@@ -536,6 +596,10 @@ def run() -> None:
         code = EXIT_BROKEN_PIPE
     except (OSError, ValueError):  # EIO, ENOSPC on what print() left buffered: the command's code stands
         discard_stdout()
+    except KeyboardInterrupt:  # Ctrl-C before main() could note it (at import): no traceback either
+        with contextlib.suppress(Exception):
+            sys.stderr.write("libvirt-guests: error: interrupted\n")
+        code = EXIT_SIGINT
     with contextlib.suppress(Exception):  # nowhere left to say it
         sys.stderr.flush()
     os._exit(code)

@@ -71,6 +71,17 @@ class UsageError(Exception):
     """Exit 2: the original's usage line, then this reason."""
 
 
+@dataclass(frozen=True)
+class Fault:
+    """Something on the command line that cannot be used. A command that
+    acts on guests (stop above all: it runs once, unattended, at shutdown)
+    says it on one line and goes on without it; any other refuses (exit 2)."""
+
+    message: str
+    value: bool = False  # an option's value (the run exits 6), else a word (exit 2)
+    dest: str = ""  # the option whose value it is
+
+
 @dataclass
 class PolicyArgs:
     guest: str
@@ -99,6 +110,8 @@ class Invocation:
     which: str = "stop"  # plan
     check_file: str | None = None  # check-config
     policy: PolicyArgs | None = None
+    # What cannot be used (only ever set for a command that acts on guests).
+    faults: list[Fault] = field(default_factory=list)
 
 
 def program_name() -> str:
@@ -144,7 +157,8 @@ def parse_lock_wait(text: str, what: str = "--lock-wait") -> float:
 
 def _split_options(argv: list[str], inv: Invocation) -> list[str]:
     """Take the global options out of argv, wherever they are; the other
-    words, in order, are the command and its arguments."""
+    words, in order, are the command and its arguments. What cannot be used
+    goes to inv.faults (the option is then left unset)."""
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -158,16 +172,24 @@ def _split_options(argv: list[str], inv: Invocation) -> list[str]:
         if option is None:
             rest.append(word)
             continue
-        taken, i = _option_value(flag, option.metavar, eq, value, argv, i)
+        try:
+            taken, i = _option_value(flag, option.metavar, eq, value, argv, i)
+        except UsageError as err:  # a switch given a value, a value missing
+            inv.faults.append(Fault(str(err)))
+            continue
         if taken is None:
             setattr(inv, option.dest, True)
             continue
         value = taken
         if option.dest == "defaults" and value not in FLAVOURS:
-            raise UsageError(f"--defaults={value!r} is not valid: expected upstream or debian"
-                             + _near(value, list(FLAVOURS)))
+            inv.faults.append(Fault(f"--defaults={value!r} is not valid: expected upstream or debian"
+                                    + _near(value, list(FLAVOURS)), value=True, dest="defaults"))
+            continue
         if option.dest == "lock_wait":
-            inv.lock_wait = parse_lock_wait(value)
+            try:
+                inv.lock_wait = parse_lock_wait(value)
+            except UsageError as err:
+                inv.faults.append(Fault(str(err), value=True, dest="lock_wait"))
             continue
         setattr(inv, option.dest, value)
     return rest
@@ -233,29 +255,70 @@ def _parse_policy(args: list[str]) -> PolicyArgs:
     return PolicyArgs(guest, uri, changes, clear)
 
 
+def _refuse(inv: Invocation) -> None:
+    """Exit 2 for the first fault: for a command that does not act on guests."""
+    if inv.faults:
+        raise UsageError(inv.faults[0].message)
+
+
+def _acting(inv: Invocation, verb: Command, args: list[str]) -> Invocation:
+    """start, stop, shutdown and the restarts: what cannot be used is a fault
+    each (said on one line, then ignored), never a reason to leave the guests
+    unhandled: at host shutdown that would have them killed. The original
+    read only its first word."""
+    assert inv.flavour is not None
+    faults = []
+    for fault in inv.faults:
+        if fault.dest == "defaults":
+            used = (inv.flavour.describe() if inv.flavour.name in FLAVOURS
+                    else "upstream (the environment's is not valid)")
+            fault = Fault(f"{fault.message}; using the defaults {used}", value=True, dest="defaults")
+        elif not fault.value:
+            fault = Fault(f"{fault.message}; ignored")
+        faults.append(fault)
+    if inv.json:
+        json_commands = ", ".join(c for c in Command if c.takes_json())
+        faults.append(Fault(f"--json applies to {json_commands}; not to {verb}; ignored"))
+        inv.json = False
+    try:
+        _no_arguments(verb, args)
+    except UsageError as err:
+        faults.append(Fault(f"{err}; ignored"))
+    inv.faults = faults
+    return inv
+
+
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> Invocation:
-    """The invocation argv asks for; UsageError (exit 2) with the reason."""
+    """The invocation argv asks for; UsageError (exit 2) with the reason. For
+    a command that acts on guests, what cannot be used is in .faults instead."""
     inv = Invocation()
     rest = _split_options(argv, inv)
     inv.flavour = resolve(inv.defaults, environ)
     inv.defaults = inv.flavour.name
     if inv.help or inv.version:
+        _refuse(inv)
         return inv
     if not rest:
+        _refuse(inv)
         raise UsageError("no command given")
     command, args = rest[0], rest[1:]
     inv.command, inv.args = command, args
     if command == COMPLETE_GUESTS:  # [--uri URI]: never an error, the shell shows none
         uri = args[args.index("--uri") + 1] if args[:-1].count("--uri") else None
         inv.policy = PolicyArgs("", uri)
+        inv.faults = []
         return inv
     try:
         verb = Command(command)
     except ValueError:
+        _refuse(inv)
         if command.startswith("-"):
             raise UsageError(f"unknown option {command}" + _near(command, [o.flag for o in OPTIONS])) from None
         raise UsageError(f"unknown command {command!r}" + _near(command, list(Command))) from None
     inv.command = verb
+    if verb.operations():
+        return _acting(inv, verb, args)
+    _refuse(inv)
     if inv.json and not verb.takes_json():
         json_commands = ", ".join(c for c in Command if c.takes_json())
         raise UsageError(f"--json applies to {json_commands}; not to {command}")

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import shellfile
+from .output import redact
 from .records import dataclass, field
 from .settings import BY_NAME, COMMANDS, OBSOLETE, SETTINGS, Command, Setting, SettingError, default_for
 
@@ -30,6 +31,11 @@ ENV_LOCK_FILE = "LIBVIRT_GUESTS_LOCK_FILE"
 ENV_STATE_FILE = "LIBVIRT_GUESTS_STATE_FILE"
 ENV_DEFAULTS = "LIBVIRT_GUESTS_DEFAULTS"
 FLAVOURS = ("upstream", "debian")
+# The most read of a configuration file: the original's is a few KiB; a
+# larger one is not a configuration (a 2 GB file, /dev/zero) and is not read.
+MAX_CONFIG_BYTES = 1024 * 1024
+# A value quoted in a problem's line is cut to this many characters.
+SHOWN_VALUE = 80
 
 # What the original script has set when it sources the file (besides its
 # defaults), so that `$sysconfdir` in the file reads as it did there.
@@ -45,6 +51,16 @@ ORIGINAL_SCRIPT_VARIABLES = {
 
 class ConfigError(Exception):
     """A configuration that cannot be used: exit 6 (LSB 'not configured')."""
+
+
+def shown_value(text: str) -> str:
+    """A value quoted on one line: its credentials redacted, repr (which
+    escapes what cannot be printed), cut to SHOWN_VALUE characters (a value
+    of the environment or the file can be megabytes long)."""
+    text = redact(text)
+    if len(text) <= SHOWN_VALUE:
+        return repr(text)
+    return f"{text[:SHOWN_VALUE]!r}...({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,7 @@ class Problem:
             used = self.used or ""
             shown = used if re.fullmatch(r"[0-9]+(\.[0-9]+)?", used) else repr(used)
             how = "as the original script reads it" if self.as_original else "the default"
-            text = (f"{self.variable}={self.value!r} (from {self.where}) is not valid: {self.reason}; "
+            text = (f"{self.variable}={shown_value(self.value or '')} (from {self.where}) is not valid: {self.reason}; "
                     f"using {shown}, {how}")
         return text.replace("\n", "\\n").replace("\r", "\\r")
 
@@ -191,12 +207,29 @@ def original_scope(flavour: str, environ: dict[str, str] | os._Environ[str]) -> 
     return scope
 
 
+def _read_bounded(path: Path) -> bytes:
+    """The bytes of a configuration file; OSError (its strerror the reason)
+    for anything that is not a file to read whole: a directory, a FIFO (which
+    would block the stop), a device, more than MAX_CONFIG_BYTES."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(0, "it is a directory")
+        if not (stat.S_ISREG(mode) or path == Path(os.devnull)):
+            raise OSError(0, "it is not a regular file")
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise OSError(0, f"it is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    return data
+
+
 def read_file(path: Path, flavour: str = "upstream", environ: Mapping[str, str] | None = None) -> FileReading:
     """Read a configuration file as the original's /bin/sh would (nothing is run)."""
     env = os.environ if environ is None else environ
     reading = FileReading(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_bounded(path)
     except FileNotFoundError:
         reading.problems.append(Problem("file", str(path), f"configuration file {path} does not exist; "
                                         "using the defaults (and the environment)"))
@@ -287,7 +320,12 @@ def _value(setting: Setting, text: str, source: str, where: str, flavour: str) -
         return setting.parse(text), None
     except SettingError as err:
         reason = str(err)
-    legacy = setting.legacy(text) if setting.legacy else None
+    except Exception as err:  # noqa: BLE001 - a fault of one parser must not keep a stop from its guests
+        reason = f"it cannot be read ({type(err).__name__}); expected {setting.accepts}"
+    try:
+        legacy = setting.legacy(text) if setting.legacy else None
+    except Exception:  # noqa: BLE001 - as above: the default is used
+        legacy = None
     used = legacy if legacy is not None else default_for(setting, flavour)
     negative_timeout = setting.name == "SHUTDOWN_TIMEOUT" and re.fullmatch(r"\s*-[0-9]+\s*", text)
     return setting.parse(used), Problem(
@@ -309,7 +347,12 @@ def load(paths: Paths, environ: dict[str, str] | None = None, flavour: str | Non
     reading = FileReading()
     warnings: list[str] = []
     if paths.config is not None:
-        reading = read_file(paths.config, chosen, env)
+        try:
+            reading = read_file(paths.config, chosen, env)
+        except Exception as err:  # noqa: BLE001 - a fault of the reader: the defaults, and say so
+            reading = FileReading(paths.config, problems=[Problem(
+                "file", str(paths.config), f"cannot read configuration file {paths.config} "
+                f"({type(err).__name__}); using the defaults (and the environment)")])
         problems += reading.problems
         warnings += reading.warnings
         if os.geteuid() == 0 and not reading.problems:

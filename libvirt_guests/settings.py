@@ -83,18 +83,37 @@ MAX_SECONDS = 2**31 - 1
 MAX_START_DELAY = 86400 * 365
 
 
+def _whole(text: str, signed: bool = False) -> int | None:
+    """A whole number as the shell's test reads it (surrounding blanks, leading
+    zeros and, if signed, a sign taken), or None for any other text. Its
+    digits are counted before int() sees them: int() refuses more than 4,300
+    (ValueError), and any value past 10 digits is out of every range here
+    anyway, so one is returned that is (dash's test refuses such a number
+    too, "Illegal number", unless its digits past the tenth are leading zeros)."""
+    match = (_SIGNED_INT if signed else _INT).fullmatch(text.strip())
+    if match is None:
+        return None
+    digits = match[0].lstrip("+-").lstrip("0") or "0"
+    sign = -1 if match[0].startswith("-") else 1
+    if len(digits) > len(str(MAX_SECONDS)):
+        return sign * (MAX_SECONDS + 1)
+    return sign * int(digits)
+
+
 def parse_seconds(text: str) -> int:
     """Whole seconds, 0 or more."""
-    if not _INT.fullmatch(text.strip()) or int(text) > MAX_SECONDS:
+    value = _whole(text)
+    if value is None or value > MAX_SECONDS:
         raise SettingError(f"expected a whole number of seconds, 0 to {MAX_SECONDS}")
-    return int(text)
+    return value
 
 
 def parse_timeout(text: str) -> int:
     """SHUTDOWN_TIMEOUT: whole seconds, 0 or more; a leading + as the shell's test takes it."""
-    if not _SIGNED_INT.fullmatch(text.strip()) or not 0 <= int(text) <= MAX_SECONDS:
+    value = _whole(text, signed=True)
+    if value is None or not 0 <= value <= MAX_SECONDS:
         raise SettingError(f"expected a whole number of seconds, 0 to {MAX_SECONDS}")
-    return int(text)
+    return value
 
 
 def parse_delay(text: str) -> float:
@@ -150,23 +169,26 @@ def parse_sleep(text: str) -> float:
 
 
 def parse_count(text: str) -> int:
-    if not _INT.fullmatch(text.strip()) or int(text) > MAX_SECONDS:
+    value = _whole(text)
+    if value is None or value > MAX_SECONDS:
         raise SettingError("expected a whole number, 0 or more")
-    return int(text)
+    return value
 
 
 def parse_shell_count(text: str) -> int:
     """PARALLEL_SHUTDOWN: a whole number, 0 or more, as the shell's test reads it (leading + taken)."""
-    if not _SIGNED_INT.fullmatch(text.strip()) or not 0 <= int(text) <= MAX_SECONDS:
+    value = _whole(text, signed=True)
+    if value is None or not 0 <= value <= MAX_SECONDS:
         raise SettingError("expected a whole number, 0 or more")
-    return int(text)
+    return value
 
 
 def parse_switch(text: str) -> bool:
     """One of our own switches: 0 is off, any other whole number is on."""
-    if not _INT.fullmatch(text.strip()):
+    value = _whole(text)
+    if value is None:
         raise SettingError("expected 0 (off) or 1 (on)")
-    return int(text) != 0
+    return value != 0
 
 
 def parse_original_switch(text: str) -> bool:
@@ -513,12 +535,14 @@ EXIT_CODES: dict[int, str] = {
     EXIT_FAIL: "a guest could not be handled (left running, failed to save, start or power off), a URI could not "
                "be listed, libvirt did not answer by the stop deadline, another invocation held the run lock too "
                "long, or a state file could not be written (a stop handles the guests all the same)",
-    EXIT_USAGE: "usage error: the usage lines, then what was wrong",
+    EXIT_USAGE: "usage error: the usage lines, then what was wrong; start, stop, shutdown and the restarts instead "
+                "ignore an extra word or unknown option (one error line), handle the guests, and exit 2 at the end",
     EXIT_STOPPED: "status: stopped (with or without saved guests)",
     EXIT_UNKNOWN: "status: unknown (a file it depends on cannot be examined, e.g. by a user without access)",
     EXIT_NOT_CONFIGURED: "not configured: a configuration value the command uses is not valid (SHUTDOWN_TIMEOUT "
-                         "below 0 among them); stop and start still handle the guests, with the value each error "
-                         "line names, then exit 6 (6 wins over 1); check-config exits 6 for any problem",
+                         "below 0 among them), or for start and stop an option value or LIBVIRT_GUESTS_LOCK_WAIT; "
+                         "stop and start still handle the guests, with the value each error line names, then exit 6 "
+                         "(6 wins over 2 and 1); check-config exits 6 for any problem",
     EXIT_SIGINT: "interrupted by SIGINT (Ctrl-C): no new action was begun, the actions under way had up to 10 s "
                  "(a save still running then was aborted), the state was recorded (the next stop finishes an "
                  "interrupted one), then the run lock was released; wins over 6 and 1",

@@ -32,6 +32,10 @@ from .records import asdict, dataclass, field
 FILE_MODE = 0o600
 JOURNAL_VERSION = 2  # 1: one JSON document, no log (still read)
 MIGRATED = "migrated"  # the outcome of a guest the migrate action moved to a peer
+# The most read of any state file (list file, journal, its log): a journal of
+# ten thousand guests and their events is a few MiB; a larger file is damage
+# (or a file planted to fill the memory of a run at shutdown).
+MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
 class StateError(Exception):
@@ -63,8 +67,32 @@ def _temp_pattern(path: Path) -> re.Pattern[str]:
     return re.compile(rf"\.{re.escape(path.name)}\.[0-9]+\.[0-9a-f]{{8}}")
 
 
+def _replaceable(path: Path, directory: bool = False) -> None:
+    """StateError for what a misconfigured path may name and no run may
+    rename, replace or remove: a device (LIBVIRT_GUESTS_LIST_FILE=/dev/null;
+    only root makes one, so it was not planted), or a directory that is not
+    empty (=/var/lib/libvirt), unless directory. An empty directory, a
+    FIFO, a socket, a link or a file can go aside: nothing is lost."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return  # absent, or the operation itself says why not
+    mode = st.st_mode
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise StateError(f"{path} is {_what(st)}; left alone")
+    if stat.S_ISDIR(mode) and not directory:
+        try:
+            with os.scandir(path) as entries:
+                empty = next(entries, None) is None
+        except OSError:
+            empty = False
+        if not empty:
+            raise StateError(f"{path} is {_what(st)} that is not empty; left alone")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace path with data so that a crash leaves the old or the new file."""
+    _replaceable(path)
     directory = path.parent
     tmp = directory / _temp_name(path)
     try:
@@ -117,8 +145,10 @@ def safe_read(path: Path) -> str | None:
     return None if data is None else data.decode("utf-8", errors="replace")
 
 
-def safe_read_bytes(path: Path) -> bytes | None:
-    """Bytes of a regular file owned by us, None if absent; never via a symlink."""
+def safe_read_bytes(path: Path, limit: int | None = None) -> bytes | None:
+    """Bytes of a regular file owned by us, None if absent; never via a
+    symlink. DamagedState if it is larger than limit (MAX_STATE_BYTES)."""
+    limit = MAX_STATE_BYTES if limit is None else limit
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -135,14 +165,18 @@ def safe_read_bytes(path: Path) -> bytes | None:
         raise UntrustedState(f"{path} belongs to uid {st.st_uid}, not to us; refusing to trust it")
     with os.fdopen(fd, "rb") as handle:
         try:
-            return handle.read()
+            data = handle.read(limit + 1)
         except OSError as err:
             raise StateError(f"cannot read {path}: {err.strerror}") from err
+    if len(data) > limit:
+        raise DamagedState(f"{path} is larger than {limit // (1024 * 1024)} MiB")
+    return data
 
 
 def remove(path: Path) -> None:
     """Remove path durably (the directory is synced); absent is fine. A
     state file's journal log (PATH.log) goes with it."""
+    _replaceable(path)
     try:
         path.unlink()
     except FileNotFoundError:
@@ -158,9 +192,11 @@ def remove(path: Path) -> None:
         raise StateError(f"cannot remove {path}: {err.strerror}") from err
 
 
-def set_aside(path: Path, kind: str) -> Path:
+def set_aside(path: Path, kind: str, directory: bool = False) -> Path:
     """Rename path (a link is renamed, never followed) to PATH.KIND-STAMP, so
-    nothing is lost and the run can go on without it."""
+    nothing is lost and the run can go on without it. Only a regular file
+    or a link (or, if directory, a directory): see _replaceable."""
+    _replaceable(path, directory)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     for attempt in range(1000):
         target = path.with_name(f"{path.name}.{kind}-{stamp}" + (f".{attempt}" if attempt else ""))
@@ -292,12 +328,26 @@ class GuestRecord:
         return self.outcome == MIGRATED
 
 
+# The type of each field of a guest record as the journal holds it: a record
+# whose field has another type (a number for a name, NaN for a flag, a list
+# for an outcome) is damage, refused at load rather than met by the run.
+_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "uri": str, "uuid": str, "name": str, "persistent": bool, "recorded": bool, "was_paused": bool,
+    "paused_by_us": bool, "outcome": str, "detail": str, "peer": str, "autostart_here": (bool, type(None)),
+}
+
+
 def _guest_of(data: object) -> GuestRecord:
     if not isinstance(data, dict):
         raise TypeError("a guest that is not a JSON object")
+    for name, value in data.items():
+        if name not in _RECORD_TYPES:
+            raise TypeError(f"a guest with an unknown field {shown(str(name))}")
+        if not isinstance(value, _RECORD_TYPES[name]):
+            raise TypeError(f"a guest whose {name} is a {type(value).__name__}")
     record = GuestRecord(**data)
-    if not (isinstance(record.uri, str) and isinstance(record.uuid, str)):
-        raise TypeError("a guest without URI or UUID")
+    if not (_URI.fullmatch(record.uri) and _UUID.fullmatch(record.uuid)):
+        raise TypeError("a guest without a valid URI or UUID")
     return record
 
 
@@ -386,8 +436,15 @@ def _replay(path: Path, name: str) -> list[GuestRecord]:
                 raise ValueError(f"line {number} is not a journal event")
             records.append(_guest_of(event["guest"]))
         return records
-    except (ValueError, KeyError, TypeError) as err:
-        raise DamagedState(f"{path} is damaged ({shown(str(err), 80)})") from err
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        raise DamagedState(f"{path} is damaged ({_damage(err)})") from err
+
+
+def _damage(err: Exception) -> str:
+    """What is wrong with a journal, for its one line."""
+    if isinstance(err, RecursionError):
+        return "nested too deep"
+    return shown(str(err), 80)
 
 
 class _Log:
@@ -510,8 +567,8 @@ class Journal:
             name = data["log"] if version == JOURNAL_VERSION else None
             if name is not None and not isinstance(name, str):
                 raise TypeError("a log name that is not a string")
-        except (ValueError, KeyError, TypeError) as err:
-            raise DamagedState(f"{path} is damaged ({shown(str(err), 80)})") from err
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
+            raise DamagedState(f"{path} is damaged ({_damage(err)})") from err
         if name is not None:
             records += _replay(log_path(path), name)
         return cls(path, data["phase"], {cls.key(r.uri, r.uuid): r for r in records})
@@ -663,9 +720,9 @@ class Previous:
         return RESUME_MESSAGES.get(self.phase or "", "")
 
 
-def _put_aside(path: Path, kind: str) -> str:
+def _put_aside(path: Path, kind: str, directory: bool = False) -> str:
     try:
-        return f"set aside as {set_aside(path, kind)}"
+        return f"set aside as {set_aside(path, kind, directory)}"
     except StateError as err:
         return f"{err}; ignoring it"
 
@@ -684,6 +741,8 @@ def load_previous(list_file: Path, state_file: Path, warn: Callable[[str], None]
     problems: list[str] = []
     try:
         previous.entries = read_list(list_file, problems)
+    except DamagedState as err:  # too large to be one
+        warn(f"{err}; {_put_aside(list_file, 'damaged')}: the guests it names are not started from it")
     except StateError as err:
         previous.untrusted = True
         error(f"{err}; {_put_aside(list_file, 'untrusted')}: the guests it names are not started from it")
@@ -770,8 +829,10 @@ def touch_marker(path: Path) -> str | None:
                 return f"cannot update the lock file {path}: {err.strerror}"
             return None
         try:
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):  # only root makes one: not planted
+                return f"{path} is {_what(st)}; left alone: `status` will not say started"
             if stat.S_ISDIR(st.st_mode):
-                note = f"{path} was {_what(st)}; {_put_aside(path, 'untrusted')}"
+                note = f"{path} was {_what(st)}; {_put_aside(path, 'untrusted', directory=True)}"
             else:
                 path.unlink()
                 note = f"{path} was {_what(st)}; replaced by the lock file"
@@ -794,7 +855,7 @@ def clear_marker(path: Path) -> str | None:
         return None
     except OSError as err:
         return f"cannot look at the lock file {path}: {err.strerror}"
-    if stat.S_ISDIR(st.st_mode):
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         return f"{path} is {_what(st)}, not a lock file; left alone (`status` does not count it)"
     try:
         path.unlink()
@@ -838,7 +899,10 @@ class RunLock:
                     return fd
             raise StateError(f"cannot open run lock {self.path}: {err.strerror}") from err
 
-    def acquire(self, wait: float, on_wait: Callable[[str], None]) -> None:
+    def acquire(self, wait: float, on_wait: Callable[[str], None],
+                interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Take the lock, waiting up to `wait` s; RunLockBusy past it, or as
+        soon as interrupted() (a signal: the run ends without acting)."""
         fd = self._open()
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
@@ -852,6 +916,10 @@ class RunLock:
                 break
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if interrupted():
+                    os.close(fd)
+                    raise RunLockBusy(f"another libvirt-guests (pid {holder}) is still running; "
+                                      "interrupted while waiting for it") from None
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise RunLockBusy(

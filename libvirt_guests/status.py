@@ -15,7 +15,7 @@ from .config import Paths
 from .engine import Context
 from .output import Output, dump_json, shown, shown_uri, tr
 from .records import dataclass
-from .state import Journal, StateError, parse_list
+from .state import MAX_STATE_BYTES, Journal, StateError, parse_list
 from .virt import Hypervisor, VirtError
 
 EXIT_UNKNOWN = 4  # LSB: program or service status is unknown
@@ -67,7 +67,10 @@ def _probe(path: Path, read: bool) -> _Probe:
     except OSError as err:
         raise StateError(f"cannot read {path}: {err.strerror}") from err
     with os.fdopen(fd, "rb") as handle:
-        return _Probe(True, handle.read().decode("utf-8", errors="replace"))
+        data = handle.read(MAX_STATE_BYTES + 1)
+    if len(data) > MAX_STATE_BYTES:
+        return _Probe(True)  # far too large to be a list: it exists, what it names is not told
+    return _Probe(True, data.decode("utf-8", errors="replace"))
 
 
 def _marker(path: Path) -> bool:

@@ -125,6 +125,8 @@ def _open_bounded(uri: str | None, within: float | None) -> libvirt.virConnect:
             box["conn"] = libvirt.openAuth(uri, [AUTH_CREDENTIALS, auth_callback, None], 0)
         except libvirt.libvirtError as err:
             box["error"] = err
+        except (ValueError, TypeError) as err:  # a NUL in the URI ("embedded null character")
+            box["error"] = libvirt.libvirtError(f"not a URI libvirt can open ({err})")
         with lock:
             done.set()
             abandoned = "abandoned" in box
