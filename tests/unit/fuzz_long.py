@@ -1,0 +1,65 @@
+"""The long comparison of our shell reader with dash and with bash run as sh,
+outside the suite (issue 19): many generated files (tests/unit/shellgen.py),
+in batches of a thousand per shell process.
+
+    nice -n 19 .venv/bin/python -m tests.unit.fuzz_long --seed 19 --files 200000
+
+Each file is drawn from its own seed (seed * 10**7 + its number), so a
+finding is reproduced alone: ``--one SEED`` prints that file and what is
+wrong with it. Findings are printed as they come (with their seeds); every
+one found so far is in the seed corpus of tests/unit/test_shellgen.py.
+
+Runs recorded (2 shared cores, nice 19; each line: seed, files, wall time,
+findings):
+RUNS_BELOW
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .shellgen import Gen, compare, disagreement, our_reading, shell_readings
+
+BATCH = 1000
+
+
+def file_of(seed: int) -> tuple[str, str]:
+    return Gen(seed).file()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.unit.fuzz_long")
+    parser.add_argument("--seed", type=int, default=19)
+    parser.add_argument("--files", type=int, default=200_000)
+    parser.add_argument("--one", type=int, help="show the file of this per-file seed and our reading of it")
+    args = parser.parse_args(argv)
+    if args.one is not None:
+        shape, text = file_of(args.one)
+        print(f"shape {shape}:\n{text}")
+        dash, bash = shell_readings("dash", [text])[0], shell_readings("bash", [text])[0]
+        print("dash:", dash, "\nbash:", bash, "\nours:", our_reading(text)[0])
+        print("wrong:", disagreement(text, dash, bash))
+        return 0
+    started, findings, done = time.monotonic(), 0, 0
+    shapes: dict[str, int] = {}
+    for first in range(0, args.files, BATCH):
+        seeds = [args.seed * 10**7 + n for n in range(first, min(first + BATCH, args.files))]
+        files = [file_of(seed) for seed in seeds]
+        for _, (shape, _text) in zip(seeds, files, strict=True):
+            shapes[shape] = shapes.get(shape, 0) + 1
+        by_text = {text: seed for seed, (_, text) in zip(seeds, files, strict=True)}
+        for text, wrong in compare([text for _, text in files]):
+            findings += 1
+            print(f"FINDING seed={by_text[text]}: {wrong}\n{text}", flush=True)
+        done += len(seeds)
+        if done % 20_000 == 0 or done == args.files:
+            print(f"{done} files, {findings} findings, {time.monotonic() - started:.0f} s", flush=True)
+    print(f"seed {args.seed}: {done} files ({shapes}), {findings} findings, "
+          f"{time.monotonic() - started:.0f} s", flush=True)
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
