@@ -1,15 +1,24 @@
 """The configuration file read as the original's /bin/sh reads it, and as
 systemd's EnvironmentFile= passes it on; nothing in it is ever run.
 
-python-dotenv splits the file into its lines; each line is then read with
-the POSIX shell's rules: quotes and backslashes, several assignments or
-commands on a line, ``export``, tilde expansion, and ``$NAME`` / ``${NAME}``
-expansion (also ``${NAME-word}``, ``:-``, ``+``, ``:+``, ``=``, ``:=`` and
-``${#NAME}``) over the variables the original had set before it sourced the
-file and those the file set on earlier lines. A command the shell would run
-rather than assign (a command word, command substitution, arithmetic, a
-redirection, a pipe) or an expansion read only while the original runs
-(``$1``, ``${NAME%...}``) is not evaluated: it is reported and skipped.
+python-dotenv splits the file into its lines; the POSIX shell's grammar
+then reads them in one pass (a quote, a continued line, a compound command
+or a here-document may span several): quotes and backslashes, several
+assignments or commands on a line, ``export``, tilde expansion, and
+``$NAME`` / ``${NAME}`` expansion (also ``${NAME-word}``, ``:-``, ``+``,
+``:+``, ``=``, ``:=`` and ``${#NAME}``, nested) over the variables the
+original had set before it sourced the file and those the file set on
+earlier lines. A command the shell would run rather than assign (a command
+word, command substitution, arithmetic, a redirection, a pipe) or an
+expansion read only while the original runs (``$1``, ``${NAME%...}``) is
+not evaluated: it is reported and skipped; a compound command (if, while,
+for, case, { }, ( ), a function) is skipped whole, and a here-document's
+body is never read as commands.
+
+Where dash (Debian's /bin/sh) and bash run as sh (rpm distributions')
+read a value differently, dash's reading is used and the difference is
+reported (Reading.differences). The cost is linear in the text's size
+(Reading.steps counts it); whatever the text holds, read_shell returns.
 """
 
 from __future__ import annotations
@@ -67,13 +76,22 @@ class Command:
 def _merged(parts: Word) -> Word:
     """Adjacent literal parts of the same quoting joined (a tilde-prefix is read within one)."""
     out: Word = []
+    run: list[Lit] = []
+
+    def flush() -> None:
+        if run:
+            out.append(run[0] if len(run) == 1 else Lit("".join(p.text for p in run), run[0].quoted))
+            run.clear()
+
     for part in parts:
-        last = out[-1] if out else None
-        if (isinstance(part, Lit) and isinstance(last, Lit) and last.quoted == part.quoted
-                and last.bash is None and part.bash is None):
-            out[-1] = Lit(last.text + part.text, part.quoted)
+        if isinstance(part, Lit) and part.bash is None:
+            if run and run[0].quoted != part.quoted:
+                flush()
+            run.append(part)
         else:
+            flush()
             out.append(part)
+    flush()
     return out
 
 

@@ -150,6 +150,7 @@ def _steps(text: str) -> int:
     lambda n: "A=" + "${A-" * n + "x" + "}" * n + "\n",  # nested (deeper than MAX_NESTING)
     lambda n: "A=" + "${A-" * 50 + "x" + "}" * 50 + "\n" + "B=${C-${D-1}}\n" * n,
     lambda n: "A=\"" + "\\\\\\\n" * n + '"\n',
+    lambda n: "A=${U-" + "a" * 20 * n + "}\n",  # one long word of an expansion
 ])
 def test_reading_cost_is_linear(shape: Callable[[int], str]) -> None:
     """Counted, not timed: 2N lines cost at most about twice N's (the

@@ -60,11 +60,16 @@ def _prelude(flavour: str) -> str:
 NAMES = [s.name for s in SETTINGS]
 
 
-def sh_reading(path: Path, flavour: str, env: dict[str, str]) -> dict[str, str | None]:
+# /bin/sh as Debian has it (dash), and as rpm distributions have it (bash, in POSIX mode when run as sh)
+SHELLS = {"dash": "/bin/sh", "bash": "/usr/bin/bash"}
+
+
+def sh_reading(path: Path, flavour: str, env: dict[str, str], shell: str = "dash") -> dict[str, str | None]:
     """What /bin/sh makes of the file after the original's defaults: NAME -> value (None: unset)."""
     script = _prelude(flavour) + '. "$1"\n' + "".join(
         f'printf "%s\\0%s\\0%s\\0" {name} "${{{name}+set}}" "${name}"\n' for name in NAMES)
-    result = subprocess.run(["/bin/sh", "-c", script, "sh", str(path)], env=env, capture_output=True, check=True)
+    result = subprocess.run(["sh", "-c", script, "sh", str(path)], executable=SHELLS[shell], env=env,
+                            capture_output=True, check=True)
     fields = result.stdout.decode().split("\0")[:-1]
     return {fields[i]: (fields[i + 2] if fields[i + 1] else None) for i in range(0, len(fields), 3)}
 
@@ -115,12 +120,13 @@ def _load(path: Path, environ: dict[str, str], flavour: str) -> Config:
     return load(Paths.resolve(config=str(path), environ={}), environ=environ, flavour=flavour)
 
 
+@pytest.mark.parametrize("shell", sorted(SHELLS))
 @pytest.mark.parametrize("flavour", ["upstream", "debian"])
 @pytest.mark.parametrize("case", sorted(CORPUS))
-def test_values_are_those_of_bin_sh(tmp_path: Path, env: dict[str, str], case: str, flavour: str) -> None:
+def test_values_are_those_of_bin_sh(tmp_path: Path, env: dict[str, str], case: str, flavour: str, shell: str) -> None:
     path = tmp_path / "libvirt-guests"
     path.write_text(CORPUS[case])
-    expected = sh_reading(path, flavour, env)
+    expected = sh_reading(path, flavour, env, shell)
     cfg = _load(path, env, flavour)
     for name in NAMES:
         if expected[name] is None:  # the original leaves it unset: our default applies
