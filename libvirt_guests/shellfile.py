@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import os
 import pwd
 import re
 import sys
@@ -543,18 +544,28 @@ class Reading:
     steps: int = 0  # what the reading cost (characters looked at): linear in the file's size
 
 
-def _tilde(text: str, at_start: bool, ends_word: bool, scope: dict[str, str], after_colons: bool = True) -> str:
+def _passwd_home() -> str | None:
+    """The home folder of the user we run as, from the user database."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (KeyError, OSError):
+        return None
+
+
+def _tilde(text: str, at_start: bool, ends_word: bool, scope: dict[str, str], after_colons: bool = True,
+           unset_home: str | None = None) -> str:
     """Tilde expansion of an unquoted part of an assignment value (at its start and after each ':').
     A tilde-prefix runs to the first '/' or ':': when it runs on into a quoted
     part or an expansion (`~''`, `~$X`), it is not expanded. after_colons=False:
-    at the start only."""
+    at the start only. unset_home: what `~` is when HOME is not set (dash: none,
+    it stays `~`; bash: the user's home from the user database)."""
 
     def expand(segment: str) -> str:
         if not segment.startswith("~"):
             return segment
         head, sep, tail = segment[1:].partition("/")
         if head == "":
-            home = scope.get("HOME")
+            home = scope.get("HOME", unset_home)
         else:
             try:
                 home = pwd.getpwnam(head).pw_dir
@@ -602,8 +613,13 @@ class _Evaluator:
                             text = part.text
                         else:
                             text = _tilde(part.text, index == 0, last, self.scope, in_word != "start")
-                        if in_word and text != (bash := _tilde(part.text, index == 0, last, self.scope, False)):
-                            self.differs.append(f"{part.text!r} as {text!r} or {bash!r}")
+                        # bash as sh: after a ':' only outside an expansion's word; with HOME
+                        # unset, ~ is the user's home (dash keeps it)
+                        fallback = _passwd_home() if "HOME" not in self.scope else None
+                        bash = _tilde(part.text, index == 0, last, self.scope, not in_word, fallback)
+                        if text != bash:
+                            self.differs.append(f"{part.text!r} as {text!r} or {bash!r}"
+                                                + (" (HOME is not set)" if fallback is not None else ""))
                 out.append(text)
             else:
                 out.append(self.param(part, assignment, in_word))

@@ -238,39 +238,46 @@ class Gen:
 
 # --- reading ----------------------------------------------------------------------------------------
 
-def shell_readings(shell: str, texts: list[str]) -> list[tuple[dict[str, str | None], str]]:
+def shell_readings(shell: str, texts: list[str], env: dict[str, str] | None = None,
+                   ) -> list[tuple[dict[str, str | None], str]]:
     """Each text read by the shell (dash, or bash as sh) after the original's
-    defaults: (NAME -> value or None, its standard error), one process for all."""
+    defaults: (NAME -> value or None, what it printed while sourcing: its
+    complaints), one process for all. The files are in /dev/shm where there
+    is one (an open on this machine's /tmp costs milliseconds)."""
     executable, argv0 = SHELLS[shell]
     printer = "".join(f'printf "%s\\0%s\\0%s\\0" {n} "${{{n}+set}}" "${n}"\n' for n in COMPARED)
-    with tempfile.TemporaryDirectory(prefix="shellgen-") as folder:
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="shellgen-", dir=shm) as folder:
         script = []
         for index, text in enumerate(texts):
             Path(folder, str(index)).write_text(text)
-            script.append(f'(\n{PRELUDE}. "$1/{index}"\n{printer}) 2>"$1/{index}.err" </dev/null\nprintf "\\036"\n')
+            # what the sourcing prints (stderr too), a \035, the values; a \036 ends each file's record
+            script.append(f'(\n{PRELUDE}. "$1/{index}"\nprintf "\\035"\n{printer}) 2>&1 </dev/null\n'
+                          'printf "\\036"\n')
         Path(folder, "script").write_text("".join(script))
-        result = subprocess.run([argv0, f"{folder}/script", folder], executable=executable, env=ENV,
+        result = subprocess.run([argv0, f"{folder}/script", folder], executable=executable, env=env or ENV,
                                 capture_output=True, check=False, timeout=600)
-        records = result.stdout.decode(errors="replace").split("\x1e")[:len(texts)]
-        assert len(records) == len(texts), (shell, result.stderr[-500:])
-        out = []
-        for index, record in enumerate(records):
-            fields = record.split("\0")[:-1]
-            values = {fields[i]: (fields[i + 2] if fields[i + 1] else None) for i in range(0, len(fields) - 2, 3)}
-            out.append((values, Path(folder, f"{index}.err").read_text(errors="replace")))
-        return out
+    records = result.stdout.decode(errors="replace").split("\x1e")[:len(texts)]
+    assert len(records) == len(texts), (shell, result.stderr[-500:])
+    out = []
+    for record in records:
+        printed, _, rest = record.partition("\x1d")
+        fields = rest.split("\0")[:-1]
+        values = {fields[i]: (fields[i + 2] if fields[i + 1] else None) for i in range(0, len(fields) - 2, 3)}
+        out.append((values, printed or ("" if _ else "(the shell gave up on the file)")))
+    return out
 
 
-def our_reading(text: str) -> tuple[dict[str, str | None], Reading]:
-    scope = original_scope("upstream", dict(ENV))
+def our_reading(text: str, env: dict[str, str] | None = None) -> tuple[dict[str, str | None], Reading]:
+    scope = original_scope("upstream", dict(env or ENV))
     reading = read_shell(text, scope)
     return {name: scope.get(name) for name in COMPARED}, reading
 
 
 def disagreement(text: str, dash: tuple[dict[str, str | None], str],
-                 bash: tuple[dict[str, str | None], str]) -> str | None:
+                 bash: tuple[dict[str, str | None], str], env: dict[str, str] | None = None) -> str | None:
     """What is wrong with our reading of text, given the shells' (None: nothing)."""
-    ours, reading = our_reading(text)
+    ours, reading = our_reading(text, env)
     skipped_names = {name for s in reading.skipped for name in s.names}
     different = {name for _, name, _ in getattr(reading, "differences", [])}
     if dash[1] or bash[1]:  # a shell complained: the file is wrong, we must say so (values: whatever each read)
@@ -291,12 +298,12 @@ def disagreement(text: str, dash: tuple[dict[str, str | None], str],
     return None
 
 
-def compare(texts: list[str]) -> Iterable[tuple[str, str]]:
+def compare(texts: list[str], env: dict[str, str] | None = None) -> Iterable[tuple[str, str]]:
     """(text, what is wrong) for each text we read otherwise than the shells."""
-    dash = shell_readings("dash", texts)
-    bash = shell_readings("bash", texts)
+    dash = shell_readings("dash", texts, env)
+    bash = shell_readings("bash", texts, env)
     for text, d, b in zip(texts, dash, bash, strict=True):
-        wrong = disagreement(text, d, b)
+        wrong = disagreement(text, d, b, env)
         if wrong is not None:
             yield text, wrong
 

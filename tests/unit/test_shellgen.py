@@ -79,6 +79,17 @@ def test_generated_files_read_as_dash_and_bash() -> None:
     assert wrong == [], wrong[:3]
 
 
+def test_tilde_without_home_reads_as_dash_and_the_difference_is_reported() -> None:
+    """Under systemd a system service may have no HOME: dash keeps `~`, bash
+    (as sh) reads the user's home from the user database. dash's reading,
+    reported where a value depends on it."""
+    env = {"PATH": "/usr/bin:/bin"}
+    texts = [FILE_HEAD + f"A={value}\n" for value in Gen.TILDES] + [FILE_HEAD + "HOME=/alt\nA=~\n"]
+    assert list(compare(texts, env)) == []
+    values, reading = our_reading(FILE_HEAD + "B=~\n", env)
+    assert values["B"] == "~" and [n for _, n, _ in reading.differences] == ["B"]
+
+
 def _reading(text: str) -> tuple[dict[str, str | None], object]:
     return our_reading(FILE_HEAD + text)
 
