@@ -413,12 +413,13 @@ class _Lexer(_Expansions):
                 op = c + self.peek(1) if self.peek(1) in "&|<>" and self.peek(1) else c
                 self.i += len(op)
                 tokens.append(("op", op))
-                self._skip_reason(f"would run a command: the operator '{op}'")
                 if op == "<<":
                     strip_tabs = self.peek() == "-"
                     self.i += strip_tabs
+                    self._skip_reason("would run a command with a here-document ('<<'), whose body is not "
+                                      "read either")
                     self._heredoc_delimiter(strip_tabs)
-                    self._skip_reason("would run a command: a here-document '<<'")
+                self._skip_reason(f"would run a command: the operator '{op}'")
                 continue
             word = self._word()
             words.append(word)
@@ -585,11 +586,16 @@ class _Evaluator:
         self.scope, self.reading = scope, reading
         self.line = 0
         self.differs: list[str] = []  # what dash and bash read differently in the value being read
+        self.tainted: set[str] = set()  # variables whose value dash and bash read differently
 
-    def assign(self, name: str, value: str) -> None:
+    def assign(self, name: str, value: str, differed: bool = False) -> None:
         self.scope[name] = value
         self.reading.values[name] = value
         self.reading.lines[name] = self.line
+        if differed:
+            self.tainted.add(name)
+        else:
+            self.tainted.discard(name)
 
     def value(self, parts: Word, assignment: bool, in_word: str = "") -> str:
         """The text of parts; in_word: they are the word of a ${NAME<op>word},
@@ -628,6 +634,8 @@ class _Evaluator:
     def param(self, part: Param, assignment: bool = True, in_word: str = "") -> str:
         self.reading.referenced.add(part.name)
         current = self.scope.get(part.name)
+        if part.name in self.tainted and current is not None and part.op not in ("+", ":+"):
+            self.differs.append(f"${part.name} as read on line {self.reading.lines.get(part.name)}")
         mode = "start" if part.op in ("=", ":=") or in_word == "start" else "colons"
         word: Callable[[], str] = lambda: self.value(part.word or [], assignment, in_word=mode)  # noqa: E731
         if part.op in ("", "#"):
@@ -646,7 +654,7 @@ class _Evaluator:
         if current is None or (part.op == ":=" and not current):
             before = len(self.differs)
             current = word()
-            self.assign(part.name, current)
+            self.assign(part.name, current, len(self.differs) > before)
             if len(self.differs) > before:
                 self.reading.differences.append((self.line, part.name, f"{'; '.join(self.differs[before:])}; "
                                                  f"read as dash reads it, {current!r}"))
@@ -674,22 +682,23 @@ class _Evaluator:
         # export's arguments are expanded first, as a command's arguments are
         # (`export A=0 B=$A` sets B from A's value before the line); then the
         # assignments before the command word, in order; then export's.
-        exported = [(name, self._assigned(name, parts))
+        exported = [(name, *self._assigned(name, parts))
                     for name, parts in map(_split_assignment, exports) if name is not None]
         for name, parts in map(_split_assignment, words[:count]):
             if name is not None:
-                self.assign(name, self._assigned(name, parts))
-        for name, value in exported:
-            self.assign(name, value)
+                self.assign(name, *self._assigned(name, parts))
+        for name, value, differed in exported:
+            self.assign(name, value, differed)
         return None
 
-    def _assigned(self, name: str, parts: Word) -> str:
+    def _assigned(self, name: str, parts: Word) -> tuple[str, bool]:
+        """The value of NAME=parts, and whether dash and bash read it differently (then recorded)."""
         self.differs = []
         text = self.value(parts, assignment=True)
         if self.differs and (self.line, name) not in [(line, n) for line, n, _ in self.reading.differences[-3:]]:
             self.reading.differences.append(
                 (self.line, name, f"{'; '.join(dict.fromkeys(self.differs))}; read as dash reads it, {text!r}"))
-        return text
+        return text, bool(self.differs)
 
 
 def _literal(word: Word) -> str | None:

@@ -126,6 +126,16 @@ def test_the_difference_is_one_error_naming_the_variable(tmp_path: Path) -> None
     assert config.texts["URIS"] == "test:///default\\n" and config.on_boot == "ignore"
 
 
+def test_a_helper_read_differently_is_a_warning_and_what_uses_it_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    path.write_text('T="${X-"shutdown\\n"}"\nV="${X-"a\\n"}"\nON_SHUTDOWN=$T\n')
+    config = load(Paths.resolve(config=str(path), environ={}), environ={})
+    lines = [p for p in config.problems if p.kind == "line"]
+    assert [(p.where, p.variable) for p in lines] == [(f"{path}:3", "ON_SHUTDOWN")], lines
+    assert "$T" in lines[0].text()
+    assert sum("read T differently" in w or "read V differently" in w for w in config.warnings) == 2
+
+
 @pytest.mark.parametrize("text", [
     "if false; then\n  ON_SHUTDOWN=shutdown\nfi\n",
     "while false; do\n  ON_SHUTDOWN=shutdown\ndone\n",
