@@ -36,6 +36,9 @@ from .records import dataclass, field
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BACKSLASH_PAIR = re.compile(r"\\.", re.S)
+# In the word of a ${...} inside double quotes, bash (as sh) drops the inner quotes before it reads
+# the names: "${X-"$A"b}" is $Ab there, $A then b in dash.
+_BASH_JOINS = re.compile(r'\$[A-Za-z_][A-Za-z0-9_]*"+[A-Za-z0-9_]')
 _LENGTH = re.compile(r"#([A-Za-z_][A-Za-z0-9_]*)\}")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 _BLANKS = " \t"
@@ -51,6 +54,7 @@ class Lit:
     text: str
     quoted: bool
     bash: str | None = None  # bash's reading of this text where it is not dash's (see _double_quoted)
+    differs: str | None = None  # (an empty text) where bash reads what is around it otherwise: how
 
 
 @dataclass
@@ -85,7 +89,7 @@ def _merged(parts: Word) -> Word:
             run.clear()
 
     for part in parts:
-        if isinstance(part, Lit) and part.bash is None:
+        if isinstance(part, Lit) and part.bash is None and part.differs is None:
             if run and run[0].quoted != part.quoted:
                 flush()
             run.append(part)
@@ -132,6 +136,7 @@ class _Scanner:
         self.start_line = line
         self.steps = 0  # characters looked at: the reader's cost, which a test bounds
         self.depth = 0  # ${ nesting
+        self.in_quoted_brace = False  # inside the word of a ${...} within double quotes
 
     def peek(self, ahead: int = 0) -> str:
         self.steps += 1
@@ -223,10 +228,16 @@ class _Expansions(_Scanner):
             return self._cannot(start, self._brace_end(start + 1) + 1, quoted)
         self.i = j + len(op)
         self.depth += 1
+        outermost = quoted and not self.in_quoted_brace  # (its text holds the nested ones': looked at once)
+        self.in_quoted_brace = quoted
         try:
             word = self._brace_word(quoted)
         finally:
             self.depth -= 1
+            self.in_quoted_brace = not outermost and self.in_quoted_brace
+        if outermost and _BASH_JOINS.search(self.s, start, self.i):
+            word.append(Lit("", True, differs="a $NAME next to a \"...\" in a quoted expansion's word, which "
+                                              "bash reads as one longer name"))
         return Param(name, op, word, quoted)
 
     def _brace_word(self, quoted: bool) -> Word:
@@ -610,6 +621,8 @@ class _Evaluator:
                 text = part.text
                 if part.bash is not None:
                     self.differs.append(f"{text!r} or {part.bash!r} inside double quotes")
+                if part.differs is not None:
+                    self.differs.append(part.differs)
                 if assignment and not part.quoted and ("~" in text):
                     last = index + 1 == len(parts)
                     if last or re.search(r"[/:]", text):

@@ -10,9 +10,10 @@ NUL-separated, its standard error in a file of its own.
 What counts as agreement (``disagreement`` below):
 - a file either shell complains about (standard error) must be reported by
   us (a skipped line);
-- the variables a skipped line names are not compared (we did not read them,
-  and say so); the ones set only inside compound commands (IN1, IN2) must
-  never be set by us, whatever sh does with them;
+- the ones set only inside compound commands (IN1, IN2) must never be set
+  by us, whatever sh does with them; once a line that sets one of the
+  others (A, B, C, U, E, HOME) is skipped (reported), the values are not
+  compared any more (any could be read from it);
 - every other variable has dash's value;
 - where dash and bash disagree on a value, we must have reported a
   difference (Reading.differences: for that variable, or for one it was
@@ -286,9 +287,9 @@ def disagreement(text: str, dash: tuple[dict[str, str | None], str],
     for name in INNER:
         if name in reading.values:
             return f"{name} is set inside a compound command or a here-document, and we set it"
+    if skipped_names & set(OUTER):
+        return None  # a variable read from one we skipped (and said so) may differ too: nothing more to compare
     for name in OUTER:
-        if name in skipped_names or name in INNER:
-            continue
         if ours[name] != dash[0].get(name):
             return f"{name}: ours {ours[name]!r}, dash {dash[0].get(name)!r}"
         if reading.skipped or different:

@@ -59,6 +59,8 @@ SEED_CORPUS = {
     "inner_double_quotes_in_quoted_word": 'A="${U-"a\\n"}"\nB="${U-"a\\\'"}"\n',
     "inner_double_quotes_brace": 'A=${U-"a\\}"}\n',
     "tilde_after_colon_in_word": "A=${U-a:~}\nB=${U-:~}\n",
+    # found by the long run (seed 190042901): bash reads "${B:-"$A"a}" as ${B:-$Aa}
+    "name_next_to_inner_quotes": 'C="${B:-"$A"a}\\""\nB="${U-$A"x"}${U-"a$A""b"}"\nA="${U-"${A}"a}${U-"$A" a}"\n',
     "assigned_in_word_differs": 'A="x${B:="\\/"}"\n',
     # dash ends ${A-~${U:-}}x} at the second brace, bash at the first: the line is reported and skipped
     "tilde_before_expansion_in_word": "C=${A-~${U:-}}x}\nB=${A-:~${E:-}}x}\nA=2\n",
@@ -110,6 +112,7 @@ def test_tilde_in_an_expansion_word_is_the_home_folder() -> None:
     ("A=${U-a:~}\n", "A", "a:/home/someone"),
     ('A=${U-"a\\}"}\n', "A", "a}"),
     ('A="x${B:="\\/"}"\n', "B", "\\/"),
+    ('A="${U-"$B"x}"\n', "A", "x"),
 ])
 def test_a_value_dash_and_bash_read_differently_is_reported(text: str, name: str, dash: str) -> None:
     values, reading = _reading(text)
