@@ -38,6 +38,9 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BACKSLASH_PAIR = re.compile(r"\\.", re.S)
 # In the word of a ${...} inside double quotes, bash (as sh) drops the inner quotes before it reads
 # the names: "${X-"$A"b}" is $Ab there, $A then b in dash.
+# A word of ${...} that starts with ~ (or has :~) and holds a ${...} other than ${NAME} after it.
+# (The word starts after the operator's last character, - = or +: so does the ~ at its start.)
+_DASH_TILDE = re.compile(r"(?<=[-=+:])~.*?\$\{(?![A-Za-z_][A-Za-z0-9_]*\})", re.S)
 _BASH_JOINS = re.compile(r'\$[A-Za-z_][A-Za-z0-9_]*"+[A-Za-z0-9_]')
 _LENGTH = re.compile(r"#([A-Za-z_][A-Za-z0-9_]*)\}")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
@@ -244,11 +247,17 @@ class _Expansions(_Scanner):
         """The word of ${NAME-word}, up to its closing }. Within double quotes
         ("${X-\\n}") a backslash quotes only $ ` " \\ } and a newline, as there."""
         parts: Word = []
+        word_start, tilde = self.i, False  # tilde: an unquoted ~ in it
         while True:
             c = self.peek()
             if c == "":
                 raise _Incomplete("unterminated ${", self.start_line)
             if c == "}":
+                if tilde and _DASH_TILDE.search(self.s, word_start, self.i):
+                    # dash, when it passes over such a word unused, loses count of its braces: it
+                    # reads ${A-~${U:-x}}y} to the second } (and drops text after it); bash does not
+                    self._skip_reason("has a '~' and then an expansion inside an expansion's word, which dash "
+                                      "and bash (as /bin/sh) end at different braces")
                 self.i += 1
                 return _merged(parts)
             if c == "\\" and self.peek(1):
@@ -265,17 +274,11 @@ class _Expansions(_Scanner):
             elif c == '"':
                 parts.extend(self._double_quoted("quoted" if quoted else "unquoted"))
             elif c == "$":
-                tilde = not quoted and parts[-1:] == [Lit("~", False)] and (
-                    len(parts) == 1 or parts[-2] == Lit(":", False))
                 parts.append(self._dollar(quoted))
-                if tilde and isinstance(parts[-1], Param) and parts[-1].op and self.s[self.i - 1] == "}":
-                    # dash reads ${A-~${U:-x}}y} to the second }: a tilde-prefix running into an
-                    # expansion with a word makes it miss the first; bash does not
-                    self._skip_reason("has a '~' followed by an expansion with a word inside an expansion's "
-                                      "word, which dash and bash (as /bin/sh) end at different braces")
             elif c == "`":
                 self._backquote()
             else:
+                tilde = tilde or (c == "~" and not quoted)
                 parts.append(Lit(c, quoted))
                 self.i += 1
 

@@ -64,6 +64,12 @@ SEED_CORPUS = {
     "assigned_in_word_differs": 'A="x${B:="\\/"}"\n',
     # dash ends ${A-~${U:-}}x} at the second brace, bash at the first: the line is reported and skipped
     "tilde_before_expansion_in_word": "C=${A-~${U:-}}x}\nB=${A-:~${E:-}}x}\nA=2\n",
+    # ... and its siblings from the long run (seeds 190105670, 190111717, 190130746, 190162115): a word
+    # starting with ~ and holding a ${...} further on, passed over unused
+    "tilde_then_expansion_unused_1": "A=${E:+~-${U=${#E}~}}\n",
+    "tilde_then_expansion_unused_2": "A=${E=~1${U=}}:x\n",
+    "tilde_then_expansion_unused_3": "C=n${E=~%${E:-${#A}}}' x'\n",
+    "tilde_then_expansion_unused_4": "A=/${A:-~${A}${#A}}' x'\n",
 }
 
 
