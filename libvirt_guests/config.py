@@ -264,12 +264,22 @@ def read_file(path: Path, flavour: str = "upstream", environ: Mapping[str, str] 
             continue  # one problem per line
         seen_lines.add(skipped.line)
         line_text = source_lines[skipped.line - 1].strip() if skipped.line <= len(source_lines) else skipped.text
+        line_text = line_text if len(line_text) <= 200 else line_text[:200] + "..."
         ours = [name for name in skipped.names if name in BY_NAME]
         reading.problems.append(Problem(
             "line", f"{path}:{skipped.line}", f"{line_text!r} {skipped.reason}"
-            + ("" if "rest of the file" in skipped.reason else "; the line is skipped"),
+            + ("" if "skipped" in skipped.reason else "; the line is skipped"),
             variable=ours[0] if len(ours) == 1 else None,
         ))
+    for line, name, what in shell.differences:
+        # an error where one of our variables depends on it (a helper read differently makes the
+        # variables read from it differ too: each is named); a warning for a helper variable
+        line_text = source_lines[line - 1].strip()[:200] if line <= len(source_lines) else ""
+        text = f"{line_text!r}: dash and bash (as /bin/sh) read {name} differently ({what})"
+        if name in BY_NAME:
+            reading.problems.append(Problem("line", f"{path}:{line}", text, variable=name))
+        else:
+            reading.warnings.append(f"{path}:{line}: {text}")
     for line, name in dict.fromkeys(shell.unset):
         reading.warnings.append(f"{path}:{line}: ${name} is not set; it reads as empty")
     reading.warnings += _unknown_warnings([n for n in reading.values if n not in shell.referenced], path)

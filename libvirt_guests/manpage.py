@@ -54,8 +54,10 @@ def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
     lines.append(_esc(
         "The configuration file is read as the original's /bin/sh reads it, without running anything: quotes, "
         "export, $NAME and ${NAME} over the original's defaults and the file's earlier lines. A line the shell "
-        "would run (a command, $(...), `...`, $((...))) is skipped with an error. A variable set in the process "
-        "environment overrides the file. A value that is not valid is an error line naming the value used "
+        "would run (a command, $(...), `...`, $((...))) is skipped with an error; a compound command (if, while, "
+        "for, case, { }, ( ), a function) is skipped whole, and a here-document's body is never read. Where dash "
+        "and bash (as sh) read a value differently, dash's reading is used, with an error. A variable set in "
+        "the process environment overrides the file. A value that is not valid is an error line naming the value used "
         "instead (the original's reading, else the default): stop and start still handle every guest and then "
         "exit 6, a command that does not use the value only warns, check-config names every problem and exits 6."
     ))

@@ -60,11 +60,16 @@ def _prelude(flavour: str) -> str:
 NAMES = [s.name for s in SETTINGS]
 
 
-def sh_reading(path: Path, flavour: str, env: dict[str, str]) -> dict[str, str | None]:
+# /bin/sh as Debian has it (dash), and as rpm distributions have it (bash, in POSIX mode when run as sh)
+SHELLS = {"dash": "/bin/sh", "bash": "/usr/bin/bash"}
+
+
+def sh_reading(path: Path, flavour: str, env: dict[str, str], shell: str = "dash") -> dict[str, str | None]:
     """What /bin/sh makes of the file after the original's defaults: NAME -> value (None: unset)."""
     script = _prelude(flavour) + '. "$1"\n' + "".join(
         f'printf "%s\\0%s\\0%s\\0" {name} "${{{name}+set}}" "${name}"\n' for name in NAMES)
-    result = subprocess.run(["/bin/sh", "-c", script, "sh", str(path)], env=env, capture_output=True, check=True)
+    result = subprocess.run(["sh", "-c", script, "sh", str(path)], executable=SHELLS[shell], env=env,
+                            capture_output=True, check=True)
     fields = result.stdout.decode().split("\0")[:-1]
     return {fields[i]: (fields[i + 2] if fields[i + 1] else None) for i in range(0, len(fields), 3)}
 
@@ -115,12 +120,13 @@ def _load(path: Path, environ: dict[str, str], flavour: str) -> Config:
     return load(Paths.resolve(config=str(path), environ={}), environ=environ, flavour=flavour)
 
 
+@pytest.mark.parametrize("shell", sorted(SHELLS))
 @pytest.mark.parametrize("flavour", ["upstream", "debian"])
 @pytest.mark.parametrize("case", sorted(CORPUS))
-def test_values_are_those_of_bin_sh(tmp_path: Path, env: dict[str, str], case: str, flavour: str) -> None:
+def test_values_are_those_of_bin_sh(tmp_path: Path, env: dict[str, str], case: str, flavour: str, shell: str) -> None:
     path = tmp_path / "libvirt-guests"
     path.write_text(CORPUS[case])
-    expected = sh_reading(path, flavour, env)
+    expected = sh_reading(path, flavour, env, shell)
     cfg = _load(path, env, flavour)
     for name in NAMES:
         if expected[name] is None:  # the original leaves it unset: our default applies
@@ -157,7 +163,7 @@ def test_empty_on_boot_does_not_start(tmp_path: Path, env: dict[str, str]) -> No
         ("URIS=`hostname`", "command substitution"),
         ('URIS="qemu:///system $(id -u)"', "command substitution"),
         ("SHUTDOWN_TIMEOUT=$((60 * 5))", "arithmetic"),
-        ("if [ -e /etc/foo ]; then", "if"),
+        ("if [ -e /etc/foo ]; then :; fi", "compound command"),
         ("echo hello", "echo"),
         (". /etc/other.conf", "."),
         ("unset URIS", "unset"),
@@ -188,12 +194,26 @@ def test_a_line_the_shell_would_run_is_skipped_and_the_rest_counts(
     assert not Path("/tmp/created-by-config").exists()
 
 
-def test_if_block_lines_are_problems_and_the_body_counts(tmp_path: Path, env: dict[str, str]) -> None:
+def test_an_if_block_is_one_problem_and_nothing_in_it_counts(tmp_path: Path, env: dict[str, str]) -> None:
+    """Issue 19 changed this deliberately: the body of an `if` used to be
+    assigned (sh runs it only when the condition holds, and the condition is
+    never run here); now the whole compound command is one problem."""
     path = tmp_path / "c"
-    path.write_text("if true; then\n  ON_SHUTDOWN=shutdown\nfi\n")
+    path.write_text("if true; then\n  ON_SHUTDOWN=shutdown\nfi\nON_BOOT=ignore\n")
     cfg = _load(path, env, "upstream")
-    assert cfg.on_shutdown == ("shutdown",)
-    assert [p.where for p in cfg.problems] == [f"{path}:1", f"{path}:3"]
+    assert cfg.on_shutdown == ("suspend",) and cfg.on_boot == "ignore"
+    (problem,) = cfg.problems
+    assert problem.where == f"{path}:1" and "lines 1 to 3 skipped" in problem.text(), problem.text()
+    assert problem.variable == "ON_SHUTDOWN"  # the variable it meant to set: stop reports it as its own
+
+
+def test_an_unclosed_compound_command_skips_the_rest(tmp_path: Path, env: dict[str, str]) -> None:
+    path = tmp_path / "c"
+    path.write_text("ON_BOOT=ignore\nif [ -e /etc/foo ]; then\nON_SHUTDOWN=shutdown\nURIS=lxc:///\n")
+    cfg = _load(path, env, "upstream")
+    assert cfg.on_boot == "ignore" and cfg.on_shutdown == ("suspend",) and cfg.uris == ("default",)
+    (problem,) = cfg.problems
+    assert problem.where == f"{path}:2" and "not closed" in problem.text() and "rest of the file" in problem.text()
 
 
 def test_unterminated_quote_skips_the_rest(tmp_path: Path, env: dict[str, str]) -> None:
