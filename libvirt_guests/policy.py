@@ -96,18 +96,23 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "start after and stop before all ordered ones", host_setting=None),
     Attribute(name="shutdown_timeout", parse=_bounded(parse_seconds, 0, TIMEOUT_LIMIT),
               accepts=f"seconds, 0 to {TIMEOUT_LIMIT}",
-              doc="seconds to wait for this guest to shut down (0: forever)", host_setting="SHUTDOWN_TIMEOUT"),
+              doc="seconds to wait for this guest to shut down (0: the host's SHUTDOWN_TIMEOUT; at most "
+              "POLICY_MAX_SHUTDOWN_TIMEOUT)", host_setting="SHUTDOWN_TIMEOUT"),
     Attribute(name="save_timeout", parse=_bounded(parse_seconds, 0, TIMEOUT_LIMIT),
               accepts=f"seconds, 0 to {TIMEOUT_LIMIT}",
-              doc="seconds a managed save of this guest may take (0: no limit)", host_setting="SAVE_TIMEOUT"),
+              doc="seconds a managed save of this guest may take (0: the host's SAVE_TIMEOUT; at most "
+              "POLICY_MAX_SAVE_TIMEOUT)", host_setting="SAVE_TIMEOUT"),
     Attribute(name="start_delay", parse=_bounded(parse_delay, 0, DELAY_LIMIT), accepts=f"seconds, 0 to {DELAY_LIMIT}",
-              doc="seconds to wait after this guest started before the next order group", host_setting=None),
+              doc="seconds to wait after this guest started before the next order group (at most "
+              "POLICY_MAX_START_DELAY; all groups together POLICY_MAX_START_DELAY_TOTAL)", host_setting=None),
     Attribute(name="skip", parse=_parse_skip, accepts="yes or no",
               doc="yes: leave this guest alone on stop", host_setting=None),
     Attribute(name="migrate_to", parse=parse_peer_uri, accepts="one libvirt URI",
-              doc="the peer host the migrate action moves this guest to", host_setting="MIGRATE_URI"),
+              doc="the peer host the migrate action moves this guest to: one of MIGRATE_URI and "
+              "MIGRATE_PEERS, exactly", host_setting="MIGRATE_URI"),
     Attribute(name="migrate_data_uri", parse=parse_data_uri, accepts="one URI, e.g. tcp://10.0.0.2",
-              doc="where this guest's migration stream goes", host_setting="MIGRATE_DATA_URI"),
+              doc="where this guest's migration stream goes: one of MIGRATE_DATA_URI and "
+              "MIGRATE_DATA_URIS, exactly", host_setting="MIGRATE_DATA_URI"),
 )
 BY_ATTRIBUTE = {a.name: a for a in ATTRIBUTES}
 
