@@ -266,10 +266,13 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
         extra = {"migrated": migrated} if which == "start" else {}
         ctx.out.say(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
-                               "note": note or None, **extra, **about}))
+                               "note": note or None, **extra, **about,
+                               **({} if cfg.guest_policy else {"guest_policy_ignored": True})}))
         return EXIT_OK
     if note and not (migrated and previous.entries is None):
         ctx.out.say(f"note: {note}")
+    if not cfg.guest_policy:
+        ctx.out.say("note: GUEST_POLICY=0: the guests' own policies (metadata) are ignored")
     for guest in migrated:
         ctx.out.say(f"on a peer: {guest['name']} of {guest['uri']} runs on {guest['peer']} "
                     f"(migrated by the last stop): {guest['next_start']}")

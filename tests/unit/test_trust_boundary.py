@@ -269,6 +269,8 @@ def test_guest_policy_off_ignores_metadata(files: Files, driver: Driver, run) ->
     entries = [e for g in data["uris"][0]["groups"] for e in g]
     assert [e["name"] for e in entries] == [dom.name()]  # skip="yes" not read
     assert entries[0]["actions"] == ["suspend"] and entries[0]["order"] is None
+    assert data["guest_policy_ignored"] is True
+    assert "note: GUEST_POLICY=0: the guests' own policies (metadata) are ignored" in run("plan", "stop").out
     shown = run("policy", dom.name())
     assert "GUEST_POLICY=0: its policy metadata is ignored" in shown.err
     assert run("stop").code == 0
