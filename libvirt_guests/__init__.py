@@ -1,3 +1,3 @@
 """A drop-in Python replacement for libvirt's libvirt-guests init script."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"

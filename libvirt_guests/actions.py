@@ -371,7 +371,7 @@ class Migrate(Action):
 
     def __init__(self, work: UriWork) -> None:
         super().__init__(work)
-        self.peers = Peers(retry_for=max(1.0, float(work.cfg.connect_timeout)))
+        self.peers = Peers(retry_for=max(1.0, float(work.cfg.connect_timeout)), allowed=work.cfg.allowed_peers())
 
     def close(self) -> None:
         self.peers.close()
@@ -381,8 +381,8 @@ class Migrate(Action):
         uri = item.policy.migrate_to
         label = f"Migrating guest {shown(guest.name)}: "
         if not uri:
-            self.out.say(label + "skipped: no peer (MIGRATE_URI is empty and its policy sets no migrate_to)",
-                         level=WARNING)
+            why = item.policy.migrate_refused or "MIGRATE_URI is empty and its policy sets no migrate_to"
+            self.out.say(label + f"skipped: no peer ({why})", level=WARNING)
             return Step.NEXT
         try:
             peer = self.peers.get(uri)

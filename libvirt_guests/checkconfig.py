@@ -18,6 +18,8 @@ _AUTO_SHUTDOWN = re.compile(r"^\s*(auto_shutdown_(?:try_save|try_shutdown|powero
 
 def value_text(value: object) -> str:
     """A parsed value written back as configuration text."""
+    if value is None:
+        return ""  # a POLICY_MAX_... left empty
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, tuple):
@@ -98,8 +100,13 @@ def migrate_problems(config: Config) -> list[Problem]:
     if "migrate" not in config.on_shutdown or config.migrate_uri:
         return []
     chain = config.texts["ON_SHUTDOWN"]
+    if config.migrate_peers and config.guest_policy:
+        whose = "whose own policy does not choose one of MIGRATE_PEERS with migrate_to"
+    else:
+        whose = "(no guest may name its own: MIGRATE_PEERS is empty" + (
+            ")" if config.guest_policy else ", GUEST_POLICY=0)")
     return [Problem("setting", "ON_SHUTDOWN and MIGRATE_URI", f"ON_SHUTDOWN={chain!r} has migrate but MIGRATE_URI "
-                    "is empty: stop skips the migrate step of every guest whose own policy sets no migrate_to",
+                    f"is empty: stop skips the migrate step of every guest {whose}",
                     variable="MIGRATE_URI", value=config.migrate_uri, source=config.sources.get("MIGRATE_URI", ""))]
 
 
@@ -112,6 +119,9 @@ def migrate_notes(config: Config) -> list[str]:
     if (config.migrate_data_uri or config.migrate_undefine) and not migrates and not config.migrate_uri:
         notes.append("MIGRATE_DATA_URI/MIGRATE_UNDEFINE are set but no chain migrates (ON_SHUTDOWN has no "
                      "migrate); they apply only to guests whose own policy chain does")
+    if not config.guest_policy and (config.migrate_peers or config.migrate_data_uris):
+        notes.append("MIGRATE_PEERS/MIGRATE_DATA_URIS have no effect with GUEST_POLICY=0: no guest's own policy "
+                     "is read")
     if migrates and config.migrate_undefine:
         notes.append("MIGRATE_UNDEFINE=1: a migrated guest's definition is removed here; if the peer is lost, "
                      "so is the guest")

@@ -242,7 +242,7 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     if which == "stop":
         hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
         plans = [plan_stop(hv, cfg, None, journal) for hv in hvs.values() if hv is not None]
-        check_peers(plans)  # before anything is done: can each guest's peer take it?
+        check_peers(plans, cfg.allowed_peers())  # before anything is done: can each guest's peer take it?
         report = [describe_stop(plan, cfg) for plan in plans]
         # The original's rule, as stop applies it: a list left by a completed stop makes the next stop a no-op.
         if previous.entries is not None and not previous.resumable:
@@ -268,10 +268,13 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
         extra = {"migrated": migrated} if which == "start" else {}
         ctx.out.block(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
-                               "note": note or None, **extra, **about}))
+                               "note": note or None, **extra, **about,
+                               **({} if cfg.guest_policy else {"guest_policy_ignored": True})}))
         return EXIT_OK
     if note and not (migrated and previous.entries is None):
         ctx.out.say(f"note: {note}")
+    if not cfg.guest_policy:
+        ctx.out.say("note: GUEST_POLICY=0: the guests' own policies (metadata) are ignored")
     for guest in migrated:
         ctx.out.say(f"on a peer: {shown(guest['name'])} of {shown_uri(guest['uri'])} runs on "
                     f"{shown_uri(guest['peer'])} (migrated by the last stop): {guest['next_start']}")
@@ -335,10 +338,15 @@ def show_value(value: object) -> str:
 def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     from .engine import connect_all
     from .output import dump_json
-    from .policy import ATTRIBUTES, effective, read_policy, write_policy
+    from .policy import ATTRIBUTES, effective, read_policy, refusals, write_policy
 
     args = opts.policy
     assert args is not None
+    refused = refusals(ctx.config, args.changes)
+    if refused:  # what stop would refuse is not stored
+        for line in refused:
+            ctx.out.error(line)
+        return EXIT_USAGE
     uri = args.uri or (ctx.config.uris[0] if ctx.config.uris else "default")
     hv = connect_all(ctx, [uri], retry_for=0, stdout=not opts.json)[uri]
     if hv is None:
@@ -353,9 +361,12 @@ def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
             texts = {} if args.clear else {**current.texts, **args.changes}
             write_policy(guest, texts)
             current = read_policy(guest)
+        eff = effective(ctx.config, current)
         for warning in current.warnings:
             ctx.out.warn(warning)
-        eff = effective(ctx.config, current)
+        if not ctx.config.guest_policy and current.texts:
+            ctx.out.warn(f"guest {guest.name}: GUEST_POLICY=0: its policy metadata is ignored; the values below are "
+                         "the host-wide settings")
         values = {a.name: getattr(eff, a.name) for a in ATTRIBUTES}
         values["shutdown_timeout"] = (
             eff.shutdown_timeout if eff.shutdown_timeout is not None else ctx.config.shutdown_timeout

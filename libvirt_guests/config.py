@@ -169,6 +169,13 @@ class Config:
     migrate_undefine: bool
     migrate_back: bool
     migrate_back_data_uri: str
+    guest_policy: bool
+    policy_max_shutdown_timeout: int | None  # None: SHUTDOWN_TIMEOUT's value
+    policy_max_save_timeout: int | None
+    policy_max_start_delay: int | None
+    policy_max_start_delay_total: int | None
+    migrate_peers: tuple[str, ...]
+    migrate_data_uris: tuple[str, ...]
     # Where each value came from ('default', 'file', 'environment') and its
     # text as read there (before parsing; a problem's value is used instead).
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -176,6 +183,13 @@ class Config:
     warnings: tuple[str, ...] = field(default=(), compare=False)
     flavour: str = "upstream"
     problems: tuple[Problem, ...] = field(default=(), compare=False)
+
+    def allowed_peers(self) -> tuple[str, ...]:
+        """The peers stop and start may open: MIGRATE_URI, then MIGRATE_PEERS."""
+        return tuple(dict.fromkeys(u for u in (self.migrate_uri, *self.migrate_peers) if u))
+
+    def allowed_data_uris(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(u for u in (self.migrate_data_uri, *self.migrate_data_uris) if u))
 
     def persistent_only_for(self, chain: tuple[str, ...]) -> bool:
         """PERSISTENT_ONLY for a chain: default means true when it begins with

@@ -77,8 +77,11 @@ def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
     lines += _section("PER-GUEST POLICY")
     lines.append(_esc(
         f"A guest may carry its own policy in its domain XML metadata, namespace {NAMESPACE}, key guests, "
-        "element policy. Each attribute overrides the host-wide setting for that guest only; a value that is "
-        "not valid is ignored with a warning. Example:"
+        "element policy. Each attribute overrides the host-wide setting for that guest only, within the host's "
+        "bounds: the metadata is written by whoever may edit the domain, so it only chooses among what the "
+        "configuration allows (MIGRATE_PEERS, MIGRATE_DATA_URIS, the POLICY_MAX_ variables; GUEST_POLICY=0 "
+        "ignores it). A value that is not valid or not allowed is ignored (or cut to its ceiling) with a "
+        "warning. Example:"
     ))
     lines += [".PP", ".nf", _esc(
         f"virsh metadata GUEST --uri {NAMESPACE} --key guests --set \\\n"

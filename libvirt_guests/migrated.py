@@ -14,6 +14,7 @@ its disks."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from .config import Config
@@ -49,9 +50,11 @@ class Peers:
     threads of a stop); a peer that could not be opened is remembered with
     its error, so it costs its timeout once."""
 
-    def __init__(self, timeout: float = PEER_ASK_TIMEOUT, retry_for: float = 0.0) -> None:
+    def __init__(self, timeout: float = PEER_ASK_TIMEOUT, retry_for: float = 0.0,
+                 allowed: Collection[str] = ()) -> None:
         self.timeout = timeout
         self.retry_for = retry_for
+        self.allowed = frozenset(allowed)  # the host configuration's peers: nothing else is ever opened
         self._open: dict[str, Hypervisor | VirtError] = {}
         self._lock = threading.Lock()
 
@@ -61,6 +64,8 @@ class Peers:
             return self._get(uri)
 
     def _get(self, uri: str) -> Hypervisor:
+        if uri not in self.allowed:
+            raise VirtError("not one of the host's peers (MIGRATE_URI, MIGRATE_PEERS); not opened")
         if uri not in self._open:
             try:
                 if self.retry_for:
@@ -91,11 +96,23 @@ def peer_of(record: GuestRecord | None, migrate_to: str) -> str:
     return migrate_to
 
 
-def decide(peers: Peers, uuid: str, record: GuestRecord | None, migrate_to: str) -> PeerVerdict:
-    """Ask the guest's peer (if it has one) whether the guest runs there."""
+def start_command(here: str, uuid: str) -> str:
+    """The one command that starts a held guest by hand (by UUID: a name is the guest's own text)."""
+    return f"virsh -c {here} start {uuid}"
+
+
+def decide(peers: Peers, uuid: str, record: GuestRecord | None, migrate_to: str, here: str = "") -> PeerVerdict:
+    """Ask the guest's peer (if it has one) whether the guest runs there. A
+    peer the journal names that is not one of the host's is never opened:
+    the guest is held (a stop may have moved it there, it may run there)."""
     uri = peer_of(record, migrate_to)
     if not uri:
         return PeerVerdict(StartAction.START)
+    if uri not in peers.allowed:
+        return PeerVerdict(StartAction.HELD, uri, f"not started: the last stop recorded it with the peer {uri!r}, "
+                                        "which is not one of the host's peers (MIGRATE_URI, MIGRATE_PEERS), so it "
+                                        "is not asked; it stays listed: check that the guest does not run there, "
+                                        f"then start it with: {start_command(here, uuid)}")
     try:
         there = running_on_peer(peers.get(uri), uuid)
     except VirtError as err:
@@ -119,7 +136,7 @@ def ask_peer(peers: Peers, journal: Journal, uri: str, item: StartItem, migrate_
     if not item.action.asks_peer():
         return
     migrate_to = item.policy.migrate_to if item.policy else migrate_uri
-    verdict = decide(peers, item.uuid, journal.get(uri, item.uuid), migrate_to)
+    verdict = decide(peers, item.uuid, journal.get(uri, item.uuid), migrate_to, uri)
     if verdict.action != StartAction.START:
         item.action, item.detail, item.peer = verdict.action, verdict.message, verdict.peer
 
@@ -129,8 +146,15 @@ def describe_migrated(journal: Journal | None, config: Config) -> list[dict[str,
     if journal is None:
         return []
     back = config.migrate_back and config.on_boot == "start"
+    allowed = config.allowed_peers()
+
+    def next_start(peer: str) -> str:
+        if peer not in allowed:
+            return "left on the peer, never asked: not one of the host's peers (MIGRATE_URI, MIGRATE_PEERS)"
+        return "migrate back" if back else "left on the peer"
+
     return [{"uri": g.uri, "uuid": g.uuid, "name": g.name, "peer": g.peer or g.detail,
-             "autostart_here": g.autostart_here, "next_start": "migrate back" if back else "left on the peer"}
+             "autostart_here": g.autostart_here, "next_start": next_start(g.peer or g.detail)}
             for g in journal.migrated()]
 
 
@@ -148,6 +172,9 @@ def bring_back(record: GuestRecord, here: Hypervisor, peers: Peers, config: Conf
     restore its autostart flag here. Whatever fails, the guest keeps running
     on the peer (migrate_live's contract) and stays recorded."""
     uri = record.peer or record.detail
+    if uri not in peers.allowed:
+        return Return(StartOutcome.KEPT, f"the recorded peer {uri!r} is not one of the host's peers (MIGRATE_URI, "
+                      "MIGRATE_PEERS); not asked, it stays recorded there", failed=True)
     try:
         peer = peers.get(uri)
     except VirtError as err:

@@ -52,6 +52,14 @@ class UriStopPlan:
         return [item.guest.uuid for item in self.items if item.recorded]
 
 
+def _policy_of(config: Config, guest: Guest) -> GuestPolicy:
+    """The policy stop and start decide by: the guest's own (read_policy),
+    or with GUEST_POLICY=0 none, its metadata not even read."""
+    if not config.guest_policy:
+        return GuestPolicy(name=guest.name, ignored=True)
+    return read_policy(guest)
+
+
 def plan_stop(
     hv: Hypervisor, config: Config, forced_chain: tuple[str, ...] | None, journal: Journal | None
 ) -> UriStopPlan:
@@ -78,11 +86,11 @@ def plan_stop(
 def _plan_guest(
     plan: UriStopPlan, guest: Guest, config: Config, forced_chain: tuple[str, ...] | None, journal: Journal | None
 ) -> None:
-    policy: GuestPolicy = read_policy(guest)
+    policy: GuestPolicy = _policy_of(config, guest)
     if policy.gone:
         return  # vanished since the listing: nothing to plan
-    plan.warnings += policy.warnings
     eff = effective(config, policy, forced_chain)
+    plan.warnings += policy.warnings  # after effective(): it adds the refusals and cuts
     listed = guest.as_listed
     persistent = listed.is_persistent()
     paused = listed.is_paused()
@@ -102,11 +110,12 @@ def _plan_guest(
     plan.items.append(StopItem(guest, persistent, paused, eff, chain, recorded=persistent, note=note))
 
 
-def check_peers(plans: list[UriStopPlan], timeout: float = PEER_CHECK_TIMEOUT) -> None:
+def check_peers(plans: list[UriStopPlan], allowed: tuple[str, ...], timeout: float = PEER_CHECK_TIMEOUT) -> None:
     """For every guest whose chain has migrate, ask its peer whether it can
     take it (connection, CPU, memory, a clash), touching nothing: fills
     StopItem.peer_reasons. One connection per peer, each open bounded by
-    ``timeout``; an error stays with the guest (or peer) it concerns."""
+    ``timeout``; an error stays with the guest (or peer) it concerns. Only
+    the host configuration's peers (``allowed``) are opened."""
     peers: dict[str, Hypervisor | str] = {}
     try:
         for plan in plans:
@@ -115,7 +124,10 @@ def check_peers(plans: list[UriStopPlan], timeout: float = PEER_CHECK_TIMEOUT) -
                     continue
                 uri = item.policy.migrate_to
                 if not uri:
-                    item.peer_reasons = [NO_PEER]
+                    item.peer_reasons = [item.policy.migrate_refused or NO_PEER]
+                    continue
+                if uri not in allowed:  # effective() lets none through; never open a guest's own text
+                    item.peer_reasons = [f"not one of the host's peers: {uri!r}"]
                     continue
                 if uri not in peers:
                     try:
@@ -230,12 +242,12 @@ def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journa
             if guest is None:
                 plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
                 continue
-            policy = read_policy(guest)
+            policy = _policy_of(config, guest)
             if policy.gone:  # undefined since the listing
                 plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
                 continue
-            plan.warnings += policy.warnings
             eff = effective(config, policy)
+            plan.warnings += policy.warnings
             record = journal.get(hv.uri, uuid) if journal else None
             plan.items.append(StartItem(uuid, guest, eff, decide_start(guest.as_listed, eff, record)))
         except VirtError as err:

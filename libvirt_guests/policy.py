@@ -102,18 +102,23 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "start after and stop before all ordered ones", host_setting=None),
     Attribute(name="shutdown_timeout", parse=_bounded(parse_seconds, 0, TIMEOUT_LIMIT),
               accepts=f"seconds, 0 to {TIMEOUT_LIMIT}",
-              doc="seconds to wait for this guest to shut down (0: forever)", host_setting="SHUTDOWN_TIMEOUT"),
+              doc="seconds to wait for this guest to shut down (0: the host's SHUTDOWN_TIMEOUT; at most "
+              "POLICY_MAX_SHUTDOWN_TIMEOUT)", host_setting="SHUTDOWN_TIMEOUT"),
     Attribute(name="save_timeout", parse=_bounded(parse_seconds, 0, TIMEOUT_LIMIT),
               accepts=f"seconds, 0 to {TIMEOUT_LIMIT}",
-              doc="seconds a managed save of this guest may take (0: no limit)", host_setting="SAVE_TIMEOUT"),
+              doc="seconds a managed save of this guest may take (0: the host's SAVE_TIMEOUT; at most "
+              "POLICY_MAX_SAVE_TIMEOUT)", host_setting="SAVE_TIMEOUT"),
     Attribute(name="start_delay", parse=_bounded(parse_delay, 0, DELAY_LIMIT), accepts=f"seconds, 0 to {DELAY_LIMIT}",
-              doc="seconds to wait after this guest started before the next order group", host_setting=None),
+              doc="seconds to wait after this guest started before the next order group (at most "
+              "POLICY_MAX_START_DELAY; all groups together POLICY_MAX_START_DELAY_TOTAL)", host_setting=None),
     Attribute(name="skip", parse=_parse_skip, accepts="yes or no",
               doc="yes: leave this guest alone on stop", host_setting=None),
     Attribute(name="migrate_to", parse=parse_peer_uri, accepts="one libvirt URI",
-              doc="the peer host the migrate action moves this guest to", host_setting="MIGRATE_URI"),
+              doc="the peer host the migrate action moves this guest to: one of MIGRATE_URI and "
+              "MIGRATE_PEERS, exactly", host_setting="MIGRATE_URI"),
     Attribute(name="migrate_data_uri", parse=parse_data_uri, accepts="one URI, e.g. tcp://10.0.0.2",
-              doc="where this guest's migration stream goes", host_setting="MIGRATE_DATA_URI"),
+              doc="where this guest's migration stream goes: one of MIGRATE_DATA_URI and "
+              "MIGRATE_DATA_URIS, exactly", host_setting="MIGRATE_DATA_URI"),
 )
 BY_ATTRIBUTE = {a.name: a for a in ATTRIBUTES}
 
@@ -126,11 +131,17 @@ class GuestPolicy:
     texts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     gone: bool = False  # not read: the guest no longer exists
+    name: str = ""  # the guest's, for the warnings effective() adds
+    ignored: bool = False  # GUEST_POLICY=0: the metadata was not read
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:  # effective() may be asked twice about one policy
+            self.warnings.append(text)
 
 
 def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
     """Parse the metadata element; a bad value is dropped with a warning."""
-    policy = GuestPolicy()
+    policy = GuestPolicy(name=guest_name)
     if not xml:
         return policy
     import xml.etree.ElementTree as ET  # only for a guest that has a policy
@@ -174,8 +185,10 @@ def read_policy(guest: Guest) -> GuestPolicy:
     except Exception as err:  # noqa: BLE001 - a policy must never stop the run
         warning = (f"guest {shown(guest.name)}: cannot read policy metadata ({shown_error(err)}); "
                    "using host-wide settings")
-        return GuestPolicy(warnings=[warning], gone=bool(getattr(err, "vanished", False)))  # VirtError.vanished
+        return GuestPolicy(warnings=[warning], gone=bool(getattr(err, "vanished", False)),  # VirtError.vanished
+                           name=guest.name)
     return parse_policy(xml, guest.name)
+
 
 
 def policy_xml(texts: dict[str, str]) -> str | None:
@@ -214,23 +227,95 @@ class Effective:
     start_delay: float
     skip: bool
     sources: dict[str, str]
-    migrate_to: str = ""  # empty: no peer for this guest
-    migrate_data_uri: str = ""
+    migrate_to: str = ""  # empty: no peer for this guest; else always a string of the host configuration
+    migrate_data_uri: str = ""  # likewise
+    migrate_refused: str = ""  # why the guest's own migrate_to was refused (then migrate_to is empty)
+
+
+def _allowed(asked: str, allowed: tuple[str, ...]) -> str | None:
+    """The host configuration's own string equal to ``asked``, or None: a
+    guest's text only selects, it is never the one used."""
+    return next((uri for uri in allowed if uri == asked), None)
+
+
+def _ceiling(name: str, host_value: float, ceiling: int | None) -> float | None:
+    """The most a guest may ask for (None: no ceiling): POLICY_MAX_... when
+    set (0: none), else the host's own value. A host timeout of 0 means no
+    limit, so no ceiling; a START_DELAY of 0 means no delay, so a ceiling of 0."""
+    if ceiling is not None:
+        return ceiling or None
+    if name == "start_delay":
+        return host_value
+    return host_value or None
+
+
+def bounded_values(config: Config, policy: GuestPolicy) -> dict[str, Any]:
+    """The guest's values as the host allows them: peers and data URIs chosen
+    among the host's, 0 meaning the host's value, ceilings applied. Each
+    refusal or cut is a warning on the policy."""
+    if policy.ignored or not config.guest_policy:
+        return {}
+    values = dict(policy.values)
+    who = f"guest {policy.name}"
+    for name, host_value, ceiling, variable in (
+        ("shutdown_timeout", config.shutdown_timeout, config.policy_max_shutdown_timeout,
+         "POLICY_MAX_SHUTDOWN_TIMEOUT"),
+        ("save_timeout", config.save_timeout, config.policy_max_save_timeout, "POLICY_MAX_SAVE_TIMEOUT"),
+        ("start_delay", config.start_delay, config.policy_max_start_delay, "POLICY_MAX_START_DELAY"),
+    ):
+        if name not in values:
+            continue
+        if not values[name] and name != "start_delay":
+            del values[name]  # 0 from a guest: the host's value, never "no limit"
+            continue
+        limit = _ceiling(name, host_value, ceiling)
+        if limit is not None and values[name] > limit:
+            policy.warn(f"{who}: policy {name}={_shown(policy.texts.get(name, ''))} is above the host's ceiling "
+                        f"({variable}: {_number(limit)} s); using {_number(limit)}")
+            values[name] = limit
+    # Compared as the metadata writes them (not stripped): equal to a host string, byte for byte, or refused.
+    asked = policy.texts.get("migrate_to", "") if values.pop("migrate_to", "") else ""
+    if asked:
+        chosen = _allowed(asked, config.allowed_peers())
+        if chosen is None:
+            policy.warn(f"{who}: policy migrate_to={_shown(asked)} is not one of the host's peers (MIGRATE_URI, "
+                        "MIGRATE_PEERS); refused, never opened: the guest takes the rest of its chain")
+            values["migrate_refused"] = "its policy names a peer the host does not list in MIGRATE_PEERS"
+        else:
+            values["migrate_to"] = chosen
+    asked = policy.texts.get("migrate_data_uri", "") if values.pop("migrate_data_uri", "") else ""
+    if asked:
+        chosen = _allowed(asked, config.allowed_data_uris())
+        if chosen is None:
+            policy.warn(f"{who}: policy migrate_data_uri={_shown(asked)} is not one of the host's data URIs "
+                        "(MIGRATE_DATA_URI, MIGRATE_DATA_URIS); refused: using MIGRATE_DATA_URI")
+        else:
+            values["migrate_data_uri"] = chosen
+    return values
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def effective(config: Config, policy: GuestPolicy, forced_chain: tuple[str, ...] | None = None) -> Effective:
-    """Guest values override host values for that guest only."""
-    values = policy.values
+    """Guest values override host values for that guest only, within the
+    host's bounds (bounded_values; its warnings go to policy.warnings)."""
+    values = bounded_values(config, policy)
     sources: dict[str, str] = {}
     for attribute in ATTRIBUTES:
         if attribute.name in values:
             sources[attribute.name] = "guest metadata"
+            if values[attribute.name] != policy.values.get(attribute.name):
+                sources[attribute.name] = "guest metadata, cut to the host's ceiling"
         elif attribute.host_setting:
             host_source = config.sources.get(attribute.host_setting, "default")
             sources[attribute.name] = f"{attribute.host_setting} ({host_source})"
         else:
             sources[attribute.name] = "default"
     chain = values.get("on_shutdown", config.on_shutdown)
+    if values.get("migrate_refused"):
+        sources["migrate_to"] = "guest metadata, refused"
     if forced_chain is not None:
         chain = forced_chain
         sources["on_shutdown"] = "the shutdown command"
@@ -243,9 +328,34 @@ def effective(config: Config, policy: GuestPolicy, forced_chain: tuple[str, ...]
         start_delay=values.get("start_delay", 0.0),
         skip=values.get("skip", False),
         sources=sources,
-        migrate_to=values.get("migrate_to") or config.migrate_uri,
+        migrate_to="" if "migrate_refused" in values else (values.get("migrate_to") or config.migrate_uri),
         migrate_data_uri=values.get("migrate_data_uri") or config.migrate_data_uri,
+        migrate_refused=values.get("migrate_refused", ""),
     )
+
+
+def start_delay_total(config: Config) -> float | None:
+    """How long, per URI, start may wait for guests' own start_delay, all
+    order groups together (None: no bound): POLICY_MAX_START_DELAY_TOTAL
+    (0: none), else the most one guest may ask for (a day when that has no ceiling)."""
+    if config.policy_max_start_delay_total is not None:
+        return config.policy_max_start_delay_total or None
+    return _ceiling("start_delay", config.start_delay, config.policy_max_start_delay) or DELAY_LIMIT
+
+
+def refusals(config: Config, changes: dict[str, str]) -> list[str]:
+    """What the policy command must not store: the values stop would refuse
+    (a peer or data URI the host configuration does not list)."""
+    lines = []
+    asked = changes.get("migrate_to", "")
+    if asked and _allowed(asked, config.allowed_peers()) is None:
+        lines.append(f"--migrate-to={_shown(asked)} is not one of the host's peers (MIGRATE_URI, MIGRATE_PEERS: "
+                     f"{' '.join(config.allowed_peers()) or 'none'}); stop would refuse it")
+    asked = changes.get("migrate_data_uri", "")
+    if asked and _allowed(asked, config.allowed_data_uris()) is None:
+        lines.append(f"--migrate-data-uri={_shown(asked)} is not one of the host's data URIs (MIGRATE_DATA_URI, "
+                     f"MIGRATE_DATA_URIS: {' '.join(config.allowed_data_uris()) or 'none'}); stop would refuse it")
+    return lines
 
 
 def order_groups(items: list[Any], order_of: Callable[[Any], int | None], descending: bool) -> list[list[Any]]:

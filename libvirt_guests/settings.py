@@ -52,6 +52,25 @@ def parse_data_uri(text: str) -> str:
     return text
 
 
+def parse_peer_list(text: str) -> tuple[str, ...]:
+    """MIGRATE_PEERS: libvirt URIs separated by spaces (or nothing)."""
+    words = _words(text)
+    for word in words:
+        if not (_PEER_URI.fullmatch(word) and "://" in word):
+            raise SettingError(f"expected libvirt URIs such as qemu+ssh://peer/system, separated by spaces; "
+                               f"{word[:60]!r} is not one")
+    return words
+
+
+def parse_data_uri_list(text: str) -> tuple[str, ...]:
+    """MIGRATE_DATA_URIS: URIs separated by spaces (or nothing)."""
+    words = _words(text)
+    for word in words:
+        if not (_PEER_URI.fullmatch(word) and "://" in word):
+            raise SettingError(f"expected URIs such as tcp://10.0.0.2, separated by spaces; {word[:60]!r} is not one")
+    return words
+
+
 def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -166,6 +185,15 @@ def parse_sleep(text: str) -> float:
     if total > MAX_START_DELAY:  # inf included: sleep would wait for ever
         raise SettingError(f"expected at most {MAX_START_DELAY} seconds; more is waiting for ever")
     return total
+
+
+def parse_ceiling(text: str) -> int | None:
+    """A POLICY_MAX_... ceiling: whole seconds, 0 (no ceiling) or more; empty: the host's own value (None)."""
+    if not text.strip():
+        return None
+    if not _INT.fullmatch(text.strip()) or int(text) > MAX_SECONDS:
+        raise SettingError(f"expected nothing or a whole number of seconds, 0 to {MAX_SECONDS}")
+    return int(text)
 
 
 def parse_count(text: str) -> int:
@@ -378,10 +406,47 @@ SETTINGS: tuple[Setting, ...] = (
         since_original=False, used_by=("stop", "start"),
     ),
     Setting(
+        name="GUEST_POLICY", default="1", parse=parse_switch, accepts="0 or 1",
+        doc="1: each guest's own policy (the <policy> element of its metadata, see the "
+        "policy command) may change how it is handled, within the POLICY_MAX_... ceilings and "
+        "MIGRATE_PEERS. 0: the metadata is not read at all; every guest gets the host-wide settings. "
+        "The metadata is written by whoever may edit a domain's XML, not by the host's admin.",
+        since_original=False, used_by=("stop", "start"), canonical=_words_are("0", "1"),
+    ),
+    Setting(
+        name="POLICY_MAX_SHUTDOWN_TIMEOUT", default="", parse=parse_ceiling,
+        accepts="seconds, 0 or more, or empty",
+        doc="The longest shutdown_timeout a guest's own policy may ask for; a longer one is cut "
+        "to it. Empty: SHUTDOWN_TIMEOUT (a guest may shorten its wait, not lengthen it). 0: no "
+        "ceiling. A guest's shutdown_timeout=0 means the host's rule, never 'wait for ever'.",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="POLICY_MAX_SAVE_TIMEOUT", default="", parse=parse_ceiling, accepts="seconds, 0 or more, or empty",
+        doc="The longest save_timeout a guest's own policy may ask for; a longer one is cut to it. "
+        "Empty: SAVE_TIMEOUT (0 there: no limit, so no ceiling). 0: no ceiling. A guest's "
+        "save_timeout=0 means SAVE_TIMEOUT, never 'no limit'.",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="POLICY_MAX_START_DELAY", default="", parse=parse_ceiling, accepts="seconds, 0 or more, or empty",
+        doc="The longest start_delay a guest's own policy may ask for; a longer one is cut to it. "
+        "Empty: START_DELAY. 0: no ceiling (a day at most).",
+        since_original=False, used_by=("start",),
+    ),
+    Setting(
+        name="POLICY_MAX_START_DELAY_TOTAL", default="", parse=parse_ceiling,
+        accepts="seconds, 0 or more, or empty",
+        doc="The most start may wait, per URI, for the start_delay of guests' own policies, "
+        "all order groups together; once it is spent the next groups start without waiting. "
+        "Empty: POLICY_MAX_START_DELAY's value. 0: no bound but each guest's ceiling.",
+        since_original=False, used_by=("start",),
+    ),
+    Setting(
         name="MIGRATE_URI", default="", parse=parse_peer_uri, accepts="one libvirt URI, or empty",
         doc="The peer host the migrate action moves guests to, e.g. qemu+ssh://peer/system or "
-        "qemu+tcp://10.0.0.2/system (empty: no peer; a guest's own policy may name one with "
-        "migrate_to). The guest is migrated live and defined on the peer; here its "
+        "qemu+tcp://10.0.0.2/system (empty: no peer; a guest's own policy may choose one of "
+        "MIGRATE_PEERS with migrate_to). The guest is migrated live and defined on the peer; here its "
         "autostart is turned off (and remembered) so it never runs on two hosts. Before "
         "starting a listed guest, start asks the peer and leaves alone one that runs there.",
         since_original=False, used_by=("stop", "start"),
@@ -390,6 +455,23 @@ SETTINGS: tuple[Setting, ...] = (
         name="MIGRATE_DATA_URI", default="", parse=parse_data_uri, accepts="one URI, or empty",
         doc="Where the migration stream goes, e.g. tcp://10.0.0.2 (a dedicated migration "
         "network). Empty: the peer names its own host name, which must resolve here.",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="MIGRATE_PEERS", default="", parse=parse_peer_list, accepts="libvirt URIs separated by spaces, or empty",
+        doc="The peers a guest's own policy may choose with migrate_to, besides MIGRATE_URI "
+        "(always allowed). A guest's migrate_to must be one of these strings exactly; any other is "
+        "refused with a warning and the guest takes the next action of its chain. Only these "
+        "strings are ever opened, by stop and by start (which asks a guest's peer before starting "
+        "it); a guest the last stop recorded on a peer no longer allowed is not started. "
+        "Set it when guests name their own peers.",
+        since_original=False, used_by=("stop", "start"),
+    ),
+    Setting(
+        name="MIGRATE_DATA_URIS", default="", parse=parse_data_uri_list, accepts="URIs separated by spaces, or empty",
+        doc="The migration stream destinations a guest's own policy may choose with "
+        "migrate_data_uri, besides MIGRATE_DATA_URI. Any other value is refused with a warning and "
+        "MIGRATE_DATA_URI is used.",
         since_original=False, used_by=("stop",),
     ),
     Setting(

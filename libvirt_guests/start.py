@@ -90,7 +90,7 @@ class StartRun:
         self.ignore_mode = self.cfg.on_boot != "start"
         self.hvs: dict[str, Hypervisor | None] = {}
         self.starting_recorded = False
-        self.peers = Peers()
+        self.peers = Peers(allowed=self.cfg.allowed_peers())
 
     def run(self) -> int:
         paths, out = self.ctx.paths, self.ctx.out

@@ -12,6 +12,7 @@ from .engine import Countdown, Heartbeat, Workers, each_at_once
 from .outcomes import StartOutcome
 from .output import WARNING, shown, shown_error, shown_uri, tr
 from .plan import StartAction, StartItem, UriStartPlan, decide_start
+from .policy import start_delay_total
 from .start_actions import START_UNITS, StartUnit
 from .virt import Guest, Hypervisor, VirtError
 
@@ -59,6 +60,8 @@ class UriStart:
         parallel = cfg.start_delay == 0
         workers = Workers(cfg.parallel_start if parallel else 1, "start")
         groups = self.plan.groups
+        budget = start_delay_total(cfg)  # guests' start_delay, all groups together (None: no bound)
+        spent = 0.0
         try:
             for number, group in enumerate(groups, 1):
                 countdown = Countdown(len(group))
@@ -71,6 +74,16 @@ class UriStart:
                 delays = [(item.policy.start_delay, item.guest.name if item.guest else item.uuid) for item in group
                           if item.policy and run.ledger.started(self.hv.uri, item)]
                 delay, name = max(delays, default=(0.0, ""))
+                if delay and budget is not None and spent + delay > budget:
+                    cut = max(0.0, budget - spent)
+                    if spent <= budget:  # told once
+                        run.ctx.out.warn(f"{self.hv.uri}: the start_delay of the guests' own policies adds up to "
+                                         f"more than POLICY_MAX_START_DELAY_TOTAL ({budget:g} s): waiting "
+                                         f"{cut:g} s instead of {delay:g} s after guest {name}, and not at all "
+                                         "after the next groups")
+                    spent, delay = budget + 1, cut
+                else:
+                    spent += delay
                 if delay:
                     run.pacing.sleep(delay, f"start_delay of guest {shown(name)}")
         finally:

@@ -78,6 +78,8 @@ def test_check_config_notes_migrate_back_without_on_boot_start(files: Files, run
 
 
 def test_policy_migrate_to_and_its_own_chain(files: Files) -> None:
+    # a guest's own peer and data URI must be among the host's (issue 19)
+    files.write_config(MIGRATE_PEERS="qemu+tcp://b/system", MIGRATE_DATA_URIS="tcp://10.1.1.1")
     cfg = load(Paths.resolve())
     policy = parse_policy('<policy xmlns="urn:libvirt-guests:policy:1" on_shutdown="migrate shutdown" '
                           'migrate_to="qemu+tcp://b/system" migrate_data_uri="tcp://10.1.1.1"/>', "g")
@@ -95,6 +97,7 @@ def test_policy_migrate_to_and_its_own_chain(files: Files) -> None:
 
 
 def test_policy_command_sets_migrate_to(files: Files, driver: Driver, run) -> None:
+    files.write_config(MIGRATE_PEERS="qemu+tcp://b/system")  # the policy command refuses a peer stop would refuse
     dom = driver.guest()
     assert run("policy", dom.name(), "--migrate-to", "qemu+tcp://b/system", "--on-shutdown", "migrate").code == 0
     data = json.loads(run("policy", dom.name(), "--json").out)

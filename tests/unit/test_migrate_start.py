@@ -66,6 +66,7 @@ def test_the_peer_named_by_the_journal_is_asked_even_without_migrate_uri(files: 
                                                                         tmp_path: Path) -> None:
     dom = driver.guest(running=False)
     peer = make_peer(tmp_path, dom)
+    files.write_config(MIGRATE_PEERS=peer)  # only a peer of the host configuration is asked (issue 19)
     write_state(files, [dom], [record(dom, "pending", peer)], phase="stopping")
     result = run("start")
     assert result.code == 0 and "left there" in result.out
@@ -83,6 +84,7 @@ def test_a_guest_not_on_the_peer_is_started_here(files: Files, driver: Driver, r
 
 def test_migrated_and_peer_unreachable_is_held_and_stays_recorded(files: Files, driver: Driver, run) -> None:
     dom = driver.guest(running=False)
+    files.write_config(MIGRATE_PEERS=UNREACHABLE)
     write_state(files, [dom], [record(dom, "migrated", UNREACHABLE)])
     result = run("start")
     assert result.code == 1
@@ -96,6 +98,7 @@ def test_migrated_and_peer_unreachable_is_held_and_stays_recorded(files: Files, 
 def test_killed_mid_migration_and_peer_unreachable_is_held(files: Files, driver: Driver, run) -> None:
     """Nothing says the stop did not move it: keep it listed, exit 1, a human decides."""
     dom = driver.guest(running=False)
+    files.write_config(MIGRATE_PEERS=UNREACHABLE)
     write_state(files, [dom], [record(dom, "pending", UNREACHABLE)], phase="stopping")
     result = run("start")
     assert result.code == 1
@@ -128,7 +131,7 @@ def test_migrate_back_failure_keeps_the_guest_on_the_peer(files: Files, driver: 
     """The test driver cannot migrate: the way back fails, the guest stays recorded as migrated."""
     dom = driver.guest(running=False)
     peer = make_peer(tmp_path, dom)
-    files.write_config(MIGRATE_BACK="1")
+    files.write_config(MIGRATE_BACK="1", MIGRATE_PEERS=peer)
     write_state(files, [], [record(dom, "migrated", peer, recorded=False, autostart_here=True)])
     result = run("start")
     assert result.code == 1
@@ -147,7 +150,7 @@ def test_migrate_back_of_a_guest_no_longer_on_the_peer_restores_autostart(files:
                                                                           tmp_path: Path) -> None:
     dom = driver.guest(running=False)
     peer = make_peer(tmp_path)  # the peer does not have it
-    files.write_config(MIGRATE_BACK="1")
+    files.write_config(MIGRATE_BACK="1", MIGRATE_PEERS=peer)
     write_state(files, [], [record(dom, "migrated", peer, recorded=False, autostart_here=True)])
     result = run("start")
     assert result.code == 0, result.out + result.err

@@ -64,6 +64,7 @@ def test_policy_prints_yes_no_and_plain_numbers(files: Files, driver: Driver, ru
     assert shown == {"on_shutdown": "suspend", "on_boot": "start", "order": "-", "shutdown_timeout": "300",
                      "save_timeout": "0", "start_delay": "0", "skip": "no", "migrate_to": "-",
                      "migrate_data_uri": "-"}
+    files.write_config(POLICY_MAX_START_DELAY="2")  # a guest's start_delay above START_DELAY needs the host's ceiling
     assert run("policy", dom.name(), "--skip", "yes", "--start-delay", "1.5", "--order", "2").code == 0
     shown = _policy_lines(run("policy", dom.name()).out)
     assert (shown["skip"], shown["start_delay"], shown["order"]) == ("yes", "1.5", "2")
