@@ -365,8 +365,8 @@ def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
         for warning in current.warnings:
             ctx.out.warn(warning)
         if not ctx.config.guest_policy and current.texts:
-            ctx.out.warn(f"guest {guest.name}: GUEST_POLICY=0: its policy metadata is ignored; the values below are "
-                         "the host-wide settings")
+            ctx.out.warn(f"guest {shown(guest.name)}: GUEST_POLICY=0: its policy metadata is ignored; "
+                         "the values below are the host-wide settings")
         values = {a.name: getattr(eff, a.name) for a in ATTRIBUTES}
         values["shutdown_timeout"] = (
             eff.shutdown_timeout if eff.shutdown_timeout is not None else ctx.config.shutdown_timeout
@@ -600,6 +600,10 @@ def run() -> None:
     except BrokenPipeError:
         discard_stdout()
         code = EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:  # Ctrl-C before main() could note it (at import): no traceback either
+        with contextlib.suppress(Exception):
+            sys.stderr.write("libvirt-guests: error: interrupted\n")
+        code = EXIT_SIGINT
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -607,10 +611,6 @@ def run() -> None:
         code = EXIT_BROKEN_PIPE
     except (OSError, ValueError):  # EIO, ENOSPC on what print() left buffered: the command's code stands
         discard_stdout()
-    except KeyboardInterrupt:  # Ctrl-C before main() could note it (at import): no traceback either
-        with contextlib.suppress(Exception):
-            sys.stderr.write("libvirt-guests: error: interrupted\n")
-        code = EXIT_SIGINT
     with contextlib.suppress(Exception):  # nowhere left to say it
         sys.stderr.flush()
     os._exit(code)

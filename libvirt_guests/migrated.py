@@ -98,7 +98,7 @@ def peer_of(record: GuestRecord | None, migrate_to: str) -> str:
 
 def start_command(here: str, uuid: str) -> str:
     """The one command that starts a held guest by hand (by UUID: a name is the guest's own text)."""
-    return f"virsh -c {here} start {uuid}"
+    return f"virsh -c {shown_uri(here)} start {shown(uuid)}"
 
 
 def decide(peers: Peers, uuid: str, record: GuestRecord | None, migrate_to: str, here: str = "") -> PeerVerdict:

@@ -256,7 +256,7 @@ def bounded_values(config: Config, policy: GuestPolicy) -> dict[str, Any]:
     if policy.ignored or not config.guest_policy:
         return {}
     values = dict(policy.values)
-    who = f"guest {policy.name}"
+    who = f"guest {shown(policy.name)}"
     for name, host_value, ceiling, variable in (
         ("shutdown_timeout", config.shutdown_timeout, config.policy_max_shutdown_timeout,
          "POLICY_MAX_SHUTDOWN_TIMEOUT"),

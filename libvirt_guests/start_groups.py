@@ -77,9 +77,9 @@ class UriStart:
                 if delay and budget is not None and spent + delay > budget:
                     cut = max(0.0, budget - spent)
                     if spent <= budget:  # told once
-                        run.ctx.out.warn(f"{self.hv.uri}: the start_delay of the guests' own policies adds up to "
-                                         f"more than POLICY_MAX_START_DELAY_TOTAL ({budget:g} s): waiting "
-                                         f"{cut:g} s instead of {delay:g} s after guest {name}, and not at all "
+                        run.ctx.out.warn(f"{shown_uri(self.hv.uri)}: the start_delay of the guests' own policies "
+                                         f"adds up to more than POLICY_MAX_START_DELAY_TOTAL ({budget:g} s): waiting "
+                                         f"{cut:g} s instead of {delay:g} s after guest {shown(name)}, and not at all "
                                          "after the next groups")
                     spent, delay = budget + 1, cut
                 else:

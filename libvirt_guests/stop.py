@@ -378,8 +378,8 @@ def back_here(run: StopRun, record: GuestRecord, guest: Guest) -> None:
     try:
         restore_autostart(guest, True)
     except VirtError as err:
-        run.ctx.out.warn(f"guest {guest.name} is back from {record.peer or record.detail}, but its autostart flag "
-                         f"could not be turned back on: {err}")
+        run.ctx.out.warn(f"guest {shown(guest.name)} is back from {shown_uri(record.peer or record.detail)}, "
+                         f"but its autostart flag could not be turned back on: {shown_error(err)}")
 
 
 def merge_list_lines(previous: ListEntries, plans: dict[str, UriStopPlan]) -> ListEntries:

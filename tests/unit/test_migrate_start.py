@@ -186,7 +186,7 @@ def test_a_stop_keeps_the_autostart_flags_of_guests_still_on_the_peer(files: Fil
     assert journal(files)[away.name()]["autostart_here"] is True
     assert run("stop").code == 0  # nothing runs here: still kept
     assert journal(files)[away.name()]["autostart_here"] is True
-    files.write_config(MIGRATE_BACK="1")
+    files.write_config(MIGRATE_BACK="1", MIGRATE_PEERS=peer)
     result = run("start")
     assert result.code == 0, result.out + result.err
     assert "no longer running on" in result.out
