@@ -30,7 +30,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from .support import Driver, Files, Result, libvirt_error, peer_uri
+from .support import TEST_URI, Driver, Files, Result, libvirt_error, peer_uri
 
 EXPECTED = Path(__file__).parent / "transcripts"
 REGENERATE = os.environ.get("LGT_REGENERATE_TRANSCRIPTS") == "1"
@@ -48,6 +48,7 @@ _MASKS = [
     (re.compile(r"pid \d+"), "pid N"),
     (re.compile(r'"pid": \d+'), '"pid": N'),
     (re.compile(r'"updated": "[^"]*"'), '"updated": "T"'),
+    (re.compile(r"\.(damaged|untrusted)-\d{8}T\d{6}(\.\d+)?\b"), r".\1-STAMP"),  # files set aside
     (re.compile(r'"id": \d+'), '"id": N'),
     # gueststatus tables: domain ids (and so column widths) depend on earlier tests
     (re.compile(r"^ \d+ +(\S+) +", re.M), r" N \1 "),
@@ -341,7 +342,7 @@ def test_stop_deadline(files: Files, driver: Driver, transcript: Transcript, fau
     define(driver, "alpha", policy='<policy on_shutdown="shutdown poweroff" shutdown_timeout="0"/>')
     define(driver, "delta")
     define(driver, "café")
-    files.write_config(ON_SHUTDOWN="suspend", PARALLEL_SAVE="1", STOP_DEADLINE="2")
+    files.write_config(ON_SHUTDOWN="suspend", PARALLEL_SAVE="1", STOP_DEADLINE="3")
     transcript("stop")
     transcript("status")
     transcript("gueststatus")
@@ -512,6 +513,44 @@ def _wait_for_run_lock(path: Path, held: bool, limit: float = 20.0) -> None:
             os.close(fd)
         time.sleep(0.05)
     pytest.fail(f"{path} was not locked within {limit} s")
+
+
+def test_unreachable_and_repeated_uris(files: Files, driver: Driver, transcript: Transcript, tmp_path: Path) -> None:
+    """One URI cannot be reached (its guests are not lost for the others);
+    one daemon named twice is handled once."""
+    define(driver, "alpha")
+    define(driver, "café")
+    files.write_config(URIS=f"test:///default test://{tmp_path}/no-such-node.xml test:///default",
+                       ON_SHUTDOWN="suspend", CONNECT_TIMEOUT="1", PARALLEL_START="1")  # ids in list order
+    transcript("plan", "stop")
+    transcript("stop")
+    transcript("status")
+    transcript("start")
+    transcript("gueststatus")
+    transcript.compare("unreachable_and_repeated_uris")
+
+
+def test_state_files_damaged(files: Files, driver: Driver, transcript: Transcript, tmp_path: Path) -> None:
+    """Junk in the list file and a damaged journal: the good entries are
+    used, the journal is set aside; a list file that is a symbolic link is
+    not read."""
+    define(driver, "alpha")
+    define(driver, "café")
+    files.write_config(ON_SHUTDOWN="suspend", ON_BOOT="start", PARALLEL_START="1")  # ids in list order
+    transcript("stop")
+    with files.list_file.open("a") as listed:
+        listed.write(f"{TEST_URI} not-a-uuid {GUESTS['gamma']}\nno-uri-here {GUESTS['delta']}\n")
+    files.state_file.write_text('{"phase": "stopped", "guests": [')
+    transcript("status")
+    transcript("start")
+    transcript("stop")
+    real = tmp_path / "elsewhere"
+    files.list_file.rename(real)
+    files.list_file.symlink_to(real)
+    transcript("status")
+    transcript("start")
+    transcript("gueststatus")
+    transcript.compare("state_files_damaged")
 
 
 CONFIG_WITH_PROBLEMS = """\
