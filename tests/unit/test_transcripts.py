@@ -1,15 +1,26 @@
-"""The drop-in promise about messages, held whole: transcripts of stop, start,
-status, gueststatus and plan --json on the test driver, compared with the
-expected-output files in tests/unit/transcripts/ (as virt-manager's
-tests/test_cli.py does with add_compare).
+"""The drop-in promise about messages, held whole: transcripts of every
+command on the test driver (stop, start, status, gueststatus, plan, policy,
+check-config, usage and help), one scenario per expected-output file in
+tests/unit/transcripts/ (as virt-manager's tests/test_cli.py does with
+add_compare). Each file holds, per command: the command line, its exit code,
+its standard output and its standard error. Recorded before issue 20's
+reshaping, they must come out byte-identical after it; so this file names no
+module of the package (the `run` fixture calls the entry point).
 
 Regenerate after a deliberate change of messages with
 ``LGT_REGENERATE_TRANSCRIPTS=1 python -m pytest tests/unit/test_transcripts.py``
 and read the diff before committing it.
 
-What varies between runs is masked before comparing: durations, temporary
-paths, process ids, domain ids, and the order of lines that threads may print
-in any order (lines inside one phase of a run are compared as a sorted block).
+What varies between runs is masked before comparing, and nothing else:
+measured durations, temporary paths, process ids, domain ids, the time stamp
+of a file set aside, and the order of lines that threads may print in any
+order (lines inside one phase of a run are compared as a sorted block).
+Scenarios whose later commands list guests after starting several of them
+set PARALLEL_START=1, since guests get their domain ids (and so their list
+order) in the order they came up.
+
+Faults the test driver cannot play are declared per scenario (Faults) and
+injected at the libvirt-python call, never in the package.
 """
 
 from __future__ import annotations
@@ -453,8 +464,11 @@ def test_start_failures(files: Files, driver: Driver, transcript: Transcript, fa
     transcript.compare("start_failures")
 
 
-def test_status_each_state(files: Files, driver: Driver, transcript: Transcript) -> None:
+def test_status_each_state(files: Files, driver: Driver, transcript: Transcript, faults: Faults) -> None:
+    """Stopped with none, started, stopped with saved guests, started with
+    a guest still pending (its start failed). A stop running: its own file."""
     define(driver, "alpha")
+    define(driver, "café", policy='<policy order="1"/>')  # started first: ids in list order
     files.write_config(ON_SHUTDOWN="shutdown", ON_BOOT="start")
     transcript("status")
     transcript("status", "--json")
@@ -466,6 +480,11 @@ def test_status_each_state(files: Files, driver: Driver, transcript: Transcript)
     transcript("status", "--json")
     transcript("start")
     transcript("status")
+    transcript("stop")
+    faults.fail_start("alpha", "operation failed: injected fault: cannot start the guest")
+    transcript("start")
+    transcript("status")
+    transcript("status", "--json")
     transcript.compare("status_each_state")
 
 
