@@ -250,8 +250,10 @@ class Faults:
         def managed_save(dom: libvirt.virDomain, flags: int = 0) -> int:
             if not self._faulty(dom, (name,)):
                 return real_save(dom, flags)
-            if not (aborted.wait(30) or self.release.is_set()):
-                raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "the test's save was never aborted")
+            end = time.monotonic() + 30
+            while not aborted.wait(0.1):
+                if self.release.is_set() or time.monotonic() > end:
+                    raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "the test's save was never aborted")
             raise libvirt_error(ABORTED, "operation aborted: job 'domain save' canceled by client")
 
         def abort_job(dom: libvirt.virDomain) -> int:
