@@ -125,6 +125,8 @@ def test_deb_installs_over_the_release_package_with_its_layout_and_stack(ours: C
     """The .deb built in this release's root: diversions, files in /usr/lib, Debian's unit reading our drop-in,
     and the release's Python, python3-libvirt and python3-dotenv behind the shim."""
     stack = STACK[ours.release]
+    state = ours.run("systemctl", "is-system-running", check=False).stdout.strip()
+    assert state == "running", ours.run("systemctl", "--failed", "--no-legend", check=False).stdout
     diversions = ours.run("dpkg-divert", "--list", "libvirt-guests*").stdout
     assert "/usr/lib/libvirt/libvirt-guests.sh to /usr/lib/libvirt/libvirt-guests.sh.distrib" in diversions
     assert "/usr/share/man/man8/libvirt-guests.8.gz to /usr/share/man/man8/libvirt-guests.distrib.8.gz" in diversions
