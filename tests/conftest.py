@@ -31,7 +31,7 @@ FOLDER_MARKERS = {"tests/systemd/": "systemd", "tests/peer/": "peer"}
 MARKERS = {
     "realguest": "needs the real libvirtd (qemu:///system) and QEMU guests of tests/testbed",
     "packaging": "builds and installs the packages (.deb, .rpm) and checks the units; slow, changes /usr",
-    "systemd": "boots a Debian 12 systemd container (systemd-nspawn, root)",
+    "systemd": "boots Debian 12 and 13 systemd containers (systemd-nspawn, root)",
     "peer": "boots a peer libvirtd in a systemd-nspawn container (root)",
 }
 

@@ -1,6 +1,7 @@
-"""A Debian 12 systemd host in a container, for end-to-end tests of the unit.
+"""A Debian systemd host in a container, for end-to-end tests of the unit.
 
-:class:`Container` boots a copy of the cached root (:mod:`tests.systemd.root`)
+:class:`Container` boots a copy of the cached root of a release (Debian 12 or
+13, :mod:`tests.systemd.root`)
 with ``systemd-nspawn -b --register=no --keep-unit`` (no systemd as PID 1 is
 needed on this side), runs commands inside by entering the namespaces of the
 container's systemd with ``nsenter``, powers it off with ``systemctl
@@ -26,10 +27,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.systemd.root import SYSTEM_PATH, ensure_root
+from tests.systemd.root import DEFAULT_RELEASE, SYSTEM_PATH, ensure_root
 from tests.testbed.guests import domain_xml
 from tests.testbed.images import Images, ensure_images
 
@@ -61,10 +62,11 @@ def _comm(pid: int) -> str:
 class Container:
     """One systemd host on an overlay of the cached root, booted on demand."""
 
-    def __init__(self, workdir: Path, name: str = "lgt") -> None:
+    def __init__(self, workdir: Path, name: str = "lgt", release: str = DEFAULT_RELEASE) -> None:
         self.workdir = workdir
         self.name = name
-        self.root = ensure_root()
+        self.release = release
+        self.root = ensure_root(release)
         self.images: Images = ensure_images()
         self.merged = workdir / "merged"
         self.boots = 0
@@ -253,8 +255,8 @@ class Container:
 
 
 @contextlib.contextmanager
-def container(workdir: Path, name: str = "lgt") -> Iterator[Container]:
-    box = Container(workdir, name)
+def container(workdir: Path, name: str = "lgt", release: str = DEFAULT_RELEASE) -> Iterator[Container]:
+    box = Container(workdir, name, release)
     try:
         yield box
     finally:
@@ -266,22 +268,34 @@ def container(workdir: Path, name: str = "lgt") -> Iterator[Container]:
 DEB_PACKAGE = "libvirt-guests-python"
 
 
-def build_deb(dest: Path) -> Path:
-    """Build our .deb from the work tree (as tests/test_packaging.py does) into ``dest``."""
-    import tomllib
+def build_deb(dest: Path, release: str = DEFAULT_RELEASE, prepare: Callable[[Path], None] | None = None) -> Path:
+    """Build our .deb from the work tree into ``dest``, inside ``release``'s own root.
 
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    The root is used read-only (``systemd-nspawn --read-only``, no boot); only
+    ``dest`` is bound in, writable: the sources are copied to ``dest/src`` as
+    tests/test_packaging.py does (``prepare``, if given, may then change that
+    copy), and dpkg-buildpackage leaves the .deb in ``dest``.  ``-d``: the root
+    has the build dependencies but not build-essential (a C compiler), which an
+    arch-all package does not use.
+    """
     source = dest / "src"
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
         ".git", "__pycache__", "*.egg-info", ".*cache", ".hypothesis", "build", "dist", ".venv"))
     shutil.copytree(REPO / "packaging" / "debian", source / "debian")
-    proc = subprocess.run(["dpkg-buildpackage", "-b", "-us", "-uc"], cwd=source, capture_output=True, text=True,
-                          env={"PATH": SYSTEM_PATH, "HOME": str(dest), "LC_ALL": "C"}, check=False)
+    if prepare is not None:
+        prepare(source)
+    proc = subprocess.run(
+        ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "--read-only", "--as-pid2", "--resolv-conf=off",
+         "--timezone=off", "--link-journal=no", "-D", str(ensure_root(release)), f"--bind={dest}:/mnt",
+         "--chdir=/mnt/src", "--setenv=HOME=/mnt", "--setenv=LC_ALL=C.UTF-8",
+         "dpkg-buildpackage", "-b", "-us", "-uc", "-d"],
+        capture_output=True, text=True, env={"PATH": SYSTEM_PATH, "HOME": str(dest), "LC_ALL": "C"}, check=False)
     if proc.returncode != 0:
-        raise ContainerError(f"dpkg-buildpackage exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}")
-    return dest / f"{DEB_PACKAGE}_{version}_all.deb"
+        raise ContainerError(f"dpkg-buildpackage in the {release} root exited {proc.returncode}:\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    (deb,) = dest.glob(f"{DEB_PACKAGE}_*_all.deb")
+    return deb
 
 
 # -- what the journal says about a poweroff -------------------------------------------------------------------

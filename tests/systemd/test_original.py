@@ -1,6 +1,9 @@
 """Item 2 of issue 11: Debian's original script in the same harness, and our
 own unit file (packaging/systemd/) as the second way to install ours.
 
+The original is each release's own: Debian 12's and Debian 13's
+libvirt-guests.sh and libvirt-guests.service, in that release's root.
+
 Debian's unit is ordered after the libvirt sockets only.  What keeps
 libvirtd.service running while the original saves is indirect: each guest's
 machine-qemu-*.scope is After=libvirtd.service and
@@ -12,31 +15,43 @@ waits for the save's answer: "Failed to save domain".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.systemd import harness
+from tests.systemd.conftest import on
 from tests.systemd.harness import Container
+from tests.systemd.root import RELEASES
 from tests.systemd.test_shutdown import BIG, RESTORED, cycle, last, remove_guests
+
+BOTH = on(*RELEASES, fixture="original")
+DEBIAN12 = on("bookworm", fixture="own_unit")
 
 
 @pytest.fixture(scope="module")
-def original(make_container) -> Container:
-    box = make_container("original")
+def original(request: pytest.FixtureRequest, make_container) -> Iterator[Container]:
+    """The release's own libvirt-daemon-system, untouched."""
+    box = make_container("original", request.param)
     box.boot()
     box.configure(ON_SHUTDOWN="suspend", ON_BOOT="start")
-    return box
+    yield box
+    box.close()  # before the other release's container boots
 
 
+@BOTH
 def test_original_with_eight_guests_saves_and_restores_them(original: Container) -> None:
     names = original.define_guests(**BIG)
     original.wait_ready(names, timeout=600)
     result = cycle(original, names)
+    print(f"measured: original, {original.release}, 8 guests: halt {result['halt']:.1f} s, up {result['up']:.1f} s")
     assert result["states"] == {n: RESTORED for n in names}
     done = [msg for _, _, msg in result["lines"] if msg.endswith(": done")]
     assert len(done) == len(names)
     remove_guests(original, keep=1)
 
 
+@BOTH
 def test_original_orders_libvirtd_after_itself_only_through_the_scopes(original: Container) -> None:
     """Why the original can lose its last save's answer: only the machine scopes order libvirtd after it.
 
@@ -57,6 +72,7 @@ def test_original_orders_libvirtd_after_itself_only_through_the_scopes(original:
     remove_guests(original)
 
 
+@DEBIAN12
 def test_ours_orders_libvirtd_after_itself(ours_ordering: Container) -> None:
     after = ours_ordering.run("systemctl", "show", "-P", "After", "libvirt-guests").stdout.split()
     for unit in ("libvirtd.service", "virtqemud.service", "virtlogd.service", "machine.slice",
@@ -70,17 +86,18 @@ def ours_ordering(own_unit: Container) -> Container:
 
 
 @pytest.fixture(scope="module")
-def own_unit(make_container, deb) -> Container:
+def own_unit(request: pytest.FixtureRequest, make_container, debs) -> Container:
     """Our .deb, but libvirt-guests.service is our own unit (in /etc), without the .deb's drop-in."""
-    box = make_container("unit")
+    box = make_container("unit", request.param)
     box.boot()
-    box.install_deb(deb)
-    box.run("rm", "/lib/systemd/system/libvirt-guests.service.d/libvirt-guests-python.conf")
+    box.install_deb(debs(request.param))
+    box.run("rm", "/usr/lib/systemd/system/libvirt-guests.service.d/libvirt-guests-python.conf")
     box.install_unit(harness.REPO / "packaging" / "systemd" / "libvirt-guests.service")
     box.configure(ON_SHUTDOWN="suspend", ON_BOOT="start")
     return box
 
 
+@DEBIAN12
 def test_own_unit_saves_the_last_guest_before_libvirtd_stops(own_unit: Container) -> None:
     names = own_unit.define_guests(2, memory_mib=512, dirty_mib=384)
     own_unit.wait_ready(names, timeout=300)

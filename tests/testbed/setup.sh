@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages the whole test suite needs (Debian 12, as root):
 # the real-libvirt test bed, the systemd container tests (debootstrap,
-# systemd-nspawn) and the packaging tests (packaging/ci-packages.txt).
+# systemd-nspawn: they boot a Debian 12 and a Debian 13 root) and the
+# packaging tests (packaging/ci-packages.txt).
 #
 # Idempotent: when every package is already installed it does nothing.
 # It installs no Python packages (the project's own install does that) and
@@ -18,10 +19,19 @@ PACKAGES=(
     gcc
     python3-dev
     busybox-static
-    # tests/systemd: a Debian 12 root booted with systemd-nspawn
+    # tests/systemd: Debian 12 and 13 roots booted with systemd-nspawn
     debootstrap
+    debian-archive-keyring
     systemd-container
     util-linux
+)
+# Debian 12's own packages bootstrap trixie from these versions on (Debian
+# 12.11's point release): debootstrap's trixie script without usr-is-merged,
+# and the archive keyring with the trixie keys.  An older installed copy is
+# upgraded (apt-get install upgrades an installed package to its candidate).
+MINIMUM=(
+    "debootstrap 1.0.128+nmu2+deb12u2"
+    "debian-archive-keyring 2023.3+deb12u2"
 )
 # The packaging tests' packages (dpkg-buildpackage, rpmbuild, ...).
 ci_packages="$(dirname "$0")/../../packaging/ci-packages.txt"
@@ -40,6 +50,13 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Status}' "${pkg}" 2>/dev/null || true)
     if [[ ${status} != installed ]]; then
+        missing+=("${pkg}")
+    fi
+done
+for entry in "${MINIMUM[@]}"; do
+    read -r pkg minimum <<< "${entry}"
+    version=$(dpkg-query -W -f='${Version}' "${pkg}" 2>/dev/null || true)
+    if [[ -n ${version} ]] && ! dpkg --compare-versions "${version}" ge "${minimum}"; then
         missing+=("${pkg}")
     fi
 done
