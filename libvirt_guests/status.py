@@ -212,7 +212,7 @@ def status(paths: Paths, out: Output, about: dict[str, Any], as_json: bool = Fal
             state, message, code = "started", "started", 0
         else:
             state, message, code = "stopped", "stopped, with no saved guests", 3
-    except CannotTell as err:
+    except (CannotTell, StateError) as err:  # StateError: a path the engines refuse to read
         state, message, code = "unknown", f"status unknown: {err}", EXIT_UNKNOWN
         pending = None
     run = running(paths)

@@ -204,3 +204,25 @@ def test_reports_keep_the_file_s_good_values_when_one_is_broken(files: Files, dr
     files.config.write_text(f"URIS={TEST_URI}\nthis line is not NAME=value\nON_SHUTDOWN=shutdown\n")
     result = run("plan", "stop")
     assert result.code == 0 and f"{dom.name()}: shutdown" in result.out
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo", "directory"])
+def test_status_of_a_list_file_it_refuses_to_read_is_unknown(files: Files, run, planted: str) -> None:
+    """A list path the engines refuse (a symbolic link, a FIFO, a directory)
+    cannot be told as saved guests or none: LSB 'unknown' (exit 4) with the
+    reason, never exit 1 with nothing on standard output; the path is left
+    as it is (status only reads)."""
+    target = files.list_file.parent / "elsewhere"
+    target.write_text(f"{TEST_URI} 00000000-0000-0000-0000-000000000001\n")
+    if planted == "symlink":
+        files.list_file.symlink_to(target)
+    elif planted == "fifo":
+        os.mkfifo(files.list_file)
+    else:
+        files.list_file.mkdir()
+    result = run("status")
+    assert result.code == 4, result
+    assert result.out.startswith(f"status unknown: {files.list_file} ") and "Traceback" not in result.err, result
+    data = json.loads(run("status", "--json").out)
+    assert (data["state"], data["exit_code"]) == ("unknown", 4)
+    assert os.path.lexists(files.list_file) and target.exists()
