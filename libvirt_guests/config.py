@@ -321,6 +321,8 @@ def _insecure_warning(path: Path) -> list[str]:
         st = path.stat()
     except OSError:
         return []
+    if not stat.S_ISREG(st.st_mode):  # /dev/null (the one device read): writing to it changes nothing
+        return []
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != 0:
         mode = stat.S_IMODE(st.st_mode)
         return [f"{path} can be changed by users other than root (owner uid {st.st_uid}, mode {mode:04o})"]

@@ -521,3 +521,11 @@ def test_a_signal_while_waiting_for_the_run_lock_ends_the_wait(files: Files, dri
     assert result.code == 128 + signum, result.err
     assert took < 10 and driver.state(dom) == "running"
     assert "interrupted while waiting" in result.err
+
+
+def test_dev_null_as_the_configuration_is_no_warning(files: Files, run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/null (read as an empty file) is mode 0666 but holds nothing anyone
+    could change: no 'can be changed by users other than root' warning."""
+    monkeypatch.setenv("LIBVIRT_GUESTS_CONFIG", "/dev/null")
+    result = run("check-config")
+    assert "can be changed by users other than root" not in result.out + result.err, result
