@@ -17,24 +17,11 @@ from hypothesis import strategies as st
 from libvirt_guests.config import Config, Paths, load
 from libvirt_guests.settings import SETTINGS
 
-DEBIAN_SCRIPT = Path("/usr/lib/libvirt/libvirt-guests.sh")
 # Upstream's tools/libvirt-guests.sh.in up to the line that sources the file
 # (PERSISTENT_ONLY since 10.3), with its @...@ substituted as Debian does.
-UPSTREAM_PRELUDE = """\
-sysconfdir="/etc"
-localstatedir="/var"
-libvirtd="/usr/sbin"/libvirtd
-export TEXTDOMAIN="libvirt" TEXTDOMAINDIR="/usr/share/locale"
-URIS=default
-ON_BOOT=start
-ON_SHUTDOWN=suspend
-SHUTDOWN_TIMEOUT=300
-PARALLEL_SHUTDOWN=0
-START_DELAY=0
-BYPASS_CACHE=0
-SYNC_TIME=0
-PERSISTENT_ONLY="default"
-"""
+from .shellgen import PRELUDE as UPSTREAM_PRELUDE
+
+DEBIAN_SCRIPT = Path("/usr/lib/libvirt/libvirt-guests.sh")
 
 
 def _debian_prelude() -> str:
