@@ -362,7 +362,7 @@ def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
             write_policy(guest, texts)
             current = read_policy(guest)
         eff = effective(ctx.config, current)
-        for warning in current.warnings:
+        for warning in current.one_line():
             ctx.out.warn(warning)
         if not ctx.config.guest_policy and current.texts:
             ctx.out.warn(f"guest {shown(guest.name)}: GUEST_POLICY=0: its policy metadata is ignored; "

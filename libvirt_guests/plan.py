@@ -90,7 +90,7 @@ def _plan_guest(
     if policy.gone:
         return  # vanished since the listing: nothing to plan
     eff = effective(config, policy, forced_chain)
-    plan.warnings += policy.warnings  # after effective(): it adds the refusals and cuts
+    plan.warnings += policy.one_line()  # after effective(): it adds the refusals and cuts
     listed = guest.as_listed
     persistent = listed.is_persistent()
     paused = listed.is_paused()
@@ -247,7 +247,7 @@ def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journa
                 plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
                 continue
             eff = effective(config, policy)
-            plan.warnings += policy.warnings
+            plan.warnings += policy.one_line()
             record = journal.get(hv.uri, uuid) if journal else None
             plan.items.append(StartItem(uuid, guest, eff, decide_start(guest.as_listed, eff, record)))
         except VirtError as err:

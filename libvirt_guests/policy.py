@@ -138,6 +138,16 @@ class GuestPolicy:
         if text not in self.warnings:  # effective() may be asked twice about one policy
             self.warnings.append(text)
 
+    def one_line(self) -> list[str]:
+        """What is wrong with this guest's policy, as at most one warning line
+        per guest and run: the first warning whole, the others after it
+        without the repeated `guest NAME: `."""
+        if len(self.warnings) <= 1:
+            return list(self.warnings)
+        prefix = f"guest {shown(self.name)}: "
+        rest = [w.removeprefix(prefix) for w in self.warnings[1:]]
+        return [" | ".join([self.warnings[0], *rest])]
+
 
 def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
     """Parse the metadata element; a bad value is dropped with a warning."""
