@@ -12,10 +12,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from .config import Config, Paths
-from .output import Output, notify, shown_uri, tr
-from .records import dataclass, field
-from .virt import POLL_FALLBACK, Hypervisor, NoAnswer, VirtError
+from libvirt_guests.config.load import Config, Paths
+from libvirt_guests.output import Output, notify, shown_uri, tr
+from libvirt_guests.records import dataclass, field
+from libvirt_guests.virt.hypervisor import POLL_FALLBACK, Hypervisor, NoAnswer, VirtError
 
 T = TypeVar("T")
 R = TypeVar("R")

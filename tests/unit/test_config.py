@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_guests import records
-from libvirt_guests.config import Config, Paths, Problem, load
-from libvirt_guests.settings import SETTINGS
+from libvirt_guests.config.load import Config, Paths, Problem, load
+from libvirt_guests.config.settings import SETTINGS
 
 
 def _load(path: Path, text: str, environ: dict[str, str] | None = None, flavour: str | None = None) -> Config:

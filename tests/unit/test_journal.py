@@ -17,8 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import state as state_module
-from libvirt_guests.state import DamagedState, GuestRecord, Journal, StateError, UntrustedState, load_previous, remove
+from libvirt_guests.state import journal as state_module
+from libvirt_guests.state.journal import (
+    DamagedState,
+    GuestRecord,
+    Journal,
+    StateError,
+    UntrustedState,
+    load_previous,
+    remove,
+)
 
 NOBODY = 65534
 URI = "test:///default"
@@ -189,7 +197,7 @@ def test_sigkill_in_the_middle_of_appending_leaves_a_journal_that_loads(tmp_path
     path = tmp_path / "state"
     child = (
         "import sys; from pathlib import Path;"
-        "from libvirt_guests.state import GuestRecord, Journal;"
+        "from libvirt_guests.state.journal import GuestRecord, Journal;"
         f"j = Journal(Path({str(path)!r}), 'stopping');"
         f"[j.add(GuestRecord({URI!r}, '6695eb01-f6a4-8304-79aa-%012x' % n, 'g%d' % n)) for n in range(8)];"
         "j.save('stopping'); print('ready', flush=True); i = 0\n"

@@ -8,8 +8,8 @@ import time
 import libvirt
 import pytest
 
-from libvirt_guests import migrate
-from libvirt_guests.virt import Hypervisor, VirtError
+from libvirt_guests.virt import migrate
+from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
 
 from .support import TEST_URI, Driver
 

@@ -213,10 +213,10 @@ def test_the_package_uses_records_not_dataclasses() -> None:
 
 def test_record_classes_of_the_package_build_as_before() -> None:
     """A few of the package's own records, built as the code builds them."""
-    from libvirt_guests.config import Paths
+    from libvirt_guests.config.load import Paths
     from libvirt_guests.engine import Context, Tally
     from libvirt_guests.output import Output
-    from libvirt_guests.state import GuestRecord
+    from libvirt_guests.state.journal import GuestRecord
 
     record = GuestRecord("test:///default", "u-1", "g")
     assert asdict(record)["outcome"] == "pending" and asdict(record)["autostart_here"] is None

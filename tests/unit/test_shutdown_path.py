@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import actions, engine, stop, virt
-from libvirt_guests.actions import Shutdown
-from libvirt_guests.virt import Guest
+from libvirt_guests import engine
+from libvirt_guests.stop import run as stop
+from libvirt_guests.stop.actions import base as actions
+from libvirt_guests.stop.actions.base import Shutdown
+from libvirt_guests.virt import hypervisor as virt
+from libvirt_guests.virt.hypervisor import Guest
 
 from .support import Driver, Files
 
@@ -251,7 +254,7 @@ def test_at_the_deadline_a_shutdown_also_looks_once_before_the_request(files: Fi
     """Sibling, the other path to a shutdown request: at STOP_DEADLINE each
     guest not yet done gets its last action at once (its wait is watched per
     URI), with one look at it first, not two."""
-    from libvirt_guests import chains
+    from libvirt_guests.stop import chains
 
     from .test_stop_safety import _save_until_aborted, bounded
 
@@ -286,7 +289,7 @@ def test_at_the_deadline_a_shutdown_also_looks_once_before_the_request(files: Fi
 def _lose_lifecycle_events(monkeypatch: pytest.MonkeyPatch, doms: list) -> list[str]:  # noqa: ANN001
     """A fault at libvirt's event boundary: the lifecycle events of doms
     never reach the run (late past every bound, or lost); what was dropped."""
-    from libvirt_guests.virt import Hypervisor
+    from libvirt_guests.virt.hypervisor import Hypervisor
 
     uuids = {d.UUIDString() for d in doms}
     dropped: list[str] = []
@@ -309,7 +312,7 @@ def test_at_the_deadline_a_guest_whose_event_is_lost_is_looked_at_when_its_time_
     off only once all were asked (the 20th's request powers all off); their
     lifecycle events are lost and the poll is 30 s away. The watch must look
     once more when their time is up, not call them out of time unseen."""
-    from libvirt_guests import offwatch
+    from libvirt_guests.stop import offwatch
 
     from .test_stop_safety import _save_until_aborted, bounded
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from libvirt_guests import start as start_module
-from libvirt_guests import state as state_module
-from libvirt_guests.virt import Guest, VirtError
+from libvirt_guests.start import run as start_module
+from libvirt_guests.state import journal as state_module
+from libvirt_guests.virt.hypervisor import Guest, VirtError
 
 from .support import TEST_URI, Driver, Files
 

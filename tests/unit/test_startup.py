@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import shellfile
+from libvirt_guests.config import shellfile
 
 from .support import Driver, Files, Result
 
@@ -32,9 +32,10 @@ REPO = Path(__file__).resolve().parents[2]
 NEVER = {"dataclasses", "inspect", "dotenv", "dotenv.main", "logging", "tempfile", "secrets", "random", "hashlib"}
 # What a stop with no guest needs: the stop engine's listing, none of its actions.
 NOT_FOR_STOP = NEVER | {
-    "libvirt_guests.start", "libvirt_guests.start_groups", "libvirt_guests.start_actions",
-    "libvirt_guests.start_ledger", "libvirt_guests.status", "libvirt_guests.checkconfig", "libvirt_guests.manpage",
-    "libvirt_guests.migrated", "libvirt_guests.actions", "libvirt_guests.chains",
+    "libvirt_guests.start.run", "libvirt_guests.start.groups", "libvirt_guests.start.units",
+    "libvirt_guests.start.ledger", "libvirt_guests.reports.status", "libvirt_guests.config.checkconfig",
+    "libvirt_guests.cli.manpage",
+    "libvirt_guests.start.peers", "libvirt_guests.stop.actions.base", "libvirt_guests.stop.chains",
     "xml.etree.ElementTree",  # a guest's policy, a peer's CPU: not read without guests
     "socket",  # sd_notify, only with NOTIFY_SOCKET
     "difflib",  # "did you mean": only for a word not understood
@@ -42,8 +43,9 @@ NOT_FOR_STOP = NEVER | {
 }
 # Commands that need no hypervisor load no libvirt and no engine.
 NOT_WITHOUT_LIBVIRT = NEVER | {
-    "libvirt", "libvirt_guests.virt", "libvirt_guests.engine", "libvirt_guests.stop", "libvirt_guests.start",
-    "libvirt_guests.plan", "libvirt_guests.state", "libvirt_guests.status", "json", "socket",
+    "libvirt", "libvirt_guests.virt.hypervisor", "libvirt_guests.engine", "libvirt_guests.stop.run",
+    "libvirt_guests.start.run",
+    "libvirt_guests.stop.plan", "libvirt_guests.state.journal", "libvirt_guests.reports.status", "json", "socket",
 }
 
 # Run with -S, its import path given (this checkout, then the interpreter's
@@ -54,7 +56,7 @@ PROBE = """
 import sys
 before = set(sys.modules)
 sys.path[:0] = sys.argv.pop(1).split(":")
-from libvirt_guests.cli import main
+from libvirt_guests.cli.main import main
 code = main(sys.argv[1:])
 sys.stdout.flush()
 new = sorted(set(sys.modules) - before)
@@ -99,7 +101,7 @@ def test_stop_with_no_guest_imports_no_action_start_status_or_heavy_module(tmp_p
     code, new, output = imported_by(["stop"], tmp_path, 'URIS="NODE"\nON_SHUTDOWN=suspend\n')
     assert code == 0, output
     assert "no running guests" in output
-    assert "libvirt_guests.stop" in new and "libvirt" in new  # it did run the stop
+    assert "libvirt_guests.stop.run" in new and "libvirt" in new  # it did run the stop
     assert "libvirt_guests._dotenv_parser" in new or "dotenv.parser" in new  # the file was read by python-dotenv
     assert sorted(new & NOT_FOR_STOP) == []
 
@@ -130,8 +132,9 @@ def test_commands_without_a_hypervisor_load_no_libvirt(tmp_path: Path, argv: lis
 def test_status_loads_no_stop_or_start_engine(tmp_path: Path) -> None:
     code, new, output = imported_by(["status"], tmp_path, 'URIS="NODE"\n')
     assert code in (0, 3), output  # 3: not started, as the original
-    assert sorted(new & (NEVER | {"libvirt_guests.stop", "libvirt_guests.chains", "libvirt_guests.actions",
-                                  "libvirt_guests.start", "libvirt_guests.start_groups"})) == []
+    assert sorted(new & (NEVER | {"libvirt_guests.stop.run", "libvirt_guests.stop.chains",
+                                  "libvirt_guests.stop.actions.base",
+                                  "libvirt_guests.start.run", "libvirt_guests.start.groups"})) == []
 
 
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -154,7 +157,8 @@ def test_as_packaged_with_debians_python_dotenv(tmp_path: Path) -> None:
     assert "libvirt_guests._dotenv_parser" in new
     assert sorted(new & NOT_FOR_STOP) == []
     where = subprocess.run(
-        [DEBIAN_PYTHON, "-c", "from libvirt_guests.shellfile import _dotenv_parser; print(_dotenv_parser().__file__)"],
+        [DEBIAN_PYTHON, "-c",
+        "from libvirt_guests.config.shellfile import _dotenv_parser; print(_dotenv_parser().__file__)"],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.strip()
     assert where.startswith("/usr/lib/python3/dist-packages/dotenv/"), where
 
@@ -225,7 +229,7 @@ def test_a_stop_with_a_guest_still_keeps_its_journal(files: Files, driver: Drive
 ENTRY = """
 import atexit, sys
 atexit.register(lambda: sys.stderr.write("interpreter teardown\\n"))
-from libvirt_guests.cli import run
+from libvirt_guests.cli.main import run
 run()
 """
 

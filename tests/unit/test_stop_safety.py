@@ -21,10 +21,12 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from libvirt_guests import actions, output, stop
-from libvirt_guests.policy import parse_policy
-from libvirt_guests.state import RunLock, RunLockBusy
-from libvirt_guests.virt import Guest, Hypervisor, VirtError
+from libvirt_guests import output
+from libvirt_guests.config.policy import parse_policy
+from libvirt_guests.state.journal import RunLock, RunLockBusy
+from libvirt_guests.stop import run as stop
+from libvirt_guests.stop.actions import base as actions
+from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
 
 from .conftest import TEST_URI, Driver, Files, Result
 from .support import refuse_list_filters
@@ -154,7 +156,7 @@ def test_libvirt_error_while_planning_one_guest_stays_with_that_guest(
 def test_any_error_while_planning_one_guest_stays_with_that_guest(
     files: Files, driver: Driver, run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from libvirt_guests import plan
+    from libvirt_guests.stop import plan
 
     a, b = driver.guest(), driver.guest()
     real = plan.read_policy
@@ -392,7 +394,7 @@ def test_deadline_last_actions_of_200_guests_are_all_asked_within_the_grace(
     last guest 2.5 s after the deadline, past the 1 s grace. Counted, not
     timed: every call is asked before the run's own bound for the last
     actions (StopBounds.wait_end), and the threads stay bounded."""
-    from libvirt_guests import chains
+    from libvirt_guests.stop import chains
 
     _save_until_aborted(monkeypatch, release)
     files.write_config(ON_SHUTDOWN=f"suspend {last}", PARALLEL_SAVE="1", PAUSE_BEFORE_SAVE="0", STOP_DEADLINE="1")
@@ -637,9 +639,10 @@ def test_a_connection_that_never_opens_is_skipped(
 _CHILD = textwrap.dedent("""
     import sys, threading, time
     import libvirt
-    from libvirt_guests import stop, state
-    from libvirt_guests.cli import main
-    from libvirt_guests.virt import Guest, VirtError, start_event_loop
+    from libvirt_guests.stop import run as stop
+    from libvirt_guests.state import journal as state
+    from libvirt_guests.cli.main import main
+    from libvirt_guests.virt.hypervisor import Guest, VirtError, start_event_loop
 
     def stamp(*words):
         print(*words, time.monotonic(), flush=True)
@@ -723,7 +726,7 @@ def test_every_guest_is_paused_before_the_first_save_and_recorded_before_its_pau
     another in the URI's thread: still every guest paused before the first
     save begins, and each recorded as paused by us before its pause call (a
     crash between the two leaves a guest that start resumes)."""
-    from libvirt_guests.state import Journal
+    from libvirt_guests.state.journal import Journal
 
     files.write_config(ON_SHUTDOWN="suspend", PARALLEL_SAVE="2")
     doms = [driver.guest() for _ in range(30)]
@@ -762,7 +765,7 @@ def test_deadline_shutdowns_are_all_asked_at_once_and_waited_for_together(
     20 guests whose shutdown only works once every one of them was asked
     are all shut down, though the pool that runs those last actions is much
     smaller than 20 (their waits hold no worker: issue 13)."""
-    from libvirt_guests import chains
+    from libvirt_guests.stop import chains
 
     monkeypatch.setattr(chains, "LATE_WORKERS", 8)  # that pool, smaller than 20 (64 since issue 19)
     _save_until_aborted(monkeypatch, release)

@@ -10,12 +10,12 @@ import math
 import os
 import sys
 
-from .config import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE, ENV_DEFAULTS, FLAVOURS
-from .flavour import Flavour, resolve
-from .output import tr
-from .policy import ATTRIBUTES, BY_ATTRIBUTE
-from .records import dataclass, field
-from .settings import Command, SettingError
+from libvirt_guests.config.flavour import Flavour, resolve
+from libvirt_guests.config.load import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE, ENV_DEFAULTS, FLAVOURS
+from libvirt_guests.config.policy import ATTRIBUTES, BY_ATTRIBUTE
+from libvirt_guests.config.settings import Command, SettingError
+from libvirt_guests.output import tr
+from libvirt_guests.records import dataclass, field
 
 ENV_LOCK_WAIT = "LIBVIRT_GUESTS_LOCK_WAIT"
 # Not in --help: the bash completion asks for guest names with it.

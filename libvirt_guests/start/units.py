@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import libvirt
 
-from .outcomes import StartOutcome
-from .output import ERR, INFO, WARNING, shown, tr
-from .plan import StartAction, StartItem
-from .virt import Guest, VirtError
+from libvirt_guests.outcomes import StartOutcome
+from libvirt_guests.output import ERR, INFO, WARNING, shown, tr
+from libvirt_guests.stop.plan import StartAction, StartItem
+from libvirt_guests.virt.hypervisor import Guest, VirtError
 
 if TYPE_CHECKING:
-    from .start_groups import UriStart
+    from libvirt_guests.start.groups import UriStart
 
 
 class StartUnit:

@@ -3,12 +3,12 @@ settings, the commands, the policy attributes and the exit codes."""
 
 from __future__ import annotations
 
-from . import __version__
-from .commandline import OPTIONS
-from .config import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE
-from .flavour import built_in
-from .policy import ATTRIBUTES, NAMESPACE
-from .settings import SETTINGS, default_for
+from libvirt_guests import __version__
+from libvirt_guests.cli.commandline import OPTIONS
+from libvirt_guests.config.flavour import built_in
+from libvirt_guests.config.load import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE
+from libvirt_guests.config.policy import ATTRIBUTES, NAMESPACE
+from libvirt_guests.config.settings import SETTINGS, default_for
 
 
 def _esc(text: str) -> str:
@@ -131,6 +131,6 @@ def render_sample_config() -> str:
 if __name__ == "__main__":
     import sys
 
-    from .settings import COMMANDS, EXIT_CODES
+    from libvirt_guests.config.settings import COMMANDS, EXIT_CODES
 
     print(render_sample_config() if sys.argv[1:] == ["sample-config"] else render(COMMANDS, EXIT_CODES), end="")

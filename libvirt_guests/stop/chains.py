@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import libvirt
 
-from .actions import ACTIONS, Action, Shutdown, Step
-from .engine import PROGRESS_EVERY, TICK, Countdown, Workers
-from .offwatch import OffWatch, WaitEnd
-from .outcomes import Outcome
-from .output import ERR, WARNING, shown, shown_error, shown_uri, tr
-from .plan import StopItem, UriStopPlan
-from .virt import Hypervisor, VirtError
+from libvirt_guests.engine import PROGRESS_EVERY, TICK, Countdown, Workers
+from libvirt_guests.outcomes import Outcome
+from libvirt_guests.output import ERR, WARNING, shown, shown_error, shown_uri, tr
+from libvirt_guests.stop.actions.base import ACTIONS, Action, Shutdown, Step
+from libvirt_guests.stop.offwatch import OffWatch, WaitEnd
+from libvirt_guests.stop.plan import StopItem, UriStopPlan
+from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
 
 if TYPE_CHECKING:
-    from .stop import StopRun
+    from libvirt_guests.stop.run import StopRun
 
 MAX_RECONNECTS = 3  # per guest: reconnect and repeat its current action
 WATCHED: Final = "watched"  # a turn ends with the guest's wait handed to the OffWatch

@@ -17,18 +17,18 @@ import threading
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from .config import Config
-from .engine import connect_all
-from .migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
-from .outcomes import StartOutcome
-from .output import ERR, INFO, shown, shown_error, shown_uri
-from .plan import StartAction, StartItem
-from .records import dataclass
-from .state import GuestRecord, Journal
-from .virt import Hypervisor, VirtError
+from libvirt_guests.config.load import Config
+from libvirt_guests.engine import connect_all
+from libvirt_guests.outcomes import StartOutcome
+from libvirt_guests.output import ERR, INFO, shown, shown_error, shown_uri
+from libvirt_guests.records import dataclass
+from libvirt_guests.state.journal import GuestRecord, Journal
+from libvirt_guests.stop.plan import StartAction, StartItem
+from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
+from libvirt_guests.virt.migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
 
 if TYPE_CHECKING:
-    from .start import StartRun
+    from libvirt_guests.start.run import StartRun
 
 PEER_ASK_TIMEOUT = 5.0  # seconds start waits for a peer to answer "does it run there?" (no retries)
 # Outcomes of this host's stop that prove the guest did not leave: its peer need not answer.

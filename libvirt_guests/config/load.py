@@ -16,10 +16,19 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import shellfile
-from .output import redact
-from .records import dataclass, field
-from .settings import BY_NAME, COMMANDS, OBSOLETE, SETTINGS, Command, Setting, SettingError, default_for
+from libvirt_guests.config import shellfile
+from libvirt_guests.config.settings import (
+    BY_NAME,
+    COMMANDS,
+    OBSOLETE,
+    SETTINGS,
+    Command,
+    Setting,
+    SettingError,
+    default_for,
+)
+from libvirt_guests.output import redact
+from libvirt_guests.records import dataclass, field
 
 CONFIG_CANDIDATES = (Path("/etc/sysconfig/libvirt-guests"), Path("/etc/default/libvirt-guests"))
 DEFAULT_LIST_FILE = Path("/var/lib/libvirt/libvirt-guests")

@@ -14,15 +14,23 @@ import math
 import threading
 import time
 
-from .config import Config
-from .engine import Context, close_all, connect_all
-from .migrated import Peers, ask_peer, bring_all_back
-from .output import Output, shown, shown_error, shown_uri, tr
-from .plan import StartAction, StartItem, UriStartPlan, plan_start
-from .start_groups import execute
-from .start_ledger import StartLedger
-from .state import Journal, ListEntries, StateError, load_previous, remove, touch_marker, write_list
-from .virt import Hypervisor
+from libvirt_guests.config.load import Config
+from libvirt_guests.engine import Context, close_all, connect_all
+from libvirt_guests.output import Output, shown, shown_error, shown_uri, tr
+from libvirt_guests.start.groups import execute
+from libvirt_guests.start.ledger import StartLedger
+from libvirt_guests.start.peers import Peers, ask_peer, bring_all_back
+from libvirt_guests.state.journal import (
+    Journal,
+    ListEntries,
+    StateError,
+    load_previous,
+    remove,
+    touch_marker,
+    write_list,
+)
+from libvirt_guests.stop.plan import StartAction, StartItem, UriStartPlan, plan_start
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 # The longest a start waits between two guests or after an order group
 # (START_DELAY, a policy's start_delay): beyond it a value is a typo, and

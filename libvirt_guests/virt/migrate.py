@@ -9,7 +9,7 @@ Contract shared by every function here:
   it; from then on it runs on the peer and its definition here is shut off
   (reason "migrated") or, with ``undefine_source``, gone.
 * libvirt errors come back as values (reasons, outcomes) or as
-  :class:`~libvirt_guests.virt.VirtError`, never as ``libvirt.libvirtError``.
+  :class:`~libvirt_guests.virt.hypervisor.VirtError`, never as ``libvirt.libvirtError``.
 * "A guest never runs on two hosts": a caller turns autostart off here
   (:func:`disable_autostart_here`) before migrating, and turns it back on
   (:func:`restore_autostart`) if the migration did not happen or when the
@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 import libvirt
 
-from .output import shown, shown_error, shown_uri
-from .records import dataclass
-from .virt import STATE_NAMES, Guest, Hypervisor, VirtError
+from libvirt_guests.output import shown, shown_error, shown_uri
+from libvirt_guests.records import dataclass
+from libvirt_guests.virt.hypervisor import STATE_NAMES, Guest, Hypervisor, VirtError
 
 MIGRATE_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_AUTO_CONVERGE
 ABORT_GRACE = 5.0  # seconds to wait for an aborted migration to end before giving up on it

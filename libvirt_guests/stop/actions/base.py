@@ -29,17 +29,24 @@ from typing import TYPE_CHECKING, ClassVar
 
 import libvirt
 
-from .engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt_bytes
-from .migrate import INTERRUPTED, MigrateProgress, check_peer, disable_autostart_here, migrate_live, restore_autostart
-from .migrated import Peers
-from .outcomes import Outcome
-from .output import WARNING, shown, shown_uri, tr, trf
-from .plan import StopItem
-from .records import dataclass
-from .virt import Guest, VirtError
+from libvirt_guests.engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt_bytes
+from libvirt_guests.outcomes import Outcome
+from libvirt_guests.output import WARNING, shown, shown_uri, tr, trf
+from libvirt_guests.records import dataclass
+from libvirt_guests.start.peers import Peers
+from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.virt.hypervisor import Guest, VirtError
+from libvirt_guests.virt.migrate import (
+    INTERRUPTED,
+    MigrateProgress,
+    check_peer,
+    disable_autostart_here,
+    migrate_live,
+    restore_autostart,
+)
 
 if TYPE_CHECKING:
-    from .chains import UriWork
+    from libvirt_guests.stop.chains import UriWork
 
 SAVE_CALLS = 1 << 16  # no cap of its own: the saves under way are capped by PARALLEL_SAVE
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from .engine import Countdown, Heartbeat, Workers, each_at_once
-from .outcomes import StartOutcome
-from .output import WARNING, shown, shown_error, shown_uri, tr
-from .plan import StartAction, StartItem, UriStartPlan, decide_start
-from .policy import start_delay_total
-from .start_actions import START_UNITS, StartUnit
-from .virt import Guest, Hypervisor, VirtError
+from libvirt_guests.config.policy import start_delay_total
+from libvirt_guests.engine import Countdown, Heartbeat, Workers, each_at_once
+from libvirt_guests.outcomes import StartOutcome
+from libvirt_guests.output import WARNING, shown, shown_error, shown_uri, tr
+from libvirt_guests.start.units import START_UNITS, StartUnit
+from libvirt_guests.stop.plan import StartAction, StartItem, UriStartPlan, decide_start
+from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
 
 if TYPE_CHECKING:
-    from .start import StartRun
+    from libvirt_guests.start.run import StartRun
 
 
 def execute(run: StartRun, plans: list[tuple[Hypervisor, UriStartPlan]]) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .config import Config, Paths, Problem, load, shown_value
-from .output import Output, redact, shown
-from .settings import BY_NAME, SETTINGS, Setting, default_for
+from libvirt_guests.config.load import Config, Paths, Problem, load, shown_value
+from libvirt_guests.config.settings import BY_NAME, SETTINGS, Setting, default_for
+from libvirt_guests.output import Output, redact, shown
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 _AUTO_SHUTDOWN = re.compile(r"^\s*(auto_shutdown_(?:try_save|try_shutdown|poweroff))\s*=\s*\"?([^\"#\s]*)\"?", re.M)

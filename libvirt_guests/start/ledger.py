@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .engine import Tally
-from .outcomes import StartOutcome, start_summary_counts
-from .output import INFO, WARNING
-from .plan import StartItem
+from libvirt_guests.engine import Tally
+from libvirt_guests.outcomes import StartOutcome, start_summary_counts
+from libvirt_guests.output import INFO, WARNING
+from libvirt_guests.stop.plan import StartItem
 
 if TYPE_CHECKING:
-    from .start import StartRun
+    from libvirt_guests.start.run import StartRun
 
 
 class StartLedger:

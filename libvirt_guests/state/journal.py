@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .records import asdict, dataclass, field
+from libvirt_guests.records import asdict, dataclass, field
 
 FILE_MODE = 0o600
 JOURNAL_VERSION = 2  # 1: one JSON document, no log (still read)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from .engine import (
+from libvirt_guests.engine import (
     ABORT_WAIT,
     INTERRUPT_GRACE,
     TICK,
@@ -40,13 +40,22 @@ from .engine import (
     each_at_once,
     same_daemons,
 )
-from .migrate import restore_autostart
-from .outcomes import Outcome, summary_counts
-from .output import INFO, WARNING, Output, shown, shown_error, shown_uri, tr
-from .plan import UriStopPlan, plan_stop
-from .records import replace
-from .state import GuestRecord, Journal, ListEntries, StateError, clear_marker, load_previous, remove, write_list
-from .virt import Guest, Hypervisor, VirtError
+from libvirt_guests.outcomes import Outcome, summary_counts
+from libvirt_guests.output import INFO, WARNING, Output, shown, shown_error, shown_uri, tr
+from libvirt_guests.records import replace
+from libvirt_guests.state.journal import (
+    GuestRecord,
+    Journal,
+    ListEntries,
+    StateError,
+    clear_marker,
+    load_previous,
+    remove,
+    write_list,
+)
+from libvirt_guests.stop.plan import UriStopPlan, plan_stop
+from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
+from libvirt_guests.virt.migrate import restore_autostart
 
 DEADLINE_GRACE = 5.0  # seconds after STOP_DEADLINE for the last actions begun at the deadline
 
@@ -237,7 +246,9 @@ class StopRun:
         self.tally.total = sum(len(p.items) for p in self.plans.values())
         self.stage = "acting on the guests of"
         if self.tally.total:
-            from .chains import UriWork  # the actions' code: not loaded by a stop with no guest (issue 13)
+            from libvirt_guests.stop.chains import (
+                UriWork,  # the actions' code: not loaded by a stop with no guest (issue 13)
+            )
 
             busy = [UriWork(self, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
             each_at_once(UriWork.execute, busy)

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any, cast
 
-from .records import dataclass, field
+from libvirt_guests.records import dataclass, field
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BACKSLASH_PAIR = re.compile(r"\\.", re.S)

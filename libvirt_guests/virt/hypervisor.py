@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import libvirt
 
-from .output import shown_error, shown_uri
-from .records import dataclass
+from libvirt_guests.output import shown_error, shown_uri
+from libvirt_guests.records import dataclass
 
 POLL_FALLBACK = 1.0  # seconds between state checks when no event arrives
 _DOM0_UUID = "00000000-0000-0000-0000-000000000000"

@@ -5,7 +5,7 @@ where that choice comes from.
 The first that is set wins: the --defaults option, the
 LIBVIRT_GUESTS_DEFAULTS environment variable, the choice a distribution
 package built into this copy, upstream's. A package records its choice at
-build time in libvirt_guests/_vendor.py (Debian's debian/rules writes
+build time in libvirt_guests/config/_vendor.py (Debian's debian/rules writes
 DEFAULTS = "debian"), so the command gives the same answer whoever runs it:
 the unit, the init script or an admin's shell, as the distribution's own
 script did."""
@@ -15,11 +15,11 @@ from __future__ import annotations
 import importlib
 import os
 
-from .config import ENV_DEFAULTS, FLAVOURS
-from .records import dataclass
+from libvirt_guests.config.load import ENV_DEFAULTS, FLAVOURS
+from libvirt_guests.records import dataclass
 
 UPSTREAM = "upstream"
-VENDOR_MODULE = "libvirt_guests._vendor"
+VENDOR_MODULE = "libvirt_guests.config._vendor"
 
 
 @dataclass(frozen=True)

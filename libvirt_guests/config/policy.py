@@ -11,10 +11,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .config import Config
-from .output import shown, shown_error
-from .records import dataclass, field
-from .settings import (
+from libvirt_guests.config.load import Config
+from libvirt_guests.config.settings import (
     CHAIN_WORDS,
     SettingError,
     parse_chain,
@@ -24,9 +22,11 @@ from .settings import (
     parse_peer_uri,
     parse_seconds,
 )
+from libvirt_guests.output import shown, shown_error
+from libvirt_guests.records import dataclass, field
 
 if TYPE_CHECKING:  # libvirt is not loaded by the commands that only read this module's tables (--help)
-    from .virt import Guest
+    from libvirt_guests.virt.hypervisor import Guest
 
 NAMESPACE = "urn:libvirt-guests:policy:1"
 KEY = "guests"

@@ -11,14 +11,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .engine import TICK
-from .plan import StopItem
-from .records import dataclass
-from .virt import POLL_FALLBACK, Hypervisor, VirtError
+from libvirt_guests.engine import TICK
+from libvirt_guests.records import dataclass
+from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.virt.hypervisor import POLL_FALLBACK, Hypervisor, VirtError
 
 if TYPE_CHECKING:
-    from .actions import Shutdown
-    from .stop import StopBounds
+    from libvirt_guests.stop.actions.base import Shutdown
+    from libvirt_guests.stop.run import StopBounds
 
 WaitEnd = bool | VirtError  # off (True), out of time (False), or what libvirt raised
 

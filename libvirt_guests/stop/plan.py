@@ -7,14 +7,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from .config import Config
-from .migrate import check_peer, open_peer
-from .outcomes import StartOutcome
-from .output import redact, shown, shown_error, shown_uri
-from .policy import Effective, GuestPolicy, effective, order_groups, read_policy
-from .records import dataclass, field
-from .state import GuestRecord, Journal
-from .virt import AsListed, Guest, Hypervisor, VirtError
+from libvirt_guests.config.load import Config
+from libvirt_guests.config.policy import Effective, GuestPolicy, effective, order_groups, read_policy
+from libvirt_guests.outcomes import StartOutcome
+from libvirt_guests.output import redact, shown, shown_error, shown_uri
+from libvirt_guests.records import dataclass, field
+from libvirt_guests.state.journal import GuestRecord, Journal
+from libvirt_guests.virt.hypervisor import AsListed, Guest, Hypervisor, VirtError
+from libvirt_guests.virt.migrate import check_peer, open_peer
 
 PEER_CHECK_TIMEOUT = 5.0  # seconds `plan` waits for a peer to answer
 NO_PEER = "no peer: MIGRATE_URI is empty and its policy sets no migrate_to"

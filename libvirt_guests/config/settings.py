@@ -15,7 +15,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from .records import dataclass
+from libvirt_guests.records import dataclass
 
 ACTIONS = ("migrate", "suspend", "shutdown", "poweroff")
 CHAIN_WORDS = "one or more of migrate, suspend, shutdown, poweroff"

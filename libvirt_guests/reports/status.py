@@ -11,12 +11,12 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from .config import Paths
-from .engine import Context
-from .output import Output, dump_json, shown, shown_uri, tr
-from .records import dataclass
-from .state import MAX_STATE_BYTES, Journal, StateError, parse_list
-from .virt import Hypervisor, VirtError
+from libvirt_guests.config.load import Paths
+from libvirt_guests.engine import Context
+from libvirt_guests.output import Output, dump_json, shown, shown_uri, tr
+from libvirt_guests.records import dataclass
+from libvirt_guests.state.journal import MAX_STATE_BYTES, Journal, StateError, parse_list
+from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
 
 EXIT_UNKNOWN = 4  # LSB: program or service status is unknown
 PROC_LOCKS = Path("/proc/locks")

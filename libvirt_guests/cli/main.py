@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .commandline import (
+from libvirt_guests import __version__
+from libvirt_guests.cli.commandline import (
     COMPLETE_GUESTS,
     ENV_LOCK_WAIT,
     OPTIONS,
@@ -22,9 +22,8 @@ from .commandline import (
     program_name,
     usage_lines,
 )
-from .config import Paths, load
-from .output import Output, discard_stdout, open_standard_streams, redact, shown, shown_uri, tr
-from .settings import (
+from libvirt_guests.config.load import Paths, load
+from libvirt_guests.config.settings import (
     COMMANDS,
     EXIT_CODES,
     EXIT_FAIL,
@@ -36,14 +35,15 @@ from .settings import (
     Command,
     default_for,
 )
+from libvirt_guests.output import Output, discard_stdout, open_standard_streams, redact, shown, shown_uri, tr
 
 # Everything else is imported by the command that needs it (issue 13: a
 # `stop` with no guest is run at every shutdown and should cost little more
 # than connecting): --help and check-config need no libvirt, a stop needs
 # neither start nor status, the plan's and policy's code stays out of both.
 if TYPE_CHECKING:
-    from .config import Config
-    from .engine import Context, Interrupt
+    from libvirt_guests.config.load import Config
+    from libvirt_guests.engine import Context, Interrupt
 
 __all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]
 
@@ -75,7 +75,7 @@ def _entry(tag: str, width: int, text: str) -> str:
 
 
 def help_text(flavour_name: str = "upstream", flavour_from: str = "") -> str:
-    from .settings import SETTINGS
+    from libvirt_guests.config.settings import SETTINGS
 
     other = "debian" if flavour_name == "upstream" else "upstream"
     lines = [*usage_lines(), "", "Commands:"]
@@ -100,7 +100,7 @@ def _with_lock(ctx: Context, wait: float, action: Callable[[], int], required: b
     """Run action holding the run lock. For a stop (required False) a lock
     that cannot be used at all (read-only or missing directory) does not
     keep the guests from being handled: it is said, and the stop goes on."""
-    from .state import RunLock, RunLockBusy, StateError
+    from libvirt_guests.state.journal import RunLock, RunLockBusy, StateError
 
     lock = RunLock(ctx.paths.run_lock)
     try:
@@ -128,7 +128,7 @@ def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
     import threading
     import time
 
-    from .engine import ABORT_WAIT, INTERRUPT_GRACE, TICK
+    from libvirt_guests.engine import ABORT_WAIT, INTERRUPT_GRACE, TICK
 
     if threading.current_thread() is not threading.main_thread():
         return action()  # signal handlers can only be installed in the main thread
@@ -173,8 +173,8 @@ def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
 
 def _restart(ctx: Context) -> int:
     """restart, condrestart, try-restart: stop, then start (not after a signal)."""
-    from .start import start
-    from .stop import stop
+    from libvirt_guests.start.run import start
+    from libvirt_guests.stop.run import stop
 
     code = stop(ctx)
     if ctx.interrupt.is_set():
@@ -202,20 +202,20 @@ def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
 
 
 def _report(out: Output, opts: Invocation, paths: Paths) -> int:
-    from .engine import Context
-    from .state import StateError
-    from .virt import VirtError
+    from libvirt_guests.engine import Context
+    from libvirt_guests.state.journal import StateError
+    from libvirt_guests.virt.hypervisor import VirtError
 
     about = _about(opts, paths)
     config = _config_for_reports(out, opts, paths)
     try:
         if opts.command == "status":
-            from .status import status
+            from libvirt_guests.reports.status import status
 
             return status(paths, out, about, opts.json)
         ctx = Context(config, paths, out)
         if opts.command == "gueststatus":
-            from .status import gueststatus
+            from libvirt_guests.reports.status import gueststatus
 
             return gueststatus(ctx, about, opts.json)
         if opts.command == "plan":
@@ -230,10 +230,10 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
 
 
 def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
-    from .engine import close_all, connect_all
-    from .output import dump_json
-    from .plan import check_peers, describe_start, describe_stop, plan_start, plan_stop
-    from .state import peek_previous
+    from libvirt_guests.engine import close_all, connect_all
+    from libvirt_guests.output import dump_json
+    from libvirt_guests.state.journal import peek_previous
+    from libvirt_guests.stop.plan import check_peers, describe_start, describe_stop, plan_start, plan_stop
 
     cfg, which = ctx.config, opts.which
     previous = peek_previous(ctx.paths.list_file, ctx.paths.state_file)
@@ -261,7 +261,7 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     close_all(hvs.values())
     migrated: list[dict[str, object]] = []
     if which == "start":
-        from .migrated import describe_migrated
+        from libvirt_guests.start.peers import describe_migrated
 
         migrated = describe_migrated(journal, cfg)
     if opts.json:
@@ -336,9 +336,9 @@ def show_value(value: object) -> str:
 
 
 def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
-    from .engine import connect_all
-    from .output import dump_json
-    from .policy import ATTRIBUTES, effective, read_policy, refusals, write_policy
+    from libvirt_guests.config.policy import ATTRIBUTES, effective, read_policy, refusals, write_policy
+    from libvirt_guests.engine import connect_all
+    from libvirt_guests.output import dump_json
 
     args = opts.policy
     assert args is not None
@@ -391,7 +391,7 @@ def _complete_guests(opts: Invocation, paths: Paths) -> int:
     """Guest names for the bash completion of `policy`, from the URI policy
     would use; silent and exit 0 whatever happens (the shell shows nothing)."""
     try:
-        from .virt import Hypervisor
+        from libvirt_guests.virt.hypervisor import Hypervisor
 
         with open(os.devnull, "w") as null:
             config = _config_for_reports(Output(null, null), opts, paths)
@@ -419,7 +419,7 @@ def _early(out: Output, opts: Invocation) -> int | None:
         out.say(f"libvirt-guests {__version__}")
         return EXIT_OK
     if opts.command == Command.MAN:
-        from . import manpage
+        from libvirt_guests.cli import manpage
 
         out.block(manpage.render(COMMANDS, EXIT_CODES))
         return EXIT_OK
@@ -429,7 +429,7 @@ def _early(out: Output, opts: Invocation) -> int | None:
     if opts.command == Command.CHECK_CONFIG:
         if opts.check_file:
             paths = Paths.resolve(opts.check_file, opts.list_file, opts.lock_file, opts.state_file)
-        from . import checkconfig
+        from libvirt_guests.config import checkconfig
 
         return checkconfig.check_config(out, paths, opts.defaults, opts.json)
     if opts.command == COMPLETE_GUESTS:
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         return early
     command = opts.command
     assert command is not None
-    from .engine import Interrupt
+    from libvirt_guests.engine import Interrupt
 
     # Before anything is read: a signal from here on is the run's, as one
     # during the run (no new action begun, the state recorded, 130 or 143).
@@ -507,9 +507,9 @@ def _act(out: Output, opts: Invocation, command: Command, interrupt: Interrupt) 
     """A command that acts on guests: whatever its command line, environment
     and configuration say, it handles them; each thing it could not use is
     one error line, and it exits 6 (a value), else 2 (a word) at the end."""
-    from .engine import Context
-    from .state import StateError
-    from .virt import VirtError
+    from libvirt_guests.engine import Context
+    from libvirt_guests.state.journal import StateError
+    from libvirt_guests.virt.hypervisor import VirtError
 
     words_failed = False
     for fault in opts.faults:
@@ -542,7 +542,7 @@ def _act(out: Output, opts: Invocation, command: Command, interrupt: Interrupt) 
 def _report_config(out: Output, config: Config, command: str, paths: Paths) -> bool:
     """Say what is wrong with the configuration before acting; True when a
     problem concerns what `command` does (it exits 6 once it has done it)."""
-    from .state import marker_exists
+    from libvirt_guests.state.journal import marker_exists
 
     for warning in config.warnings:
         out.warn(warning)
@@ -561,16 +561,16 @@ def _report_config(out: Output, config: Config, command: str, paths: Paths) -> b
 
 def _dispatch(ctx: Context, command: Command, lock_wait: float) -> int:
     """Run a command that acts on guests, under the run lock."""
-    from .state import marker_exists
+    from libvirt_guests.state.journal import marker_exists
 
     if command in (Command.CONDRESTART, Command.TRY_RESTART) and not marker_exists(ctx.paths.lock_file):
         return EXIT_OK
     if command == Command.START:
-        from .start import start
+        from libvirt_guests.start.run import start
 
         return _with_lock(ctx, lock_wait, lambda: start(ctx))
     if command in (Command.STOP, Command.SHUTDOWN):
-        from .stop import stop
+        from libvirt_guests.stop.run import stop
 
         # A stop handles the guests even when the run lock cannot be used at all.
         chain = ("shutdown",) if command == Command.SHUTDOWN else None
