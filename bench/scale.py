@@ -667,7 +667,7 @@ def top_imports(log: Path, count: int = 20) -> str:
 # no longer has is reported as missing, so the list can outlive a rewrite.
 BREAKDOWN_TARGETS = (
     "libvirt_guests.engine:connect_all", "libvirt_guests.engine:Slots.wait", "libvirt_guests.engine:Slots.release",
-    "libvirt_guests.stop.plan:plan_stop", "libvirt_guests.stop.plan:plan_start",
+    "libvirt_guests.stop.plan:plan_stop", "libvirt_guests.start.plan:plan_start",
     "libvirt_guests.config.policy:read_policy",
     "libvirt_guests.stop.run:StopRun._list", "libvirt_guests.stop.run:UriStop._pause",
     "libvirt_guests.stop.run:UriStop._run_group",
@@ -680,12 +680,12 @@ BREAKDOWN_TARGETS = (
     # after the worker pools (issue 13): a guest's chain is a GuestChain, served by engine.Workers
     "libvirt_guests.stop.chains:GuestChain.turn", "libvirt_guests.engine:Workers.put",
     "libvirt_guests.start.groups:UriStart._start_one",
-    "libvirt_guests.stop.actions.base:Suspend.act", "libvirt_guests.stop.actions.base:Suspend._watch",
+    "libvirt_guests.stop.actions.suspend:Suspend.act", "libvirt_guests.stop.actions.suspend:Suspend._watch",
     "libvirt_guests.state.journal:Journal.load", "libvirt_guests.state.journal:Journal.update",
     "libvirt_guests.state.journal:Journal.save",
-    "libvirt_guests.state.journal:Journal._save_locked", "libvirt_guests.state.journal:atomic_write",
+    "libvirt_guests.state.journal:Journal._save_locked", "libvirt_guests.state.files:atomic_write",
     "libvirt_guests.state.journal:asdict",
-    "libvirt_guests.state.journal:write_list", "os:fsync", "json:dumps", "threading:Thread.start",
+    "libvirt_guests.state.listfile:write_list", "os:fsync", "json:dumps", "threading:Thread.start",
     "libvirt:virConnect.listAllDomains", "libvirt:virConnect.lookupByUUIDString", "libvirt:virDomain.state",
     "libvirt:virDomain.isActive", "libvirt:virDomain.isPersistent", "libvirt:virDomain.metadata",
     "libvirt:virDomain.hasManagedSaveImage", "libvirt:virDomain.jobInfo", "libvirt:virDomain.managedSave",

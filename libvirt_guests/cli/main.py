@@ -100,7 +100,8 @@ def _with_lock(ctx: Context, wait: float, action: Callable[[], int], required: b
     """Run action holding the run lock. For a stop (required False) a lock
     that cannot be used at all (read-only or missing directory) does not
     keep the guests from being handled: it is said, and the stop goes on."""
-    from libvirt_guests.state.journal import RunLock, RunLockBusy, StateError
+    from libvirt_guests.state.files import StateError
+    from libvirt_guests.state.lock import RunLock, RunLockBusy
 
     lock = RunLock(ctx.paths.run_lock)
     try:
@@ -203,7 +204,7 @@ def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
 
 def _report(out: Output, opts: Invocation, paths: Paths) -> int:
     from libvirt_guests.engine import Context
-    from libvirt_guests.state.journal import StateError
+    from libvirt_guests.state.files import StateError
     from libvirt_guests.virt.hypervisor import VirtError
 
     about = _about(opts, paths)
@@ -232,8 +233,10 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
 def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     from libvirt_guests.engine import close_all, connect_all
     from libvirt_guests.output import dump_json
-    from libvirt_guests.state.journal import peek_previous
-    from libvirt_guests.stop.plan import check_peers, describe_start, describe_stop, plan_start, plan_stop
+    from libvirt_guests.reports.plan import describe_start, describe_stop
+    from libvirt_guests.start.plan import plan_start
+    from libvirt_guests.state.previous import peek_previous
+    from libvirt_guests.stop.plan import check_peers, plan_stop
 
     cfg, which = ctx.config, opts.which
     previous = peek_previous(ctx.paths.list_file, ctx.paths.state_file)
@@ -508,7 +511,7 @@ def _act(out: Output, opts: Invocation, command: Command, interrupt: Interrupt) 
     and configuration say, it handles them; each thing it could not use is
     one error line, and it exits 6 (a value), else 2 (a word) at the end."""
     from libvirt_guests.engine import Context
-    from libvirt_guests.state.journal import StateError
+    from libvirt_guests.state.files import StateError
     from libvirt_guests.virt.hypervisor import VirtError
 
     words_failed = False
@@ -542,7 +545,7 @@ def _act(out: Output, opts: Invocation, command: Command, interrupt: Interrupt) 
 def _report_config(out: Output, config: Config, command: str, paths: Paths) -> bool:
     """Say what is wrong with the configuration before acting; True when a
     problem concerns what `command` does (it exits 6 once it has done it)."""
-    from libvirt_guests.state.journal import marker_exists
+    from libvirt_guests.state.lock import marker_exists
 
     for warning in config.warnings:
         out.warn(warning)
@@ -561,7 +564,7 @@ def _report_config(out: Output, config: Config, command: str, paths: Paths) -> b
 
 def _dispatch(ctx: Context, command: Command, lock_wait: float) -> int:
     """Run a command that acts on guests, under the run lock."""
-    from libvirt_guests.state.journal import marker_exists
+    from libvirt_guests.state.lock import marker_exists
 
     if command in (Command.CONDRESTART, Command.TRY_RESTART) and not marker_exists(ctx.paths.lock_file):
         return EXIT_OK

@@ -374,3 +374,11 @@ def order_groups(items: list[Any], order_of: Callable[[Any], int | None], descen
     if unordered:
         groups = [unordered, *groups] if descending else [*groups, unordered]
     return groups
+
+
+def policy_of(config: Config, guest: Guest) -> GuestPolicy:
+    """The policy stop and start decide by: the guest's own (read_policy),
+    or with GUEST_POLICY=0 none, its metadata not even read."""
+    if not config.guest_policy:
+        return GuestPolicy(name=guest.name, ignored=True)
+    return read_policy(guest)

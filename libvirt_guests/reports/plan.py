@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from libvirt_guests.config.load import Config
-from libvirt_guests.config.policy import Effective, GuestPolicy, effective, order_groups, read_policy
-from libvirt_guests.outcomes import StartOutcome
-from libvirt_guests.output import redact, shown, shown_error, shown_uri
-from libvirt_guests.records import dataclass, field
-from libvirt_guests.state.journal import GuestRecord, Journal
-from libvirt_guests.virt.hypervisor import AsListed, Guest, Hypervisor, VirtError
-from libvirt_guests.virt.migrate import check_peer, open_peer
-from libvirt_guests.start.plan import StartAction, UriStartPlan
+from libvirt_guests.output import redact
+from libvirt_guests.start.plan import UriStartPlan
 from libvirt_guests.stop.plan import UriStopPlan
 
 

@@ -15,7 +15,9 @@ from libvirt_guests.config.load import Paths
 from libvirt_guests.engine import Context
 from libvirt_guests.output import Output, dump_json, shown, shown_uri, tr
 from libvirt_guests.records import dataclass
-from libvirt_guests.state.journal import MAX_STATE_BYTES, Journal, StateError, parse_list
+from libvirt_guests.state.files import MAX_STATE_BYTES, StateError, ours
+from libvirt_guests.state.journal import Journal
+from libvirt_guests.state.listfile import parse_list
 from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
 
 EXIT_UNKNOWN = 4  # LSB: program or service status is unknown
@@ -35,11 +37,6 @@ class _Probe:
     text: str | None = None  # None: absent, or present but not readable by us
 
 
-def _trusted_owner(st: os.stat_result) -> bool:
-    """Ours, or root's: a non-root monitoring user may believe root's files."""
-    return st.st_uid in (os.geteuid(), 0)
-
-
 def _probe(path: Path, read: bool) -> _Probe:
     """Does path exist as the original's `[ -f ]` would see it, and its text
     if we may read it. A symlink or a file of another user is refused as the
@@ -54,7 +51,7 @@ def _probe(path: Path, read: bool) -> _Probe:
         raise StateError(f"{path} is a symbolic link; refusing to read it")
     if not stat.S_ISREG(st.st_mode):
         raise StateError(f"{path} is not a regular file")
-    if not _trusted_owner(st):
+    if not ours(st, root_too=True):  # a non-root monitoring user may believe root's files
         raise StateError(f"{path} belongs to uid {st.st_uid}, not to us; refusing to trust it")
     if not read:
         return _Probe(True)
@@ -82,7 +79,7 @@ def _marker(path: Path) -> bool:
         return False
     except OSError as err:
         raise CannotTell(f"cannot examine {path} as uid {os.geteuid()} ({err.strerror})") from err
-    return stat.S_ISREG(st.st_mode) and _trusted_owner(st)
+    return ours(st, root_too=True)
 
 
 def _holder_from_proc_locks(st: os.stat_result) -> int | None:

@@ -12,8 +12,8 @@ from libvirt_guests.config.policy import start_delay_total
 from libvirt_guests.engine import Countdown, Heartbeat, Workers, each_at_once
 from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import WARNING, shown, shown_error, shown_uri, tr
+from libvirt_guests.start.plan import StartAction, StartItem, UriStartPlan, decide_start
 from libvirt_guests.start.units import START_UNITS, StartUnit
-from libvirt_guests.stop.plan import StartAction, StartItem, UriStartPlan, decide_start
 from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from libvirt_guests.engine import Tally
 from libvirt_guests.outcomes import StartOutcome, start_summary_counts
 from libvirt_guests.output import INFO, WARNING
-from libvirt_guests.stop.plan import StartItem
+from libvirt_guests.start.plan import StartItem
 
 if TYPE_CHECKING:
     from libvirt_guests.start.run import StartRun

@@ -5,17 +5,14 @@ prints it."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 from libvirt_guests.config.load import Config
-from libvirt_guests.config.policy import Effective, GuestPolicy, effective, order_groups, read_policy
+from libvirt_guests.config.policy import Effective, effective, order_groups, policy_of
 from libvirt_guests.outcomes import StartOutcome
-from libvirt_guests.output import redact, shown, shown_error, shown_uri
+from libvirt_guests.output import shown_error
 from libvirt_guests.records import dataclass, field
 from libvirt_guests.state.journal import GuestRecord, Journal
 from libvirt_guests.virt.hypervisor import AsListed, Guest, Hypervisor, VirtError
-from libvirt_guests.virt.migrate import check_peer, open_peer
-from libvirt_guests.stop.plan import _policy_of
 
 
 class StartAction(StrEnum):
@@ -112,7 +109,7 @@ def plan_start(hv: Hypervisor, uuids: list[str], config: Config, journal: Journa
             if guest is None:
                 plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
                 continue
-            policy = _policy_of(config, guest)
+            policy = policy_of(config, guest)
             if policy.gone:  # undefined since the listing
                 plan.items.append(StartItem(uuid, None, None, StartAction.MISSING))
                 continue

@@ -20,16 +20,12 @@ from libvirt_guests.output import Output, shown, shown_error, shown_uri, tr
 from libvirt_guests.start.groups import execute
 from libvirt_guests.start.ledger import StartLedger
 from libvirt_guests.start.peers import Peers, ask_peer, bring_all_back
-from libvirt_guests.state.journal import (
-    Journal,
-    ListEntries,
-    StateError,
-    load_previous,
-    remove,
-    touch_marker,
-    write_list,
-)
-from libvirt_guests.stop.plan import StartAction, StartItem, UriStartPlan, plan_start
+from libvirt_guests.start.plan import StartAction, StartItem, UriStartPlan, plan_start
+from libvirt_guests.state.files import StateError
+from libvirt_guests.state.journal import Journal, remove
+from libvirt_guests.state.listfile import ListEntries, write_list
+from libvirt_guests.state.lock import touch_marker
+from libvirt_guests.state.previous import load_previous
 from libvirt_guests.virt.hypervisor import Hypervisor
 
 # The longest a start waits between two guests or after an order group

@@ -21,7 +21,7 @@ import libvirt
 
 from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import ERR, INFO, WARNING, shown, tr
-from libvirt_guests.stop.plan import StartAction, StartItem
+from libvirt_guests.start.plan import StartAction, StartItem
 from libvirt_guests.virt.hypervisor import Guest, VirtError
 
 if TYPE_CHECKING:

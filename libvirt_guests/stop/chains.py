@@ -25,7 +25,8 @@ import libvirt
 from libvirt_guests.engine import PROGRESS_EVERY, TICK, Countdown, Workers
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import ERR, WARNING, shown, shown_error, shown_uri, tr
-from libvirt_guests.stop.actions.base import ACTIONS, Action, Shutdown, Step
+from libvirt_guests.stop.actions import ACTIONS, Shutdown
+from libvirt_guests.stop.actions.base import Action, Step
 from libvirt_guests.stop.offwatch import OffWatch, WaitEnd
 from libvirt_guests.stop.plan import StopItem, UriStopPlan
 from libvirt_guests.virt.hypervisor import Hypervisor, VirtError

@@ -17,7 +17,7 @@ from libvirt_guests.stop.plan import StopItem
 from libvirt_guests.virt.hypervisor import POLL_FALLBACK, Hypervisor, VirtError
 
 if TYPE_CHECKING:
-    from libvirt_guests.stop.actions.base import Shutdown
+    from libvirt_guests.stop.actions import Shutdown
     from libvirt_guests.stop.run import StopBounds
 
 WaitEnd = bool | VirtError  # off (True), out of time (False), or what libvirt raised

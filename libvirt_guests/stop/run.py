@@ -43,16 +43,11 @@ from libvirt_guests.engine import (
 from libvirt_guests.outcomes import Outcome, summary_counts
 from libvirt_guests.output import INFO, WARNING, Output, shown, shown_error, shown_uri, tr
 from libvirt_guests.records import replace
-from libvirt_guests.state.journal import (
-    GuestRecord,
-    Journal,
-    ListEntries,
-    StateError,
-    clear_marker,
-    load_previous,
-    remove,
-    write_list,
-)
+from libvirt_guests.state.files import StateError
+from libvirt_guests.state.journal import GuestRecord, Journal, remove
+from libvirt_guests.state.listfile import ListEntries, write_list
+from libvirt_guests.state.lock import clear_marker
+from libvirt_guests.state.previous import load_previous
 from libvirt_guests.stop.plan import UriStopPlan, plan_stop
 from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
 from libvirt_guests.virt.migrate import restore_autostart

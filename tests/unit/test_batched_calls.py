@@ -22,8 +22,9 @@ import libvirt
 import pytest
 
 from libvirt_guests.config.load import Config, Paths, load
+from libvirt_guests.start.plan import StartAction, plan_start
 from libvirt_guests.state.journal import GuestRecord, Journal
-from libvirt_guests.stop.plan import StartAction, UriStopPlan, plan_start, plan_stop
+from libvirt_guests.stop.plan import UriStopPlan, plan_stop
 from libvirt_guests.stop.run import forget_undefined
 from libvirt_guests.virt.hypervisor import Hypervisor, parse_uuid
 

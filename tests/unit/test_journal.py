@@ -17,16 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests.state import journal as state_module
-from libvirt_guests.state.journal import (
-    DamagedState,
-    GuestRecord,
-    Journal,
-    StateError,
-    UntrustedState,
-    load_previous,
-    remove,
-)
+from libvirt_guests.state import eventlog as state_module
+from libvirt_guests.state import files as state_files
+from libvirt_guests.state.files import DamagedState, StateError, UntrustedState
+from libvirt_guests.state.journal import GuestRecord, Journal, remove
+from libvirt_guests.state.previous import load_previous
 
 NOBODY = 65534
 URI = "test:///default"
@@ -425,7 +420,7 @@ def test_full_disk_mid_append_keeps_the_first_error_and_no_torn_record(tmp_path:
         raise StateError(f"cannot write {path}: No space left on device")
 
     monkeypatch.setattr(state_module, "_write_all", no_room)
-    monkeypatch.setattr(state_module, "atomic_write", no_room_at_all)
+    monkeypatch.setattr(state_files, "atomic_write", no_room_at_all)
     journal.update(URI, uuid(2), outcome="shutdown")  # still no room: the error is not replaced
     monkeypatch.undo()
     assert journal.write_error == first

@@ -15,8 +15,9 @@ import pytest
 
 from libvirt_guests import engine
 from libvirt_guests.stop import run as stop
-from libvirt_guests.stop.actions import base as actions
-from libvirt_guests.stop.actions.base import Shutdown
+from libvirt_guests.stop.actions import Shutdown
+from libvirt_guests.stop.actions import shutdown as shutdown_action
+from libvirt_guests.stop.actions import suspend as actions
 from libvirt_guests.virt import hypervisor as virt
 from libvirt_guests.virt.hypervisor import Guest
 
@@ -122,7 +123,7 @@ def test_guests_going_off_after_the_request_end_the_stop_on_their_events(
     """No tick or poll on the critical path: with every tick and the poll
     fallback at 30 s, a stop whose guests go off a moment after their
     shutdown request returns on the lifecycle events, long before a tick."""
-    for module in (engine, actions, stop):  # cli reads engine.TICK when it runs
+    for module in (engine, actions, shutdown_action, stop):  # cli reads engine.TICK when it runs
         monkeypatch.setattr(module, "TICK", SLOW_TICK)
     monkeypatch.setattr(virt, "POLL_FALLBACK", SLOW_TICK)
     files.write_config(ON_SHUTDOWN="shutdown", PARALLEL_SHUTDOWN="4")

@@ -23,9 +23,9 @@ import pytest
 
 from libvirt_guests import output
 from libvirt_guests.config.policy import parse_policy
-from libvirt_guests.state.journal import RunLock, RunLockBusy
+from libvirt_guests.state.lock import RunLock, RunLockBusy
 from libvirt_guests.stop import run as stop
-from libvirt_guests.stop.actions import base as actions
+from libvirt_guests.stop.actions import suspend as actions
 from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
 
 from .conftest import TEST_URI, Driver, Files, Result
@@ -156,7 +156,7 @@ def test_libvirt_error_while_planning_one_guest_stays_with_that_guest(
 def test_any_error_while_planning_one_guest_stays_with_that_guest(
     files: Files, driver: Driver, run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from libvirt_guests.stop import plan
+    from libvirt_guests.config import policy as plan
 
     a, b = driver.guest(), driver.guest()
     real = plan.read_policy
@@ -640,7 +640,7 @@ _CHILD = textwrap.dedent("""
     import sys, threading, time
     import libvirt
     from libvirt_guests.stop import run as stop
-    from libvirt_guests.state import journal as state
+    from libvirt_guests.state import lock as state
     from libvirt_guests.cli.main import main
     from libvirt_guests.virt.hypervisor import Guest, VirtError, start_event_loop
 
