@@ -10,11 +10,11 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from libvirt_guests.config.load import Config, Paths
 from libvirt_guests.output import Output, notify, shown_uri, tr
-from libvirt_guests.records import dataclass, field
 from libvirt_guests.virt.hypervisor import POLL_FALLBACK, Hypervisor, NoAnswer, VirtError
 
 T = TypeVar("T")

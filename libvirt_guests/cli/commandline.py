@@ -6,16 +6,17 @@ One table per thing (settings.Command, OPTIONS, POLICY_OPTIONS) drives the parse
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import sys
+from dataclasses import dataclass, field
 
 from libvirt_guests.config.flavour import Flavour, resolve
 from libvirt_guests.config.load import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE, ENV_DEFAULTS, FLAVOURS
 from libvirt_guests.config.policy import ATTRIBUTES, BY_ATTRIBUTE
 from libvirt_guests.config.settings import Command, SettingError
 from libvirt_guests.output import tr
-from libvirt_guests.records import dataclass, field
 
 ENV_LOCK_WAIT = "LIBVIRT_GUESTS_LOCK_WAIT"
 # Not in --help: the bash completion asks for guest names with it.
@@ -138,8 +139,6 @@ def usage_lines() -> list[str]:
 
 
 def _near(word: str, choices: list[str]) -> str:
-    import difflib  # only for a word not understood
-
     near = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {near[0]}?)" if near else ""
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from libvirt_guests import __version__
+from libvirt_guests.cli import manpage
 from libvirt_guests.cli.commandline import (
     COMPLETE_GUESTS,
     ENV_LOCK_WAIT,
@@ -22,7 +27,9 @@ from libvirt_guests.cli.commandline import (
     program_name,
     usage_lines,
 )
+from libvirt_guests.config import checkconfig
 from libvirt_guests.config.load import Paths, load
+from libvirt_guests.config.policy import ATTRIBUTES, effective, read_policy, refusals, write_policy
 from libvirt_guests.config.settings import (
     COMMANDS,
     EXIT_CODES,
@@ -32,18 +39,26 @@ from libvirt_guests.config.settings import (
     EXIT_SIGINT,
     EXIT_USAGE,
     LSB_COMMANDS,
+    SETTINGS,
     Command,
     default_for,
 )
-from libvirt_guests.output import Output, discard_stdout, open_standard_streams, redact, shown, shown_uri, tr
+from libvirt_guests.engine import ABORT_WAIT, INTERRUPT_GRACE, TICK, Context, Interrupt, close_all, connect_all
+from libvirt_guests.output import Output, discard_stdout, dump_json, open_standard_streams, redact, shown, shown_uri, tr
+from libvirt_guests.reports.plan import describe_start, describe_stop
+from libvirt_guests.reports.status import gueststatus, status
+from libvirt_guests.start.peers import describe_migrated
+from libvirt_guests.start.plan import plan_start
+from libvirt_guests.start.run import start
+from libvirt_guests.state.files import StateError
+from libvirt_guests.state.lock import RunLock, RunLockBusy, marker_exists
+from libvirt_guests.state.previous import peek_previous
+from libvirt_guests.stop.plan import check_peers, plan_stop
+from libvirt_guests.stop.run import stop
+from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
 
-# Everything else is imported by the command that needs it (issue 13: a
-# `stop` with no guest is run at every shutdown and should cost little more
-# than connecting): --help and check-config need no libvirt, a stop needs
-# neither start nor status, the plan's and policy's code stays out of both.
 if TYPE_CHECKING:
     from libvirt_guests.config.load import Config
-    from libvirt_guests.engine import Context, Interrupt
 
 __all__ = ["COMMANDS", "EXIT_CODES", "LSB_COMMANDS", "main", "program_name", "run"]
 
@@ -68,15 +83,11 @@ def _usage_error(out: Output, reason: str) -> int:
 
 def _entry(tag: str, width: int, text: str) -> str:
     """One '  tag  text' entry of --help, wrapped to 79 columns."""
-    import textwrap
-
     return textwrap.fill(text, width=79, initial_indent=f"  {tag:<{width}} ", subsequent_indent=" " * (width + 3),
                          break_on_hyphens=False, break_long_words=False)
 
 
 def help_text(flavour_name: str = "upstream", flavour_from: str = "") -> str:
-    from libvirt_guests.config.settings import SETTINGS
-
     other = "debian" if flavour_name == "upstream" else "upstream"
     lines = [*usage_lines(), "", "Commands:"]
     lines += [_entry(name, 13, text) for name, text in COMMANDS.items()]
@@ -100,9 +111,6 @@ def _with_lock(ctx: Context, wait: float, action: Callable[[], int], required: b
     """Run action holding the run lock. For a stop (required False) a lock
     that cannot be used at all (read-only or missing directory) does not
     keep the guests from being handled: it is said, and the stop goes on."""
-    from libvirt_guests.state.files import StateError
-    from libvirt_guests.state.lock import RunLock, RunLockBusy
-
     lock = RunLock(ctx.paths.run_lock)
     try:
         lock.acquire(wait, ctx.out.warn, ctx.interrupt.is_set)
@@ -125,12 +133,6 @@ def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
     lock is released only then; the exit code is 128 + the signal number.
     The action runs in a thread of its own, so this thread can still end the
     process (BACKSTOP seconds past the bounds) if the action does not."""
-    import signal
-    import threading
-    import time
-
-    from libvirt_guests.engine import ABORT_WAIT, INTERRUPT_GRACE, TICK
-
     if threading.current_thread() is not threading.main_thread():
         return action()  # signal handlers can only be installed in the main thread
     result: dict[str, object] = {}
@@ -174,9 +176,6 @@ def _interruptible(ctx: Context, action: Callable[[], int]) -> int:
 
 def _restart(ctx: Context) -> int:
     """restart, condrestart, try-restart: stop, then start (not after a signal)."""
-    from libvirt_guests.start.run import start
-    from libvirt_guests.stop.run import stop
-
     code = stop(ctx)
     if ctx.interrupt.is_set():
         return code
@@ -203,21 +202,13 @@ def _config_for_reports(out: Output, opts: Invocation, paths: Paths) -> Config:
 
 
 def _report(out: Output, opts: Invocation, paths: Paths) -> int:
-    from libvirt_guests.engine import Context
-    from libvirt_guests.state.files import StateError
-    from libvirt_guests.virt.hypervisor import VirtError
-
     about = _about(opts, paths)
     config = _config_for_reports(out, opts, paths)
     try:
         if opts.command == "status":
-            from libvirt_guests.reports.status import status
-
             return status(paths, out, about, opts.json)
         ctx = Context(config, paths, out)
         if opts.command == "gueststatus":
-            from libvirt_guests.reports.status import gueststatus
-
             return gueststatus(ctx, about, opts.json)
         if opts.command == "plan":
             return _plan(ctx, opts, about)
@@ -231,13 +222,6 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
 
 
 def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
-    from libvirt_guests.engine import close_all, connect_all
-    from libvirt_guests.output import dump_json
-    from libvirt_guests.reports.plan import describe_start, describe_stop
-    from libvirt_guests.start.plan import plan_start
-    from libvirt_guests.state.previous import peek_previous
-    from libvirt_guests.stop.plan import check_peers, plan_stop
-
     cfg, which = ctx.config, opts.which
     previous = peek_previous(ctx.paths.list_file, ctx.paths.state_file)
     journal = previous.journal
@@ -264,8 +248,6 @@ def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     close_all(hvs.values())
     migrated: list[dict[str, object]] = []
     if which == "start":
-        from libvirt_guests.start.peers import describe_migrated
-
         migrated = describe_migrated(journal, cfg)
     if opts.json:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
@@ -339,10 +321,6 @@ def show_value(value: object) -> str:
 
 
 def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
-    from libvirt_guests.config.policy import ATTRIBUTES, effective, read_policy, refusals, write_policy
-    from libvirt_guests.engine import connect_all
-    from libvirt_guests.output import dump_json
-
     args = opts.policy
     assert args is not None
     refused = refusals(ctx.config, args.changes)
@@ -394,8 +372,6 @@ def _complete_guests(opts: Invocation, paths: Paths) -> int:
     """Guest names for the bash completion of `policy`, from the URI policy
     would use; silent and exit 0 whatever happens (the shell shows nothing)."""
     try:
-        from libvirt_guests.virt.hypervisor import Hypervisor
-
         with open(os.devnull, "w") as null:
             config = _config_for_reports(Output(null, null), opts, paths)
         uri = (opts.policy.uri if opts.policy else None) or (config.uris[0] if config.uris else "default")
@@ -422,8 +398,6 @@ def _early(out: Output, opts: Invocation) -> int | None:
         out.say(f"libvirt-guests {__version__}")
         return EXIT_OK
     if opts.command == Command.MAN:
-        from libvirt_guests.cli import manpage
-
         out.block(manpage.render(COMMANDS, EXIT_CODES))
         return EXIT_OK
     if opts.command in (Command.RELOAD, Command.FORCE_RELOAD):
@@ -432,7 +406,6 @@ def _early(out: Output, opts: Invocation) -> int | None:
     if opts.command == Command.CHECK_CONFIG:
         if opts.check_file:
             paths = Paths.resolve(opts.check_file, opts.list_file, opts.lock_file, opts.state_file)
-        from libvirt_guests.config import checkconfig
 
         return checkconfig.check_config(out, paths, opts.defaults, opts.json)
     if opts.command == COMPLETE_GUESTS:
@@ -458,7 +431,6 @@ def main(argv: list[str] | None = None) -> int:
         return early
     command = opts.command
     assert command is not None
-    from libvirt_guests.engine import Interrupt
 
     # Before anything is read: a signal from here on is the run's, as one
     # during the run (no new action begun, the state recorded, 130 or 143).
@@ -471,9 +443,6 @@ def main(argv: list[str] | None = None) -> int:
 def _signals_noted(interrupt: Interrupt) -> Iterator[None]:
     """SIGINT and SIGTERM only noted in interrupt while the block runs (in
     the main thread; elsewhere they cannot be handled)."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -510,10 +479,6 @@ def _act(out: Output, opts: Invocation, command: Command, interrupt: Interrupt) 
     """A command that acts on guests: whatever its command line, environment
     and configuration say, it handles them; each thing it could not use is
     one error line, and it exits 6 (a value), else 2 (a word) at the end."""
-    from libvirt_guests.engine import Context
-    from libvirt_guests.state.files import StateError
-    from libvirt_guests.virt.hypervisor import VirtError
-
     words_failed = False
     for fault in opts.faults:
         if fault.dest != "lock_wait":
@@ -545,8 +510,6 @@ def _act(out: Output, opts: Invocation, command: Command, interrupt: Interrupt) 
 def _report_config(out: Output, config: Config, command: str, paths: Paths) -> bool:
     """Say what is wrong with the configuration before acting; True when a
     problem concerns what `command` does (it exits 6 once it has done it)."""
-    from libvirt_guests.state.lock import marker_exists
-
     for warning in config.warnings:
         out.warn(warning)
     acts = not (command in ("condrestart", "try-restart") and not marker_exists(paths.lock_file))
@@ -564,17 +527,11 @@ def _report_config(out: Output, config: Config, command: str, paths: Paths) -> b
 
 def _dispatch(ctx: Context, command: Command, lock_wait: float) -> int:
     """Run a command that acts on guests, under the run lock."""
-    from libvirt_guests.state.lock import marker_exists
-
     if command in (Command.CONDRESTART, Command.TRY_RESTART) and not marker_exists(ctx.paths.lock_file):
         return EXIT_OK
     if command == Command.START:
-        from libvirt_guests.start.run import start
-
         return _with_lock(ctx, lock_wait, lambda: start(ctx))
     if command in (Command.STOP, Command.SHUTDOWN):
-        from libvirt_guests.stop.run import stop
-
         # A stop handles the guests even when the run lock cannot be used at all.
         chain = ("shutdown",) if command == Command.SHUTDOWN else None
         return _with_lock(ctx, lock_wait, lambda: stop(ctx, chain), required=False)

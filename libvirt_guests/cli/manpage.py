@@ -3,12 +3,15 @@ settings, the commands, the policy attributes and the exit codes."""
 
 from __future__ import annotations
 
+import sys
+import textwrap
+
 from libvirt_guests import __version__
 from libvirt_guests.cli.commandline import OPTIONS
 from libvirt_guests.config.flavour import built_in
 from libvirt_guests.config.load import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE
 from libvirt_guests.config.policy import ATTRIBUTES, NAMESPACE
-from libvirt_guests.config.settings import SETTINGS, default_for
+from libvirt_guests.config.settings import COMMANDS, EXIT_CODES, SETTINGS, default_for
 
 
 def _esc(text: str) -> str:
@@ -110,8 +113,6 @@ def render(commands: dict[str, str], exit_codes: dict[int, str]) -> str:
 
 def render_sample_config() -> str:
     """sysconfig/libvirt-guests: every variable, commented out at its default."""
-    import textwrap
-
     lines = [
         "# Configuration of libvirt-guests, read as /bin/sh reads it (quotes, export, $NAME),",
         "# but never run: a line the shell would run (a command, $(...)) is skipped with an error.",
@@ -129,8 +130,4 @@ def render_sample_config() -> str:
 
 
 if __name__ == "__main__":
-    import sys
-
-    from libvirt_guests.config.settings import COMMANDS, EXIT_CODES
-
     print(render_sample_config() if sys.argv[1:] == ["sample-config"] else render(COMMANDS, EXIT_CODES), end="")

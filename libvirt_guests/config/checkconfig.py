@@ -5,6 +5,7 @@ from the original."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -159,8 +160,6 @@ def check_config(
         settings[setting.name] = entry
     valid = not problems
     if as_json:
-        import json
-
         out.block(json.dumps({
             "valid": valid, "file": str(paths.config) if paths.config else None,
             "defaults": config.flavour, "settings": settings,

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass
 
 from libvirt_guests.config.load import ENV_DEFAULTS, FLAVOURS
-from libvirt_guests.records import dataclass
 
 UPSTREAM = "upstream"
 VENDOR_MODULE = "libvirt_guests.config._vendor"

@@ -10,10 +10,12 @@ exit 6 at the end for those they use."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from libvirt_guests.config import shellfile
@@ -28,7 +30,6 @@ from libvirt_guests.config.settings import (
     default_for,
 )
 from libvirt_guests.output import redact
-from libvirt_guests.records import dataclass, field
 
 CONFIG_CANDIDATES = (Path("/etc/sysconfig/libvirt-guests"), Path("/etc/default/libvirt-guests"))
 DEFAULT_LIST_FILE = Path("/var/lib/libvirt/libvirt-guests")
@@ -317,7 +318,6 @@ def _unknown_warnings(names: list[str], path: Path) -> list[str]:
         if name in OBSOLETE:
             warnings.append(f"{path}: {name} is ignored ({OBSOLETE[name]})")
             continue
-        import difflib  # only for an unknown variable
 
         near = difflib.get_close_matches(name, list(BY_NAME), n=1)
         hint = f"; did you mean {near[0]}?" if near else ""

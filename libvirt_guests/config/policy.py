@@ -8,8 +8,12 @@ the guest, and the effective policy of a guest (guest value over host value).
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import libvirt
 
 from libvirt_guests.config.load import Config
 from libvirt_guests.config.settings import (
@@ -23,9 +27,8 @@ from libvirt_guests.config.settings import (
     parse_seconds,
 )
 from libvirt_guests.output import shown, shown_error
-from libvirt_guests.records import dataclass, field
 
-if TYPE_CHECKING:  # libvirt is not loaded by the commands that only read this module's tables (--help)
+if TYPE_CHECKING:  # only a type here
     from libvirt_guests.virt.hypervisor import Guest
 
 NAMESPACE = "urn:libvirt-guests:policy:1"
@@ -144,7 +147,6 @@ def parse_policy(xml: str | None, guest_name: str) -> GuestPolicy:
     policy = GuestPolicy(name=guest_name)
     if not xml:
         return policy
-    import xml.etree.ElementTree as ET  # only for a guest that has a policy
 
     try:
         element = ET.fromstring(xml)
@@ -194,7 +196,6 @@ def read_policy(guest: Guest) -> GuestPolicy:
 def policy_xml(texts: dict[str, str]) -> str | None:
     if not texts:
         return None
-    import xml.etree.ElementTree as ET
 
     element = ET.Element("policy")
     for attribute in ATTRIBUTES:
@@ -205,8 +206,6 @@ def policy_xml(texts: dict[str, str]) -> str | None:
 
 def write_policy(guest: Guest, texts: dict[str, str]) -> None:
     """Store (or with empty texts, remove) the policy: persistent and, if running, live."""
-    import libvirt
-
     flags = 0
     if guest.is_persistent():
         flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG

@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-
-from libvirt_guests.records import dataclass
 
 ACTIONS = ("migrate", "suspend", "shutdown", "poweroff")
 CHAIN_WORDS = "one or more of migrate, suspend, shutdown, poweroff"

@@ -28,11 +28,11 @@ import io
 import os
 import pwd
 import re
-import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
-from libvirt_guests.records import dataclass, field
+import dotenv.parser
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BACKSLASH_PAIR = re.compile(r"\\.", re.S)
@@ -750,45 +750,9 @@ def _names_in(text: str) -> tuple[str, ...]:
                                       r"\$\{([A-Za-z_][A-Za-z0-9_]*):?=", text)))
 
 
-# The name python-dotenv's parser module is kept under when it is loaded on its own (_dotenv_parser).
-_PARSER_MODULE = "libvirt_guests._dotenv_parser"
-
-
-def _dotenv_parser() -> Any:
-    """python-dotenv's parser module (dotenv.parser), which splits the file.
-
-    Loaded from its own file, without running the dotenv package's
-    __init__: that imports dotenv.main, and with it logging, tempfile,
-    shutil and more, several milliseconds of every start, at every shutdown,
-    for nothing (issue 13); the parser itself needs only codecs, re and
-    typing. It is kept under a name of ours, so that a later `import dotenv`
-    (anyone's) gets its own, complete package. If python-dotenv is laid out
-    otherwise (no dotenv/parser.py, or it fails to load on its own), the
-    ordinary import."""
-    for name in ("dotenv.parser", _PARSER_MODULE):  # imported already, by anyone
-        if name in sys.modules:
-            return sys.modules[name]
-    try:
-        import importlib.util
-
-        package = importlib.util.find_spec("dotenv")  # finds the package; runs none of it
-        assert package is not None and package.submodule_search_locations
-        folder = next(iter(package.submodule_search_locations))
-        spec = importlib.util.spec_from_file_location(_PARSER_MODULE, f"{folder}/parser.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_PARSER_MODULE] = module
-        spec.loader.exec_module(module)
-        assert callable(module.parse_stream)
-    except Exception:  # noqa: BLE001 - any failure: the ordinary import below
-        sys.modules.pop(_PARSER_MODULE, None)
-        import dotenv.parser as module
-    return module
-
-
 def parse_stream(stream: IO[str]) -> Iterator[Any]:
     """python-dotenv's parse_stream: its Bindings, one per line or quoted value."""
-    return cast(Iterator[Any], _dotenv_parser().parse_stream(stream))
+    return cast(Iterator[Any], dotenv.parser.parse_stream(stream))
 
 
 def _chunks(text: str) -> list[tuple[int, str]]:

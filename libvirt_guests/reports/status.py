@@ -8,13 +8,13 @@ import fcntl
 import os
 import stat
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from libvirt_guests.config.load import Paths
 from libvirt_guests.engine import Context
 from libvirt_guests.output import Output, dump_json, shown, shown_uri, tr
-from libvirt_guests.records import dataclass
 from libvirt_guests.state.files import MAX_STATE_BYTES, StateError, ours
 from libvirt_guests.state.journal import Journal
 from libvirt_guests.state.listfile import parse_list

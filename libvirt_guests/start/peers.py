@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from libvirt_guests.config.load import Config
 from libvirt_guests.engine import connect_all
 from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import ERR, INFO, shown, shown_error, shown_uri
-from libvirt_guests.records import dataclass
 from libvirt_guests.start.plan import StartAction, StartItem
 from libvirt_guests.state.journal import GuestRecord, Journal
 from libvirt_guests.virt.hypervisor import Hypervisor, VirtError

@@ -4,13 +4,13 @@ prints it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from libvirt_guests.config.load import Config
 from libvirt_guests.config.policy import Effective, effective, order_groups, policy_of
 from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import shown_error
-from libvirt_guests.records import dataclass, field
 from libvirt_guests.state.journal import GuestRecord, Journal
 from libvirt_guests.virt.hypervisor import AsListed, Guest, Hypervisor, VirtError
 

@@ -8,9 +8,9 @@ import json
 import os
 import threading
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from libvirt_guests.records import asdict, dataclass, field
 from libvirt_guests.state import files
 from libvirt_guests.state.eventlog import JOURNAL_VERSION, LOG_FORMAT, Log, create_log, is_our_log, log_path
 from libvirt_guests.state.files import DamagedState, StateError, safe_read, safe_read_bytes, shown

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from libvirt_guests.records import dataclass
 from libvirt_guests.state.eventlog import is_our_log, log_path
 from libvirt_guests.state.files import DamagedState, StateError, clean_temp_files, put_aside
 from libvirt_guests.state.journal import Journal, remove

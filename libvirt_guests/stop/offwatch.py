@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from libvirt_guests.engine import TICK
-from libvirt_guests.records import dataclass
 from libvirt_guests.stop.plan import StopItem
 from libvirt_guests.virt.hypervisor import POLL_FALLBACK, Hypervisor, VirtError
 

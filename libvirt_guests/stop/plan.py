@@ -4,10 +4,11 @@ prints it, so the printed plan is the one the next stop follows."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from libvirt_guests.config.load import Config
 from libvirt_guests.config.policy import Effective, GuestPolicy, effective, order_groups, policy_of
 from libvirt_guests.output import shown, shown_error, shown_uri
-from libvirt_guests.records import dataclass, field
 from libvirt_guests.state.journal import Journal
 from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
 from libvirt_guests.virt.migrate import check_peer, open_peer

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
 
 from libvirt_guests.engine import (
@@ -42,12 +43,12 @@ from libvirt_guests.engine import (
 )
 from libvirt_guests.outcomes import Outcome, summary_counts
 from libvirt_guests.output import INFO, WARNING, Output, shown, shown_error, shown_uri, tr
-from libvirt_guests.records import replace
 from libvirt_guests.state.files import StateError
 from libvirt_guests.state.journal import GuestRecord, Journal, remove
 from libvirt_guests.state.listfile import ListEntries, write_list
 from libvirt_guests.state.lock import clear_marker
 from libvirt_guests.state.previous import load_previous
+from libvirt_guests.stop.chains import UriWork
 from libvirt_guests.stop.plan import UriStopPlan, plan_stop
 from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
 from libvirt_guests.virt.migrate import restore_autostart
@@ -241,10 +242,6 @@ class StopRun:
         self.tally.total = sum(len(p.items) for p in self.plans.values())
         self.stage = "acting on the guests of"
         if self.tally.total:
-            from libvirt_guests.stop.chains import (
-                UriWork,  # the actions' code: not loaded by a stop with no guest (issue 13)
-            )
-
             busy = [UriWork(self, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
             each_at_once(UriWork.execute, busy)
         self.stage = "closing"

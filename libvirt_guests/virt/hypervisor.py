@@ -9,11 +9,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import libvirt
 
 from libvirt_guests.output import shown_error, shown_uri
-from libvirt_guests.records import dataclass
 
 POLL_FALLBACK = 1.0  # seconds between state checks when no event arrives
 _DOM0_UUID = "00000000-0000-0000-0000-000000000000"

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import libvirt
 
 from libvirt_guests.output import shown, shown_error, shown_uri
-from libvirt_guests.records import dataclass
 from libvirt_guests.virt.hypervisor import STATE_NAMES, Guest, Hypervisor, VirtError
 
 MIGRATE_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_AUTO_CONVERGE
@@ -99,7 +100,6 @@ def _cpu_reason(guest: Guest, peer: Hypervisor) -> str | None:
     from the XML and are left to libvirt's own check at migration time."""
     with guest.errors():
         xml = str(guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
-    import xml.etree.ElementTree as ET  # only when a peer is asked
 
     root = ET.fromstring(xml)
     cpu = root.find("cpu")

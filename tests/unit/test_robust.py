@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,6 @@ from libvirt_guests.config import load as config
 from libvirt_guests.config import settings
 from libvirt_guests.config.load import Paths, load
 from libvirt_guests.config.settings import SETTINGS, SettingError
-from libvirt_guests.records import replace
 
 from .support import TEST_URI, Driver, Files
 

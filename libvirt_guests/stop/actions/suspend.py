@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import libvirt
@@ -14,7 +15,6 @@ import libvirt
 from libvirt_guests.engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt_bytes
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import WARNING, shown, tr
-from libvirt_guests.records import dataclass
 from libvirt_guests.stop.actions.base import Action, Step
 from libvirt_guests.stop.plan import StopItem
 from libvirt_guests.virt.hypervisor import Guest, VirtError
