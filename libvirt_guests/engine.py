@@ -15,7 +15,9 @@ from typing import TypeVar
 
 from libvirt_guests.config.load import Config, Paths
 from libvirt_guests.output import Output, notify, shown_uri, tr
-from libvirt_guests.virt.hypervisor import POLL_FALLBACK, Hypervisor, NoAnswer, VirtError
+from libvirt_guests.virt.errors import NoAnswer, VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
+from libvirt_guests.virt.waits import POLL_FALLBACK
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -289,3 +289,8 @@ def notify(**fields: str | int) -> bool:
     except OSError:
         return False
     return True
+
+
+def plain_number(value: float | int) -> str:
+    """0, 1.5, 300: not Python's 0.0."""
+    return f"{int(value)}" if float(value).is_integer() else f"{value}"

@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ from libvirt_guests.cli import manpage
 from libvirt_guests.cli.commandline import (
     COMPLETE_GUESTS,
     ENV_LOCK_WAIT,
-    OPTIONS,
     Invocation,
     UsageError,
     parse,
@@ -27,9 +25,10 @@ from libvirt_guests.cli.commandline import (
     program_name,
     usage_lines,
 )
+from libvirt_guests.cli.help import help_text
+from libvirt_guests.cli.policy import policy_command
 from libvirt_guests.config import checkconfig
 from libvirt_guests.config.load import Paths, load
-from libvirt_guests.config.policy import ATTRIBUTES, effective, read_policy, refusals, write_policy
 from libvirt_guests.config.settings import (
     COMMANDS,
     EXIT_CODES,
@@ -39,23 +38,18 @@ from libvirt_guests.config.settings import (
     EXIT_SIGINT,
     EXIT_USAGE,
     LSB_COMMANDS,
-    SETTINGS,
     Command,
-    default_for,
 )
-from libvirt_guests.engine import ABORT_WAIT, INTERRUPT_GRACE, TICK, Context, Interrupt, close_all, connect_all
-from libvirt_guests.output import Output, discard_stdout, dump_json, open_standard_streams, redact, shown, shown_uri, tr
-from libvirt_guests.reports.plan import describe_start, describe_stop
+from libvirt_guests.engine import ABORT_WAIT, INTERRUPT_GRACE, TICK, Context, Interrupt
+from libvirt_guests.output import Output, discard_stdout, open_standard_streams, plain_number, tr
+from libvirt_guests.reports.plan import plan_command
 from libvirt_guests.reports.status import gueststatus, status
-from libvirt_guests.start.peers import describe_migrated
-from libvirt_guests.start.plan import plan_start
 from libvirt_guests.start.run import start
 from libvirt_guests.state.files import StateError
 from libvirt_guests.state.lock import RunLock, RunLockBusy, marker_exists
-from libvirt_guests.state.previous import peek_previous
-from libvirt_guests.stop.plan import check_peers, plan_stop
 from libvirt_guests.stop.run import stop
-from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 if TYPE_CHECKING:
     from libvirt_guests.config.load import Config
@@ -79,32 +73,6 @@ def _usage_error(out: Output, reason: str) -> int:
     out.block("\n".join(usage_lines()))
     out.error(f"{reason}; see {program_name()} --help")
     return EXIT_USAGE
-
-
-def _entry(tag: str, width: int, text: str) -> str:
-    """One '  tag  text' entry of --help, wrapped to 79 columns."""
-    return textwrap.fill(text, width=79, initial_indent=f"  {tag:<{width}} ", subsequent_indent=" " * (width + 3),
-                         break_on_hyphens=False, break_long_words=False)
-
-
-def help_text(flavour_name: str = "upstream", flavour_from: str = "") -> str:
-    other = "debian" if flavour_name == "upstream" else "upstream"
-    lines = [*usage_lines(), "", "Commands:"]
-    lines += [_entry(name, 13, text) for name, text in COMMANDS.items()]
-    lines += ["", "Options (accepted anywhere; without one, its [environment variable]):"]
-    for option in OPTIONS:
-        env = f" [{option.env}]" if option.env else ""
-        lines.append(_entry(option.synopsis, 27, option.text + env))
-    lines += ["", f"Defaults in force: {flavour_name}" + (f" ({flavour_from})" if flavour_from else "") + "."]
-    lines += ["", "Variables (the file's, overridden by the environment's), with their defaults:"]
-    for s in SETTINGS:
-        default = f"default {default_for(s, flavour_name)!r}"
-        if s.debian_default is not None:
-            default += f" ({other}: {default_for(s, other)!r})"
-        lines.append(_entry(s.name, 18, f"{default}: {s.accepts}"))
-    lines += ["", "Exit codes:"] + [_entry(str(code), 1, text) for code, text in EXIT_CODES.items()]
-    lines += ["", "See libvirt-guests(8) (`libvirt-guests man`) for everything."]
-    return "\n".join(lines)
 
 
 def _with_lock(ctx: Context, wait: float, action: Callable[[], int], required: bool = True) -> int:
@@ -211,161 +179,14 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
         if opts.command == "gueststatus":
             return gueststatus(ctx, about, opts.json)
         if opts.command == "plan":
-            return _plan(ctx, opts, about)
-        return _policy(ctx, opts, about)
+            return plan_command(ctx, opts, about)
+        return policy_command(ctx, opts, about)
     except (StateError, VirtError) as err:
         out.error(str(err))
         return EXIT_FAIL
     except KeyboardInterrupt:
         out.error("interrupted")
         return EXIT_SIGINT
-
-
-def _plan(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
-    cfg, which = ctx.config, opts.which
-    previous = peek_previous(ctx.paths.list_file, ctx.paths.state_file)
-    journal = previous.journal
-    note = ""
-    if which == "stop":
-        hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
-        plans = [plan_stop(hv, cfg, None, journal) for hv in hvs.values() if hv is not None]
-        check_peers(plans, cfg.allowed_peers())  # before anything is done: can each guest's peer take it?
-        report = [describe_stop(plan, cfg) for plan in plans]
-        # The original's rule, as stop applies it: a list left by a completed stop makes the next stop a no-op.
-        if previous.entries is not None and not previous.resumable:
-            note = (f"the list file {ctx.paths.list_file} is still there (no start since the last stop): "
-                    "the next stop does nothing, as the original")
-    else:
-        entries = previous.entries
-        hvs = connect_all(ctx, [uri for uri, _ in entries or [] if uri in cfg.uris], retry_for=0,
-                          stdout=not opts.json)
-        report = [describe_start(plan_start(hv, uuids, cfg, journal)) for uri, uuids in entries or []
-                  if (hv := hvs.get(uri)) is not None]
-        if entries is None:
-            note = f"no list file {ctx.paths.list_file}: the next start has no guest to start"
-        elif cfg.on_boot != "start":
-            note = f"ON_BOOT={cfg.on_boot}: the next start starts only guests whose own policy says on_boot=start"
-    close_all(hvs.values())
-    migrated: list[dict[str, object]] = []
-    if which == "start":
-        migrated = describe_migrated(journal, cfg)
-    if opts.json:
-        unreachable = [uri for uri, hv in hvs.items() if hv is None]
-        extra = {"migrated": migrated} if which == "start" else {}
-        ctx.out.block(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
-                               "note": note or None, **extra, **about,
-                               **({} if cfg.guest_policy else {"guest_policy_ignored": True})}))
-        return EXIT_OK
-    if note and not (migrated and previous.entries is None):
-        ctx.out.say(f"note: {note}")
-    if not cfg.guest_policy:
-        ctx.out.say("note: GUEST_POLICY=0: the guests' own policies (metadata) are ignored")
-    for guest in migrated:
-        ctx.out.say(f"on a peer: {shown(guest['name'])} of {shown_uri(guest['uri'])} runs on "
-                    f"{shown_uri(guest['peer'])} (migrated by the last stop): {guest['next_start']}")
-    for uri_report in report:
-        ctx.out.say(f"{which} on {shown_uri(uri_report['uri'])}:")
-        for number, group in enumerate(uri_report["groups"], 1):
-            for entry in group:
-                ctx.out.say(f"  group {number}: " + _describe_entry(which, entry))
-        for name in uri_report.get("transient_not_handled", []):
-            ctx.out.say(f"  left alone: {shown(name)} (transient, PERSISTENT_ONLY)")
-        for name in uri_report.get("skipped", []):
-            ctx.out.say(f"  left alone: {shown(name)} (policy skip=yes)")
-        if not uri_report["groups"]:
-            empty = "no running guests" if which == "stop" else "no guests to start"
-            ctx.out.say(f"  {empty}" if not uri_report.get("skipped") and not uri_report.get(
-                "transient_not_handled") else f"  {empty} to act on")
-        for warning in uri_report["warnings"]:
-            ctx.out.warn(warning)
-    return EXIT_OK
-
-
-def _number(value: float | int) -> str:
-    """0, 1.5, 300: not Python's 0.0."""
-    return f"{int(value)}" if float(value).is_integer() else f"{value}"
-
-
-def _describe_entry(which: str, entry: dict[str, Any]) -> str:
-    if which == "start":
-        delay = f", then wait {_number(entry['start_delay'])} s" if entry["start_delay"] else ""
-        return f"{shown(entry['name'] or entry['uuid'])}: {entry['action']}{delay}"
-    timeout = _number(entry["shutdown_timeout"]) if entry["shutdown_timeout"] else "no limit"
-    text = f"{shown(entry['name'])}: {' -> '.join(entry['actions']) or 'nothing possible'}"
-    if "shutdown" in entry["actions"]:
-        text += f" (shutdown timeout {timeout} per {entry['shutdown_timeout_scope']})"
-    if "suspend" in entry["actions"] and entry["save_timeout"]:
-        text += f" (save timeout {_number(entry['save_timeout'])})"
-    if entry.get("peer_can_take") is not None:
-        peer = shown_uri(entry["migrate_to"]) if entry["migrate_to"] else "no peer"
-        text += (f" (peer {peer} can take it)" if entry["peer_can_take"]
-                 else f" (peer {peer} cannot take it: {'; '.join(entry['peer_reasons'])})")
-    if not entry["recorded"]:
-        text += " [not recorded: not started at boot]"
-    if entry["note"]:
-        text += f" [{entry['note']}]"
-    return text
-
-
-def show_value(value: object) -> str:
-    """A policy value for people: yes/no, plain numbers, words, '-' for unset."""
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return _number(value)
-    if isinstance(value, tuple | list):
-        return " ".join(str(v) for v in value)
-    return str(value)
-
-
-def _policy(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
-    args = opts.policy
-    assert args is not None
-    refused = refusals(ctx.config, args.changes)
-    if refused:  # what stop would refuse is not stored
-        for line in refused:
-            ctx.out.error(line)
-        return EXIT_USAGE
-    uri = args.uri or (ctx.config.uris[0] if ctx.config.uris else "default")
-    hv = connect_all(ctx, [uri], retry_for=0, stdout=not opts.json)[uri]
-    if hv is None:
-        return EXIT_FAIL
-    try:
-        guest = hv.lookup(args.guest)
-        if guest is None:
-            ctx.out.error(f"no guest '{shown(args.guest)}' on {shown_uri(uri)}")
-            return EXIT_FAIL
-        current = read_policy(guest)
-        if args.clear or args.changes:
-            texts = {} if args.clear else {**current.texts, **args.changes}
-            write_policy(guest, texts)
-            current = read_policy(guest)
-        eff = effective(ctx.config, current)
-        for warning in current.warnings:
-            ctx.out.warn(warning)
-        if not ctx.config.guest_policy and current.texts:
-            ctx.out.warn(f"guest {shown(guest.name)}: GUEST_POLICY=0: its policy metadata is ignored; "
-                         "the values below are the host-wide settings")
-        values = {a.name: getattr(eff, a.name) for a in ATTRIBUTES}
-        values["shutdown_timeout"] = (
-            eff.shutdown_timeout if eff.shutdown_timeout is not None else ctx.config.shutdown_timeout
-        )
-        if opts.json:
-            ctx.out.block(dump_json({
-                "guest": guest.name, "uuid": guest.uuid, "uri": redact(uri),
-                "policy": {k: (list(v) if isinstance(v, tuple) else redact(v) if isinstance(v, str) else v)
-                           for k, v in values.items()},
-                "sources": eff.sources, "metadata": {k: redact(v) for k, v in current.texts.items()}, **about,
-            }))
-        else:
-            ctx.out.say(f"policy of {shown(guest.name)} ({guest.uuid}) on {shown_uri(uri)}:")
-            for name, value in values.items():
-                ctx.out.say(f"  {name:<17} {shown_uri(show_value(value)):<24} ({eff.sources[name]})")
-        return EXIT_OK
-    finally:
-        hv.close()
 
 
 def _complete_guests(opts: Invocation, paths: Paths) -> int:
@@ -462,7 +283,7 @@ def _lock_wait(out: Output, opts: Invocation) -> tuple[float, bool]:
     text = os.environ.get(ENV_LOCK_WAIT)
     try:
         from_env = parse_lock_wait(text or str(DEFAULT_LOCK_WAIT), ENV_LOCK_WAIT)
-        used = f"{_number(from_env)}, from {ENV_LOCK_WAIT}" if text else f"{DEFAULT_LOCK_WAIT}, the default"
+        used = f"{plain_number(from_env)}, from {ENV_LOCK_WAIT}" if text else f"{DEFAULT_LOCK_WAIT}, the default"
     except UsageError as err:  # nan would never time out, inf never either
         from_env, used = DEFAULT_LOCK_WAIT, f"{DEFAULT_LOCK_WAIT}, the default"
         if opts.lock_wait is None:

@@ -9,7 +9,8 @@ import json
 import re
 from pathlib import Path
 
-from libvirt_guests.config.load import Config, Paths, Problem, load, shown_value
+from libvirt_guests.config.load import Config, Paths, load
+from libvirt_guests.config.problems import Problem, shown_value
 from libvirt_guests.config.settings import BY_NAME, SETTINGS, Setting, default_for
 from libvirt_guests.output import Output, redact, shown
 

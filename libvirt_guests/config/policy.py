@@ -29,7 +29,7 @@ from libvirt_guests.config.settings import (
 from libvirt_guests.output import shown, shown_error
 
 if TYPE_CHECKING:  # only a type here
-    from libvirt_guests.virt.hypervisor import Guest
+    from libvirt_guests.virt.guest import Guest
 
 NAMESPACE = "urn:libvirt-guests:policy:1"
 KEY = "guests"

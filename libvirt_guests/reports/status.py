@@ -18,7 +18,8 @@ from libvirt_guests.output import Output, dump_json, shown, shown_uri, tr
 from libvirt_guests.state.files import MAX_STATE_BYTES, StateError, ours
 from libvirt_guests.state.journal import Journal
 from libvirt_guests.state.listfile import parse_list
-from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 EXIT_UNKNOWN = 4  # LSB: program or service status is unknown
 PROC_LOCKS = Path("/proc/locks")

@@ -14,7 +14,9 @@ from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import WARNING, shown, shown_error, shown_uri, tr
 from libvirt_guests.start.plan import StartAction, StartItem, UriStartPlan, decide_start
 from libvirt_guests.start.units import START_UNITS, StartUnit
-from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 if TYPE_CHECKING:
     from libvirt_guests.start.run import StartRun

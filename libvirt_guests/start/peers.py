@@ -24,7 +24,8 @@ from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import ERR, INFO, shown, shown_error, shown_uri
 from libvirt_guests.start.plan import StartAction, StartItem
 from libvirt_guests.state.journal import GuestRecord, Journal
-from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
 
 if TYPE_CHECKING:

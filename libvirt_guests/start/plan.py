@@ -12,7 +12,9 @@ from libvirt_guests.config.policy import Effective, effective, order_groups, pol
 from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import shown_error
 from libvirt_guests.state.journal import GuestRecord, Journal
-from libvirt_guests.virt.hypervisor import AsListed, Guest, Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import AsListed, Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 
 class StartAction(StrEnum):

@@ -22,7 +22,8 @@ import libvirt
 from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import ERR, INFO, WARNING, shown, tr
 from libvirt_guests.start.plan import StartAction, StartItem
-from libvirt_guests.virt.hypervisor import Guest, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import Guest
 
 if TYPE_CHECKING:
     from libvirt_guests.start.groups import UriStart

@@ -29,7 +29,8 @@ from libvirt_guests.stop.actions import ACTIONS, Shutdown
 from libvirt_guests.stop.actions.base import Action, Step
 from libvirt_guests.stop.offwatch import OffWatch, WaitEnd
 from libvirt_guests.stop.plan import StopItem, UriStopPlan
-from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 if TYPE_CHECKING:
     from libvirt_guests.stop.run import StopRun

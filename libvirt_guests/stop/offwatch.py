@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 from libvirt_guests.engine import TICK
 from libvirt_guests.stop.plan import StopItem
-from libvirt_guests.virt.hypervisor import POLL_FALLBACK, Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
+from libvirt_guests.virt.waits import POLL_FALLBACK
 
 if TYPE_CHECKING:
     from libvirt_guests.stop.actions import Shutdown
-    from libvirt_guests.stop.run import StopBounds
+    from libvirt_guests.stop.bounds import StopBounds
 
 WaitEnd = bool | VirtError  # off (True), out of time (False), or what libvirt raised
 

@@ -10,7 +10,9 @@ from libvirt_guests.config.load import Config
 from libvirt_guests.config.policy import Effective, GuestPolicy, effective, order_groups, policy_of
 from libvirt_guests.output import shown, shown_error, shown_uri
 from libvirt_guests.state.journal import Journal
-from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.migrate import check_peer, open_peer
 
 PEER_CHECK_TIMEOUT = 5.0  # seconds `plan` waits for a peer to answer

@@ -29,12 +29,9 @@ from dataclasses import replace
 from typing import cast
 
 from libvirt_guests.engine import (
-    ABORT_WAIT,
-    INTERRUPT_GRACE,
     TICK,
     Context,
     Heartbeat,
-    Interrupt,
     Tally,
     close_all,
     connect_all,
@@ -48,12 +45,13 @@ from libvirt_guests.state.journal import GuestRecord, Journal, remove
 from libvirt_guests.state.listfile import ListEntries, write_list
 from libvirt_guests.state.lock import clear_marker
 from libvirt_guests.state.previous import load_previous
+from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.chains import UriWork
 from libvirt_guests.stop.plan import UriStopPlan, plan_stop
-from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.migrate import restore_autostart
-
-DEADLINE_GRACE = 5.0  # seconds after STOP_DEADLINE for the last actions begun at the deadline
 
 
 class _WorkOutput:
@@ -75,50 +73,6 @@ class _WorkOutput:
     def error(self, text: str) -> None:
         if not self._run.gave_up:
             self._out.error(text)
-
-
-class StopBounds:
-    """When each wait of a stop ends: STOP_DEADLINE and the signals."""
-
-    def __init__(self, interrupt: Interrupt, stop_deadline: int) -> None:
-        self.interrupt = interrupt
-        self.deadline_at = time.monotonic() + stop_deadline if stop_deadline else None
-
-    def past_deadline(self) -> bool:
-        return self.deadline_at is not None and time.monotonic() >= self.deadline_at
-
-    def interrupted(self) -> bool:
-        return self.interrupt.is_set()
-
-    def _signal_end(self) -> float | None:
-        at = self.interrupt.at
-        return None if at is None else at + INTERRUPT_GRACE
-
-    def signal_end(self) -> float | None:
-        """When the actions under way after a signal end (None: no signal yet)."""
-        return self._signal_end()
-
-    def slot_end(self) -> float | None:
-        """Waiting for a slot ends at the deadline, or at once after a signal."""
-        return _earliest(self.deadline_at, self.interrupt.at)
-
-    def wait_end(self, last: bool) -> float | None:
-        """When waiting for the current action (a shutdown) must end."""
-        deadline = self.deadline_at
-        if deadline is not None and last:
-            deadline += DEADLINE_GRACE
-        return _earliest(deadline, self._signal_end())
-
-    def save_end(self, timeout_end: float | None) -> float | None:
-        """When a save under way is aborted: its timeout, the deadline (last
-        action or not: STOP_DEADLINE ends the stop), or the signal's bound."""
-        return _earliest(timeout_end, self.deadline_at, self._signal_end())
-
-    def give_up_at(self) -> float | None:
-        """When the run stops waiting for libvirt at all."""
-        after_deadline = None if self.deadline_at is None else self.deadline_at + DEADLINE_GRACE + ABORT_WAIT
-        after_signal = self._signal_end()
-        return _earliest(after_deadline, None if after_signal is None else after_signal + ABORT_WAIT)
 
 
 class StopRun:
@@ -394,10 +348,6 @@ def merge_list_lines(previous: ListEntries, plans: dict[str, UriStopPlan]) -> Li
     for uri, plan in plans.items():
         merged.setdefault(uri, {}).update(dict.fromkeys(plan.recorded_uuids))
     return [(uri, list(uuids)) for uri, uuids in merged.items()]
-
-
-def _earliest(*times: float | None) -> float | None:
-    return min((t for t in times if t is not None), default=None)
 
 
 def stop(ctx: Context, forced_chain: tuple[str, ...] | None = None) -> int:

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 import libvirt
 
 from libvirt_guests.output import shown, shown_error, shown_uri
-from libvirt_guests.virt.hypervisor import STATE_NAMES, Guest, Hypervisor, VirtError
+from libvirt_guests.virt.errors import STATE_NAMES, VirtError
+from libvirt_guests.virt.guest import Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 MIGRATE_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_AUTO_CONVERGE
 ABORT_GRACE = 5.0  # seconds to wait for an aborted migration to end before giving up on it

@@ -14,7 +14,8 @@ import libvirt
 import pytest
 
 from libvirt_guests.virt import migrate
-from libvirt_guests.virt.hypervisor import Guest, Hypervisor
+from libvirt_guests.virt.guest import Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 from tests.peer.host import PeerHost, closed_port
 from tests.testbed.guests import GuestFactory
 

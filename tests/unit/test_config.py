@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests.config.load import Config, Paths, Problem, load
+from libvirt_guests.config.load import Config, Paths, load
+from libvirt_guests.config.problems import Problem
 from libvirt_guests.config.settings import SETTINGS
 
 

@@ -9,7 +9,8 @@ import libvirt
 import pytest
 
 from libvirt_guests.virt import migrate
-from libvirt_guests.virt.hypervisor import Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 from .support import TEST_URI, Driver
 

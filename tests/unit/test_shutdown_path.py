@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from libvirt_guests import engine
+from libvirt_guests.stop import bounds as stop_bounds
 from libvirt_guests.stop import run as stop
 from libvirt_guests.stop.actions import Shutdown
 from libvirt_guests.stop.actions import shutdown as shutdown_action
 from libvirt_guests.stop.actions import suspend as actions
-from libvirt_guests.virt import hypervisor as virt
-from libvirt_guests.virt.hypervisor import Guest
+from libvirt_guests.virt import waits as virt
+from libvirt_guests.virt.guest import Guest
 
 from .support import Driver, Files
 
@@ -260,8 +261,8 @@ def test_at_the_deadline_a_shutdown_also_looks_once_before_the_request(files: Fi
     from .test_stop_safety import _save_until_aborted, bounded
 
     release = threading.Event()
-    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0)
-    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0)
+    monkeypatch.setattr(stop_bounds, "DEADLINE_GRACE", 1.0)
+    monkeypatch.setattr(stop_bounds, "ABORT_WAIT", 1.0)
     monkeypatch.setattr(actions, "ABORT_WAIT", 1.0)
     _save_until_aborted(monkeypatch, release)
     files.write_config(ON_SHUTDOWN="suspend shutdown", PARALLEL_SAVE="1", PAUSE_BEFORE_SAVE="0", STOP_DEADLINE="1")
@@ -318,8 +319,8 @@ def test_at_the_deadline_a_guest_whose_event_is_lost_is_looked_at_when_its_time_
     from .test_stop_safety import _save_until_aborted, bounded
 
     release = threading.Event()
-    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0)
-    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0)
+    monkeypatch.setattr(stop_bounds, "DEADLINE_GRACE", 1.0)
+    monkeypatch.setattr(stop_bounds, "ABORT_WAIT", 1.0)
     monkeypatch.setattr(actions, "ABORT_WAIT", 1.0)
     monkeypatch.setattr(virt, "POLL_FALLBACK", SLOW_TICK)
     monkeypatch.setattr(offwatch, "POLL_FALLBACK", SLOW_TICK)

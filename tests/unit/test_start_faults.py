@@ -17,7 +17,8 @@ import pytest
 from libvirt_guests.start import run as start_module
 from libvirt_guests.state import files as state_files
 from libvirt_guests.state import journal as state_module
-from libvirt_guests.virt.hypervisor import Guest, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import Guest
 
 from .support import TEST_URI, Driver, Files
 

@@ -24,9 +24,12 @@ import pytest
 from libvirt_guests import output
 from libvirt_guests.config.policy import parse_policy
 from libvirt_guests.state.lock import RunLock, RunLockBusy
+from libvirt_guests.stop import bounds as stop_bounds
 from libvirt_guests.stop import run as stop
 from libvirt_guests.stop.actions import suspend as actions
-from libvirt_guests.virt.hypervisor import Guest, Hypervisor, VirtError
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 from .conftest import TEST_URI, Driver, Files, Result
 from .support import refuse_list_filters
@@ -45,8 +48,8 @@ def release() -> Iterator[threading.Event]:
 @pytest.fixture
 def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shorter bounds after the deadline, so the unit tests stay fast."""
-    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0)
-    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0)  # when the run gives up on libvirt
+    monkeypatch.setattr(stop_bounds, "DEADLINE_GRACE", 1.0)
+    monkeypatch.setattr(stop_bounds, "ABORT_WAIT", 1.0)  # when the run gives up on libvirt
     monkeypatch.setattr(actions, "ABORT_WAIT", 1.0)  # when a save gives up on its abort
 
 
@@ -584,7 +587,7 @@ def test_signal_does_not_wait_for_workers_stuck_in_libvirt(
     """The sibling at a signal: with every shutdown worker stuck, SIGTERM
     still begins nothing new, records the queued guests as not handled and
     ends the run within the signal's bounds."""
-    monkeypatch.setattr(stop, "INTERRUPT_GRACE", 1.0)
+    monkeypatch.setattr(stop_bounds, "INTERRUPT_GRACE", 1.0)
     files.write_config(ON_SHUTDOWN="shutdown poweroff", PARALLEL_SHUTDOWN="2")
     doms = [driver.guest() for _ in range(6)]
     stuck, queued = doms[:2], doms[2:]
@@ -640,14 +643,17 @@ _CHILD = textwrap.dedent("""
     import sys, threading, time
     import libvirt
     from libvirt_guests.stop import run as stop
+    from libvirt_guests.stop import bounds as stop_bounds
     from libvirt_guests.state import lock as state
     from libvirt_guests.cli.main import main
-    from libvirt_guests.virt.hypervisor import Guest, VirtError, start_event_loop
+    from libvirt_guests.virt.guest import Guest
+    from libvirt_guests.virt.errors import VirtError
+    from libvirt_guests.virt.hypervisor import start_event_loop
 
     def stamp(*words):
         print(*words, time.monotonic(), flush=True)
 
-    stop.INTERRUPT_GRACE = 1.0
+    stop_bounds.INTERRUPT_GRACE = 1.0
     start_event_loop()
     conn = libvirt.open("test:///default")
     for dom in conn.listAllDomains():

@@ -6,7 +6,7 @@ from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import shown
 from libvirt_guests.stop.actions.base import Action, Step
 from libvirt_guests.stop.plan import StopItem
-from libvirt_guests.virt.hypervisor import VirtError
+from libvirt_guests.virt.errors import VirtError
 
 
 class Poweroff(Action):

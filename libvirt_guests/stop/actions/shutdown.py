@@ -14,7 +14,7 @@ from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import WARNING, shown, tr, trf
 from libvirt_guests.stop.actions.base import Action, Step
 from libvirt_guests.stop.plan import StopItem
-from libvirt_guests.virt.hypervisor import VirtError
+from libvirt_guests.virt.errors import VirtError
 
 if TYPE_CHECKING:
     from libvirt_guests.stop.chains import UriWork
