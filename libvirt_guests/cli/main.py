@@ -179,7 +179,7 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
         if opts.command == "gueststatus":
             return gueststatus(ctx, about, opts.json)
         if opts.command == "plan":
-            return plan_command(ctx, opts, about)
+            return plan_command(ctx, opts.which, opts.json, about)
         return policy_command(ctx, opts, about)
     except (StateError, VirtError) as err:
         out.error(str(err))

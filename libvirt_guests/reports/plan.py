@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from libvirt_guests.cli.commandline import (
-    Invocation,
-)
 from libvirt_guests.config.load import Config
-from libvirt_guests.config.settings import (
-    EXIT_OK,
-)
+from libvirt_guests.config.settings import EXIT_OK
 from libvirt_guests.engine import Context, close_all, connect_all
 from libvirt_guests.output import dump_json, plain_number, redact, shown, shown_uri
 from libvirt_guests.start.peers import describe_migrated
@@ -72,13 +67,13 @@ def describe_start(plan: UriStartPlan) -> dict[str, Any]:
 
 
 
-def plan_command(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
-    cfg, which = ctx.config, opts.which
+def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any]) -> int:
+    cfg = ctx.config
     previous = peek_previous(ctx.paths.list_file, ctx.paths.state_file)
     journal = previous.journal
     note = ""
     if which == "stop":
-        hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not opts.json)
+        hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not as_json)
         plans = [plan_stop(hv, cfg, None, journal) for hv in hvs.values() if hv is not None]
         check_peers(plans, cfg.allowed_peers())  # before anything is done: can each guest's peer take it?
         report = [describe_stop(plan, cfg) for plan in plans]
@@ -89,7 +84,7 @@ def plan_command(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     else:
         entries = previous.entries
         hvs = connect_all(ctx, [uri for uri, _ in entries or [] if uri in cfg.uris], retry_for=0,
-                          stdout=not opts.json)
+                          stdout=not as_json)
         report = [describe_start(plan_start(hv, uuids, cfg, journal)) for uri, uuids in entries or []
                   if (hv := hvs.get(uri)) is not None]
         if entries is None:
@@ -100,7 +95,7 @@ def plan_command(ctx: Context, opts: Invocation, about: dict[str, Any]) -> int:
     migrated: list[dict[str, object]] = []
     if which == "start":
         migrated = describe_migrated(journal, cfg)
-    if opts.json:
+    if as_json:
         unreachable = [uri for uri, hv in hvs.items() if hv is None]
         extra = {"migrated": migrated} if which == "start" else {}
         ctx.out.block(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
