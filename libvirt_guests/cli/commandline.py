@@ -1,7 +1,7 @@
 """Reading the command line: the commands, the options (accepted anywhere on
 the line), the usage lines, and the one-line reason given with exit 2.
 
-One table per thing (settings.Command, OPTIONS, POLICY_OPTIONS) drives the parser,
+One table per thing (commands.Command, OPTIONS, POLICY_OPTIONS) drives the parser,
 --help, the man page, the README check and the bash completion test."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from libvirt_guests.config.commands import Command
 from libvirt_guests.config.flavour import Flavour, resolve
 from libvirt_guests.config.load import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE, ENV_DEFAULTS, FLAVOURS
 from libvirt_guests.config.policy import ATTRIBUTES, BY_ATTRIBUTE
-from libvirt_guests.config.settings import Command, SettingError
+from libvirt_guests.config.settings import SettingError
 from libvirt_guests.output import tr
 
 ENV_LOCK_WAIT = "LIBVIRT_GUESTS_LOCK_WAIT"

@@ -8,12 +8,8 @@ from libvirt_guests.cli.commandline import (
     OPTIONS,
     usage_lines,
 )
-from libvirt_guests.config.settings import (
-    COMMANDS,
-    EXIT_CODES,
-    SETTINGS,
-    default_for,
-)
+from libvirt_guests.config.commands import COMMANDS, EXIT_CODES
+from libvirt_guests.config.settings import SETTINGS, default_for
 
 
 def _entry(tag: str, width: int, text: str) -> str:

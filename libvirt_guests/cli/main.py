@@ -28,8 +28,7 @@ from libvirt_guests.cli.commandline import (
 from libvirt_guests.cli.help import help_text
 from libvirt_guests.cli.policy import policy_command
 from libvirt_guests.config import checkconfig
-from libvirt_guests.config.load import Paths, load
-from libvirt_guests.config.settings import (
+from libvirt_guests.config.commands import (
     COMMANDS,
     EXIT_CODES,
     EXIT_FAIL,
@@ -40,6 +39,7 @@ from libvirt_guests.config.settings import (
     LSB_COMMANDS,
     Command,
 )
+from libvirt_guests.config.load import Paths, load
 from libvirt_guests.engine import ABORT_WAIT, INTERRUPT_GRACE, TICK, Context, Interrupt
 from libvirt_guests.output import Output, discard_stdout, open_standard_streams, plain_number, tr
 from libvirt_guests.reports.plan import plan_command

@@ -8,10 +8,11 @@ import textwrap
 
 from libvirt_guests import __version__
 from libvirt_guests.cli.commandline import OPTIONS
+from libvirt_guests.config.commands import COMMANDS, EXIT_CODES
 from libvirt_guests.config.flavour import built_in
 from libvirt_guests.config.load import CONFIG_CANDIDATES, DEFAULT_LIST_FILE, DEFAULT_LOCK_FILE
 from libvirt_guests.config.policy import ATTRIBUTES, NAMESPACE
-from libvirt_guests.config.settings import COMMANDS, EXIT_CODES, SETTINGS, default_for
+from libvirt_guests.config.settings import SETTINGS, default_for
 
 
 def _esc(text: str) -> str:

@@ -7,12 +7,8 @@ from typing import Any
 from libvirt_guests.cli.commandline import (
     Invocation,
 )
+from libvirt_guests.config.commands import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from libvirt_guests.config.policy import ATTRIBUTES, effective, read_policy, refusals, write_policy
-from libvirt_guests.config.settings import (
-    EXIT_FAIL,
-    EXIT_OK,
-    EXIT_USAGE,
-)
 from libvirt_guests.engine import Context, connect_all
 from libvirt_guests.output import dump_json, plain_number, redact, shown, shown_uri
 

@@ -20,14 +20,7 @@ from pathlib import Path
 
 from libvirt_guests.config import shellfile
 from libvirt_guests.config.problems import Problem
-from libvirt_guests.config.settings import (
-    BY_NAME,
-    OBSOLETE,
-    SETTINGS,
-    Setting,
-    SettingError,
-    default_for,
-)
+from libvirt_guests.config.settings import BY_NAME, OBSOLETE, SETTINGS, Setting, SettingError, default_for
 
 CONFIG_CANDIDATES = (Path("/etc/sysconfig/libvirt-guests"), Path("/etc/default/libvirt-guests"))
 DEFAULT_LIST_FILE = Path("/var/lib/libvirt/libvirt-guests")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from libvirt_guests.config.settings import BY_NAME, COMMANDS, Command
+from libvirt_guests.config.commands import COMMANDS, Command
+from libvirt_guests.config.settings import BY_NAME
 from libvirt_guests.output import redact
 
 SHOWN_VALUE = 80  # characters of a value quoted in a message

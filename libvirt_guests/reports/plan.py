@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from libvirt_guests.config.commands import EXIT_OK
 from libvirt_guests.config.load import Config
-from libvirt_guests.config.settings import EXIT_OK
 from libvirt_guests.engine import Context, close_all, connect_all
 from libvirt_guests.output import dump_json, plain_number, redact, shown, shown_uri
 from libvirt_guests.start.peers import describe_migrated

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from libvirt_guests.config.commands import EXIT_UNKNOWN
 from libvirt_guests.config.load import Paths
 from libvirt_guests.engine import Context
 from libvirt_guests.output import Output, dump_json, shown, shown_uri, tr
@@ -21,7 +22,6 @@ from libvirt_guests.state.listfile import parse_list
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
 
-EXIT_UNKNOWN = 4  # LSB: program or service status is unknown
 PROC_LOCKS = Path("/proc/locks")
 # The command a run-lock holder runs -> what status calls it.
 _RUNNING = {"stop": "stop", "shutdown": "stop", "start": "start", "restart": "restart",
