@@ -1,6 +1,6 @@
 """The command line: the original's ten commands with its usage line and
 exit codes, plus plan, policy, check-config, man and help. Reading the line
-is commandline.py's; this module runs what it asks for."""
+is cli/commandline.py's; this module runs what it asks for."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Running the start plans: every URI at once (one after another with
 START_DELAY), the order groups of one URI one after another, the guests of
 a group queued to PARALLEL_START workers (a FIFO queue, so list order is
-kept, and no thread per guest), each through its unit (start_actions.py)."""
+kept, and no thread per guest), each through its unit (start/units.py)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """The actions of a start, one unit each (StartAction -> its unit), as the
-stop's actions are in actions.py.
+stop's actions are in stop/actions/.
 
 Every unit has the same contract. It is made once per URI and its
 `perform(item, label)` is called for one guest, after the plan's action was
 asked again from the guest's state (start_groups.UriStart.act); `label` is
 the original's "Resuming guest NAME: ". It prints the guest's one line,
 returns the outcome the summary counts (StartAction.outcome) and records
-nothing: the ledger (start_ledger.py) does. The units that start a guest
+nothing: the ledger (start/ledger.py) does. The units that start a guest
 wait for START_DELAY's gap first and raise VirtError to the caller, which
 reconnects, or tells a guest started meanwhile from a failure.
 

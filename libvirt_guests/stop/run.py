@@ -2,7 +2,7 @@
 take each guest through its action chain (suspend, shutdown, poweroff) with
 concurrency caps, timeouts and a global deadline.
 
-No thread per guest (chains.py): per URI, each capped action has a FIFO
+No thread per guest (stop/chains.py): per URI, each capped action has a FIFO
 queue served by as many workers as its cap (PARALLEL_SAVE, PARALLEL_SHUTDOWN,
 PARALLEL_MIGRATE), which keeps the list order; a guest's next action queues
 it for that action. The URI's own thread is the watchdog of the bounds.
@@ -12,7 +12,7 @@ whatever libvirt does: at the deadline every wait ends (a save under way is
 aborted, a shutdown stops being waited for, no queue is waited in any more)
 and each guest not yet done gets the last action of its chain at once
 (queued guests leave their queues for a small pool of their own, and the
-shutdowns begun then are waited for together, see offwatch.py); a last
+shutdowns begun then are waited for together, see stop/offwatch.py); a last
 action begun then gets DEADLINE_GRACE seconds (a save is not begun
 after the deadline: the guest is left running and named). After SIGINT or
 SIGTERM nothing new is begun and the actions under way get INTERRUPT_GRACE

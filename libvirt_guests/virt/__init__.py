@@ -1,1 +1,1 @@
-"""virt."""
+"""Access to libvirt through libvirt-python: connections (hypervisor), guests, waits, errors, migration primitives."""
