@@ -3,7 +3,7 @@
 The peer is the migration tests' container (tests/peer/host.py: a libvirtd in
 systemd-nspawn reached over qemu+tcp, stream to tcp://127.0.0.1). For each size
 one guest on the host's qemu:///system, booted with part of its memory dirtied,
-then ROUNDS times: migrate it live to the peer (libvirt_guests.migrate.migrate_live),
+then ROUNDS times: migrate it live to the peer (libvirt_guests.virt.migrate.migrate_live),
 migrate it back (undefining it there), managed-save it, restore it. Wall seconds,
 median of the rounds.
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import libvirt
 
-from libvirt_guests import migrate
-from libvirt_guests.virt import Hypervisor
+from libvirt_guests.virt import migrate
+from libvirt_guests.virt.hypervisor import Hypervisor
 from tests.peer.host import peer_host
 from tests.testbed.daemons import URI, ensure_libvirtd
 from tests.testbed.guests import GuestFactory, wait_running

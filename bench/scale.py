@@ -306,7 +306,7 @@ CONSOLE_SCRIPT = """#!{python}
 # -*- coding: utf-8 -*-
 import re
 import sys
-from libvirt_guests.cli import {entry}
+from libvirt_guests.cli.main import {entry}
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
     sys.exit({entry}())
@@ -667,21 +667,25 @@ def top_imports(log: Path, count: int = 20) -> str:
 # no longer has is reported as missing, so the list can outlive a rewrite.
 BREAKDOWN_TARGETS = (
     "libvirt_guests.engine:connect_all", "libvirt_guests.engine:Slots.wait", "libvirt_guests.engine:Slots.release",
-    "libvirt_guests.plan:plan_stop", "libvirt_guests.plan:plan_start", "libvirt_guests.policy:read_policy",
-    "libvirt_guests.stop:StopRun._list", "libvirt_guests.stop:UriStop._pause", "libvirt_guests.stop:UriStop._run_group",
-    "libvirt_guests.stop:UriStop._suspend", "libvirt_guests.stop:UriStop._finish",
-    "libvirt_guests.stop:StopRun._forget_undefined", "libvirt_guests.start:StartRun._act",
+    "libvirt_guests.stop.plan:plan_stop", "libvirt_guests.start.plan:plan_start",
+    "libvirt_guests.config.policy:read_policy",
+    "libvirt_guests.stop.run:StopRun._list", "libvirt_guests.stop.run:UriStop._pause",
+    "libvirt_guests.stop.run:UriStop._run_group",
+    "libvirt_guests.stop.run:UriStop._suspend", "libvirt_guests.stop.run:UriStop._finish",
+    "libvirt_guests.stop.run:StopRun._forget_undefined", "libvirt_guests.start.run:StartRun._act",
     # the same steps after main's reshaping of stop (a0da4ee): chains.py and actions.py
-    "libvirt_guests.stop:list_guests", "libvirt_guests.chains:UriWork._run_group",
-    "libvirt_guests.chains:UriWork._pause", "libvirt_guests.chains:UriWork._run_chain",
-    "libvirt_guests.chains:GuestLedger.finish",
+    "libvirt_guests.stop.run:list_guests", "libvirt_guests.stop.chains:UriWork._run_group",
+    "libvirt_guests.stop.chains:UriWork._pause", "libvirt_guests.stop.chains:UriWork._run_chain",
+    "libvirt_guests.stop.chains:GuestLedger.finish",
     # after the worker pools (issue 13): a guest's chain is a GuestChain, served by engine.Workers
-    "libvirt_guests.chains:GuestChain.turn", "libvirt_guests.engine:Workers.put",
-    "libvirt_guests.start_groups:UriStart._start_one",
-    "libvirt_guests.actions:Suspend.act", "libvirt_guests.actions:Suspend._watch",
-    "libvirt_guests.state:Journal.load", "libvirt_guests.state:Journal.update", "libvirt_guests.state:Journal.save",
-    "libvirt_guests.state:Journal._save_locked", "libvirt_guests.state:atomic_write", "libvirt_guests.state:asdict",
-    "libvirt_guests.state:write_list", "os:fsync", "json:dumps", "threading:Thread.start",
+    "libvirt_guests.stop.chains:GuestChain.turn", "libvirt_guests.engine:Workers.put",
+    "libvirt_guests.start.groups:UriStart._start_one",
+    "libvirt_guests.stop.actions.suspend:Suspend.act", "libvirt_guests.stop.actions.suspend:Suspend._watch",
+    "libvirt_guests.state.journal:Journal.load", "libvirt_guests.state.journal:Journal.update",
+    "libvirt_guests.state.journal:Journal.save",
+    "libvirt_guests.state.journal:Journal._save_locked", "libvirt_guests.state.files:atomic_write",
+    "libvirt_guests.state.journal:asdict",
+    "libvirt_guests.state.listfile:write_list", "os:fsync", "json:dumps", "threading:Thread.start",
     "libvirt:virConnect.listAllDomains", "libvirt:virConnect.lookupByUUIDString", "libvirt:virDomain.state",
     "libvirt:virDomain.isActive", "libvirt:virDomain.isPersistent", "libvirt:virDomain.metadata",
     "libvirt:virDomain.hasManagedSaveImage", "libvirt:virDomain.jobInfo", "libvirt:virDomain.managedSave",
@@ -752,7 +756,7 @@ def traced_run(command: str, report: Path, stubs: list[str], slows: list[str],
 
         functools.update_wrapper(wrapper, original)
         setattr(owner, leaf, wrapper)
-    from libvirt_guests.cli import main as cli_main
+    from libvirt_guests.cli.main import main as cli_main
 
     peak = {"threads": 0}
 

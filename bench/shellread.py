@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-from libvirt_guests.shellfile import read_shell
+from libvirt_guests.config.shellfile import read_shell
 
 SHAPES = {
     "unterminated ${ + 8000 lines": "A=${\n" + "B=1\n" * 8000,

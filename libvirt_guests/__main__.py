@@ -1,3 +1,3 @@
-from .cli import run
+from libvirt_guests.cli import run
 
 run()

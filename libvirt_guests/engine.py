@@ -10,12 +10,14 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .config import Config, Paths
-from .output import Output, notify, shown_uri, tr
-from .records import dataclass, field
-from .virt import POLL_FALLBACK, Hypervisor, NoAnswer, VirtError
+from libvirt_guests.config.load import Config, Paths
+from libvirt_guests.output import Output, notify, shown_uri, tr
+from libvirt_guests.virt.errors import NoAnswer, VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
+from libvirt_guests.virt.waits import POLL_FALLBACK
 
 T = TypeVar("T")
 R = TypeVar("R")

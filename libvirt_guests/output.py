@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import gettext
+import json
 import os
 import re
+import socket
 import sys
 import threading
 import urllib.parse
@@ -149,8 +151,6 @@ def _last_defence(text: str) -> str:
 
 def dump_json(data: dict[str, object]) -> str:
     """Every --json output: one object, laid out the same way."""
-    import json  # only --json needs it
-
     return json.dumps(data, indent=2)  # ensure_ascii: no control or invisible character left raw
 
 
@@ -282,7 +282,6 @@ def notify(**fields: str | int) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]
     payload = "\n".join(f"{key.upper()}={value}" for key, value in fields.items()).encode()
-    import socket  # only under systemd (NOTIFY_SOCKET set)
 
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
@@ -290,3 +289,8 @@ def notify(**fields: str | int) -> bool:
     except OSError:
         return False
     return True
+
+
+def plain_number(value: float | int) -> str:
+    """0, 1.5, 300: not Python's 0.0."""
+    return f"{int(value)}" if float(value).is_integer() else f"{value}"

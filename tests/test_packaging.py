@@ -28,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import cli, commandline, policy
+from libvirt_guests.cli import commandline
+from libvirt_guests.cli import main as cli
+from libvirt_guests.config import policy
 from tests.packaging_support import (
     DEB_PACKAGE,
     DIVERTED,
@@ -350,7 +352,7 @@ def test_rpm_builds_with_the_tool_unit_and_man_page(tmp_path: Path) -> None:
     assert "/usr/lib/systemd/system/libvirt-guests.service" in files
     assert any(re.fullmatch(r"/usr/share/man/man8/libvirt-guests\.8(\.gz)?", f) for f in files)
     assert "/usr/share/bash-completion/completions/libvirt-guests" in files
-    assert any(f.endswith("/site-packages/libvirt_guests/cli.py") for f in files)
+    assert any(f.endswith("/site-packages/libvirt_guests/cli/main.py") for f in files)
 
     run("rpm2archive", rpm, env=env)  # writes <rpm>.tgz
     with tarfile.open(f"{rpm}.tgz") as tar:

@@ -1,6 +1,6 @@
 """Fixtures of the migration tests: one peer host (a libvirtd in a
 systemd-nspawn container, see :mod:`tests.peer.host`) per module, always torn
-down, and a connection to it for the primitives of libvirt_guests.migrate.
+down, and a connection to it for the primitives of libvirt_guests.virt.migrate.
 
 These tests create guests on the host's qemu:///system: run them under the
 test bed's lock (``flock /tmp/realguest.lock``)."""
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from libvirt_guests.migrate import open_peer
-from libvirt_guests.virt import Hypervisor
+from libvirt_guests.virt.hypervisor import Hypervisor
+from libvirt_guests.virt.migrate import open_peer
 from tests.peer.host import PeerHost
 from tests.systemd.root import missing_tools
 

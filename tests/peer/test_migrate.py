@@ -1,4 +1,4 @@
-"""The migration primitives (libvirt_guests.migrate) against a real peer host:
+"""The migration primitives (libvirt_guests.virt.migrate) against a real peer host:
 tiny TCG guests on the host's qemu:///system moved live to a libvirtd in a
 container, and every fallback leaving the guest running here.
 
@@ -13,8 +13,9 @@ import time
 import libvirt
 import pytest
 
-from libvirt_guests import migrate
-from libvirt_guests.virt import Guest, Hypervisor
+from libvirt_guests.virt import migrate
+from libvirt_guests.virt.guest import Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 from tests.peer.host import PeerHost, closed_port
 from tests.testbed.guests import GuestFactory
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import libvirt
 
-from libvirt_guests.settings import SETTINGS
+from libvirt_guests.config.settings import SETTINGS
 
 ORIGINAL = Path("/usr/lib/libvirt/libvirt-guests.sh")
 SYSTEM_URI = "qemu:///system"

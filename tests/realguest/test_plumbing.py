@@ -6,7 +6,7 @@ import time
 
 import libvirt
 
-from libvirt_guests.virt import Hypervisor
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 from .support import SYSTEM_URI, state
 

@@ -9,7 +9,7 @@ import time
 
 import libvirt
 
-from libvirt_guests.virt import start_event_loop
+from libvirt_guests.virt.hypervisor import start_event_loop
 
 from .support import SYSTEM_URI, Tool, state
 

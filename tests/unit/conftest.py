@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests.cli import main
-from libvirt_guests.settings import SETTINGS
-from libvirt_guests.virt import Hypervisor
+from libvirt_guests.cli.main import main
+from libvirt_guests.config.settings import SETTINGS
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 from .support import TEST_URI, Driver, Files, Result
 

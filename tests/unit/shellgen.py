@@ -30,9 +30,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from libvirt_guests import shellfile
-from libvirt_guests.config import original_scope
-from libvirt_guests.shellfile import Reading, read_shell
+from libvirt_guests.config import shellfile
+from libvirt_guests.config.load import original_scope
+from libvirt_guests.config.shellfile import Reading, read_shell
 
 MAX_NESTING = getattr(shellfile, "MAX_NESTING", 100)  # (getattr: so that the comparison runs on older readers too)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from libvirt_guests.virt import start_event_loop
+from libvirt_guests.virt.hypervisor import start_event_loop
 
 TEST_URI = "test:///default"
 _names = itertools.count(1)

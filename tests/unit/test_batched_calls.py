@@ -21,11 +21,12 @@ from typing import Any
 import libvirt
 import pytest
 
-from libvirt_guests.config import Config, Paths, load
-from libvirt_guests.plan import StartAction, UriStopPlan, plan_start, plan_stop
-from libvirt_guests.state import GuestRecord, Journal
-from libvirt_guests.stop import forget_undefined
-from libvirt_guests.virt import Hypervisor, parse_uuid
+from libvirt_guests.config.load import Config, Paths, load
+from libvirt_guests.start.plan import StartAction, plan_start
+from libvirt_guests.state.journal import GuestRecord, Journal
+from libvirt_guests.stop.plan import UriStopPlan, plan_stop
+from libvirt_guests.stop.run import forget_undefined
+from libvirt_guests.virt.hypervisor import Hypervisor, parse_uuid
 
 from .support import TEST_URI, Driver, Files, libvirt_error, refuse_list_filters
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests.cli import COMMANDS, LSB_COMMANDS
-from libvirt_guests.manpage import render_sample_config
-from libvirt_guests.settings import SETTINGS
+from libvirt_guests.cli.main import COMMANDS, LSB_COMMANDS
+from libvirt_guests.cli.manpage import render_sample_config
+from libvirt_guests.config.settings import SETTINGS
 
 from .support import Files
 
@@ -84,18 +84,18 @@ def test_environment_overrides_file_in_a_run(files: Files, run, monkeypatch: pyt
 def test_sample_config_is_generated_from_the_table() -> None:
     sample = Path(__file__).parents[2] / "sysconfig" / "libvirt-guests"
     assert sample.read_text() == render_sample_config(), (
-        "regenerate with: python -m libvirt_guests.manpage sample-config > sysconfig/libvirt-guests")
+        "regenerate with: python -m libvirt_guests.cli.manpage sample-config > sysconfig/libvirt-guests")
     for setting in SETTINGS:
         assert f"#{setting.name}={setting.default}\n" in sample.read_text()
 
 
 def test_bash_completion_is_generated_from_the_tables() -> None:
-    from libvirt_guests import completion
-    from libvirt_guests.commandline import OPTIONS, POLICY_OPTIONS
+    from libvirt_guests.cli import completion
+    from libvirt_guests.cli.commandline import OPTIONS, POLICY_OPTIONS
 
     script = Path(__file__).parents[2] / "packaging" / "bash-completion" / "libvirt-guests"
     assert script.read_text() == completion.render(), (
-        "regenerate with: python -m libvirt_guests.completion > packaging/bash-completion/libvirt-guests")
+        "regenerate with: python -m libvirt_guests.cli.completion > packaging/bash-completion/libvirt-guests")
     for word in [*COMMANDS, *(o.flag for o in OPTIONS), *POLICY_OPTIONS]:
         assert f" {word}" in script.read_text() or f'"{word}' in script.read_text(), word
 
@@ -132,7 +132,7 @@ def test_check_config_flags_misreads_and_sources(files: Files, run, monkeypatch:
 
 
 def test_check_config_flags_dueling_qemu_conf(tmp_path: Path) -> None:
-    from libvirt_guests.checkconfig import qemu_conf_notes
+    from libvirt_guests.config.checkconfig import qemu_conf_notes
 
     conf = tmp_path / "qemu.conf"
     conf.write_text(

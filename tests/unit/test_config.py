@@ -3,6 +3,7 @@ the value used named), sources, and the environment override."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import records
-from libvirt_guests.config import Config, Paths, Problem, load
-from libvirt_guests.settings import SETTINGS
+from libvirt_guests.config.load import Config, Paths, load
+from libvirt_guests.config.problems import Problem
+from libvirt_guests.config.settings import SETTINGS
 
 
 def _load(path: Path, text: str, environ: dict[str, str] | None = None, flavour: str | None = None) -> Config:
@@ -27,7 +28,7 @@ def _problem(cfg: Config, name: str) -> Problem:
 
 
 def test_table_and_config_fields_match() -> None:
-    fields = {f.name for f in records.fields(Config)} - {"sources", "texts", "warnings", "flavour", "problems"}
+    fields = {f.name for f in dataclasses.fields(Config)} - {"sources", "texts", "warnings", "flavour", "problems"}
     assert fields == {s.attr for s in SETTINGS}
 
 

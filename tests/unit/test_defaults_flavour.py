@@ -14,12 +14,12 @@ import types
 
 import pytest
 
-from libvirt_guests import manpage
-from libvirt_guests.cli import COMMANDS, EXIT_CODES
+from libvirt_guests.cli import manpage
+from libvirt_guests.cli.main import COMMANDS, EXIT_CODES
 
 from .support import Driver, Files
 
-VENDOR = "libvirt_guests._vendor"
+VENDOR = "libvirt_guests.config._vendor"
 
 
 @pytest.fixture

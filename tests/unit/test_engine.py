@@ -275,7 +275,8 @@ def test_an_event_wakes_only_the_waiters_of_its_guest(driver: Driver, monkeypatc
     stay O(N), not N(N+1)/2 (issue 13)."""
     import threading
 
-    from libvirt_guests.virt import Guest, Hypervisor
+    from libvirt_guests.virt.guest import Guest
+    from libvirt_guests.virt.hypervisor import Hypervisor
 
     checks = 0
     count_lock = threading.Lock()
@@ -316,7 +317,7 @@ def test_stop_threads_do_not_grow_with_the_guests(files: Files, driver: Driver, 
     stop of 200 guests is that of 20, the caps' workers (counted, not timed)."""
     import threading
 
-    from libvirt_guests.virt import Guest
+    from libvirt_guests.virt.guest import Guest
 
     peak = 0
     count_lock = threading.Lock()
@@ -353,7 +354,7 @@ def test_start_threads_do_not_grow_with_the_guests(files: Files, driver: Driver,
     threads while starting 200 guests is that of 20 (counted, not timed)."""
     import threading
 
-    from libvirt_guests.virt import Guest
+    from libvirt_guests.virt.guest import Guest
 
     peak = 0
     count_lock = threading.Lock()

@@ -8,9 +8,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from libvirt_guests.config import Paths, load
-from libvirt_guests.settings import SETTINGS
-from libvirt_guests.shellfile import environment_file_values
+from libvirt_guests.config.load import Paths, load
+from libvirt_guests.config.settings import SETTINGS
+from libvirt_guests.config.shellfile import environment_file_values
 
 from .support import Driver, Files
 

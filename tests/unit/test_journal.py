@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import state as state_module
-from libvirt_guests.state import DamagedState, GuestRecord, Journal, StateError, UntrustedState, load_previous, remove
+from libvirt_guests.state import eventlog as state_module
+from libvirt_guests.state import files as state_files
+from libvirt_guests.state.files import DamagedState, StateError, UntrustedState
+from libvirt_guests.state.journal import GuestRecord, Journal, remove
+from libvirt_guests.state.previous import load_previous
 
 NOBODY = 65534
 URI = "test:///default"
@@ -189,7 +192,7 @@ def test_sigkill_in_the_middle_of_appending_leaves_a_journal_that_loads(tmp_path
     path = tmp_path / "state"
     child = (
         "import sys; from pathlib import Path;"
-        "from libvirt_guests.state import GuestRecord, Journal;"
+        "from libvirt_guests.state.journal import GuestRecord, Journal;"
         f"j = Journal(Path({str(path)!r}), 'stopping');"
         f"[j.add(GuestRecord({URI!r}, '6695eb01-f6a4-8304-79aa-%012x' % n, 'g%d' % n)) for n in range(8)];"
         "j.save('stopping'); print('ready', flush=True); i = 0\n"
@@ -417,7 +420,7 @@ def test_full_disk_mid_append_keeps_the_first_error_and_no_torn_record(tmp_path:
         raise StateError(f"cannot write {path}: No space left on device")
 
     monkeypatch.setattr(state_module, "_write_all", no_room)
-    monkeypatch.setattr(state_module, "atomic_write", no_room_at_all)
+    monkeypatch.setattr(state_files, "atomic_write", no_room_at_all)
     journal.update(URI, uuid(2), outcome="shutdown")  # still no room: the error is not replaced
     monkeypatch.undo()
     assert journal.write_error == first

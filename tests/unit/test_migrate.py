@@ -8,8 +8,9 @@ import time
 import libvirt
 import pytest
 
-from libvirt_guests import migrate
-from libvirt_guests.virt import Hypervisor, VirtError
+from libvirt_guests.virt import migrate
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 from .support import TEST_URI, Driver
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from libvirt_guests.config import Paths, load
-from libvirt_guests.policy import GuestPolicy, effective, parse_policy
-from libvirt_guests.settings import SettingError, parse_chain, parse_peer_uri
+from libvirt_guests.config.load import Paths, load
+from libvirt_guests.config.policy import GuestPolicy, effective, parse_policy
+from libvirt_guests.config.settings import SettingError, parse_chain, parse_peer_uri
 
 from .support import Driver, Files
 

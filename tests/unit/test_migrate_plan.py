@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import plan as plan_module
+from libvirt_guests.stop import plan as plan_module
 
 from .support import Driver, Files, peer_uri
 

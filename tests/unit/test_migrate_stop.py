@@ -41,7 +41,7 @@ def test_unreachable_peer_falls_back_to_the_next_action(files: Files, driver: Dr
 def test_a_failed_migration_restores_autostart_and_goes_on(files: Files, driver: Driver, run,
                                                            tmp_path: Path, monkeypatch) -> None:
     """check_peer passes (patched), migrate3 fails on the test driver: autostart back on, guest saved."""
-    from libvirt_guests import actions
+    from libvirt_guests.stop.actions import migrate as actions
 
     dom = driver.guest()
     dom.setAutostart(1)

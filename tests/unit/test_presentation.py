@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import commandline
-from libvirt_guests.cli import COMMANDS
+from libvirt_guests.cli import commandline
+from libvirt_guests.cli.main import COMMANDS
 
 from .support import TEST_URI, Driver, Files
 

@@ -15,14 +15,16 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from libvirt_guests import cli, config, settings
-from libvirt_guests.config import Paths, load
-from libvirt_guests.records import replace
-from libvirt_guests.settings import SETTINGS, SettingError
+from libvirt_guests.cli import main as cli
+from libvirt_guests.config import load as config
+from libvirt_guests.config import settings
+from libvirt_guests.config.load import Paths, load
+from libvirt_guests.config.settings import SETTINGS, SettingError
 
 from .support import TEST_URI, Driver, Files
 
@@ -180,7 +182,7 @@ def test_stop_handles_the_guests_whatever_the_configuration_path_is(
     if kind != "/dev/zero":
         _make(kind, path)
     env = {**os.environ, "LIBVIRT_GUESTS_CONFIG": str(path), "URIS": TEST_URI}
-    script = "import sys; from libvirt_guests.cli import main; sys.exit(main(['stop']))"
+    script = "import sys; from libvirt_guests.cli.main import main; sys.exit(main(['stop']))"
     result = subprocess.run([sys.executable, "-c", _limited(script)], env=env, capture_output=True, text=True,
                             timeout=30, check=False)
     assert result.returncode in (0, 6), result.stderr[-2000:]
@@ -395,7 +397,7 @@ def test_a_signal_while_stop_reads_the_configuration(files: Files, driver: Drive
 @pytest.mark.parametrize("command", [["status"], ["gueststatus"], ["plan", "stop"], ["check-config"]])
 def test_ctrl_c_while_a_report_reads_the_configuration(files: Files, driver: Driver, run,
                                                        monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
-    from libvirt_guests import checkconfig
+    from libvirt_guests.config import checkconfig
 
     _load_then(signal.SIGINT, monkeypatch, checkconfig if command == ["check-config"] else cli)
     try:
@@ -445,7 +447,7 @@ def test_a_directory_that_is_not_empty_at_the_list_path_is_left_alone(files: Fil
 def test_ctrl_c_before_main_notes_it_is_no_traceback() -> None:
     """A SIGINT before main() installs anything (while modules load): the
     entry point ends with 130 and one line."""
-    script = ("import os, signal; from libvirt_guests import cli; "
+    script = ("import os, signal; from libvirt_guests.cli import main as cli; "
               "cli.main = lambda: os.kill(os.getpid(), signal.SIGINT) or 0; cli.run()")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 130 and "Traceback" not in result.stderr

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests.config import Paths, load
-from libvirt_guests.shellfile import read_shell
+from libvirt_guests.config.load import Paths, load
+from libvirt_guests.config.shellfile import read_shell
 
 from .shellgen import FILE_HEAD, MAX_NESTING, Gen, available, compare, our_reading
 from .support import Driver, Files, Result

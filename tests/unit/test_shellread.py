@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from libvirt_guests.config import Config, Paths, load
-from libvirt_guests.settings import SETTINGS
+from libvirt_guests.config.load import Config, Paths, load
+from libvirt_guests.config.settings import SETTINGS
 
 # Upstream's tools/libvirt-guests.sh.in up to the line that sources the file
 # (PERSISTENT_ONLY since 10.3), with its @...@ substituted as Debian does.
@@ -237,7 +237,7 @@ def test_unset_reference_is_a_warning(tmp_path: Path, env: dict[str, str]) -> No
 def test_environment_file_reading_matches_systemd(tmp_path: Path) -> None:
     """Facts of systemd's env-file parser (src/basic/env-file.c): no $ expansion,
     inline comments kept, quotes removed, 'export NAME=' is not a valid name."""
-    from libvirt_guests.shellfile import environment_file_values
+    from libvirt_guests.config.shellfile import environment_file_values
 
     values = environment_file_values(
         'URIS="$URIS lxc:///system"\n'
@@ -265,7 +265,7 @@ def test_environment_file_reading_matches_systemd(tmp_path: Path) -> None:
 def test_environment_file_copy_does_not_change_the_reading(tmp_path: Path, env: dict[str, str], case: str) -> None:
     """Under systemd the file arrives twice: sourced by us, and as environment
     variables through EnvironmentFile=. The second must not override the first."""
-    from libvirt_guests.shellfile import environment_file_values
+    from libvirt_guests.config.shellfile import environment_file_values
 
     path = tmp_path / "libvirt-guests"
     path.write_text(CORPUS[case])
@@ -319,8 +319,8 @@ _FILE = st.lists(st.one_of(_LINE, st.sampled_from(["# c", "", "export A", "expor
 def test_generated_files_read_as_bin_sh_reads_them(tmp_path: Path, text: str) -> None:
     """Random files of assignments (quotes, escapes, expansions, export,
     several on a line), none of which runs anything: sh and we agree."""
-    from libvirt_guests.config import original_scope
-    from libvirt_guests.shellfile import read_shell
+    from libvirt_guests.config.load import original_scope
+    from libvirt_guests.config.shellfile import read_shell
 
     env = {"PATH": "/usr/bin:/bin", "HOME": "/home/someone"}
     path = tmp_path / "generated"

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests import actions, engine, stop, virt
-from libvirt_guests.actions import Shutdown
-from libvirt_guests.virt import Guest
+from libvirt_guests import engine
+from libvirt_guests.stop import bounds as stop_bounds
+from libvirt_guests.stop import run as stop
+from libvirt_guests.stop.actions import Shutdown
+from libvirt_guests.stop.actions import shutdown as shutdown_action
+from libvirt_guests.stop.actions import suspend as actions
+from libvirt_guests.virt import waits as virt
+from libvirt_guests.virt.guest import Guest
 
 from .support import Driver, Files
 
@@ -119,7 +124,7 @@ def test_guests_going_off_after_the_request_end_the_stop_on_their_events(
     """No tick or poll on the critical path: with every tick and the poll
     fallback at 30 s, a stop whose guests go off a moment after their
     shutdown request returns on the lifecycle events, long before a tick."""
-    for module in (engine, actions, stop):  # cli reads engine.TICK when it runs
+    for module in (engine, actions, shutdown_action, stop):  # cli reads engine.TICK when it runs
         monkeypatch.setattr(module, "TICK", SLOW_TICK)
     monkeypatch.setattr(virt, "POLL_FALLBACK", SLOW_TICK)
     files.write_config(ON_SHUTDOWN="shutdown", PARALLEL_SHUTDOWN="4")
@@ -251,13 +256,13 @@ def test_at_the_deadline_a_shutdown_also_looks_once_before_the_request(files: Fi
     """Sibling, the other path to a shutdown request: at STOP_DEADLINE each
     guest not yet done gets its last action at once (its wait is watched per
     URI), with one look at it first, not two."""
-    from libvirt_guests import chains
+    from libvirt_guests.stop import chains
 
     from .test_stop_safety import _save_until_aborted, bounded
 
     release = threading.Event()
-    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0)
-    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0)
+    monkeypatch.setattr(stop_bounds, "DEADLINE_GRACE", 1.0)
+    monkeypatch.setattr(stop_bounds, "ABORT_WAIT", 1.0)
     monkeypatch.setattr(actions, "ABORT_WAIT", 1.0)
     _save_until_aborted(monkeypatch, release)
     files.write_config(ON_SHUTDOWN="suspend shutdown", PARALLEL_SAVE="1", PAUSE_BEFORE_SAVE="0", STOP_DEADLINE="1")
@@ -286,7 +291,7 @@ def test_at_the_deadline_a_shutdown_also_looks_once_before_the_request(files: Fi
 def _lose_lifecycle_events(monkeypatch: pytest.MonkeyPatch, doms: list) -> list[str]:  # noqa: ANN001
     """A fault at libvirt's event boundary: the lifecycle events of doms
     never reach the run (late past every bound, or lost); what was dropped."""
-    from libvirt_guests.virt import Hypervisor
+    from libvirt_guests.virt.hypervisor import Hypervisor
 
     uuids = {d.UUIDString() for d in doms}
     dropped: list[str] = []
@@ -309,13 +314,13 @@ def test_at_the_deadline_a_guest_whose_event_is_lost_is_looked_at_when_its_time_
     off only once all were asked (the 20th's request powers all off); their
     lifecycle events are lost and the poll is 30 s away. The watch must look
     once more when their time is up, not call them out of time unseen."""
-    from libvirt_guests import offwatch
+    from libvirt_guests.stop import offwatch
 
     from .test_stop_safety import _save_until_aborted, bounded
 
     release = threading.Event()
-    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0)
-    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0)
+    monkeypatch.setattr(stop_bounds, "DEADLINE_GRACE", 1.0)
+    monkeypatch.setattr(stop_bounds, "ABORT_WAIT", 1.0)
     monkeypatch.setattr(actions, "ABORT_WAIT", 1.0)
     monkeypatch.setattr(virt, "POLL_FALLBACK", SLOW_TICK)
     monkeypatch.setattr(offwatch, "POLL_FALLBACK", SLOW_TICK)

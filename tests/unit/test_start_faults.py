@@ -14,9 +14,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from libvirt_guests import start as start_module
-from libvirt_guests import state as state_module
-from libvirt_guests.virt import Guest, VirtError
+from libvirt_guests.start import run as start_module
+from libvirt_guests.state import files as state_files
+from libvirt_guests.state import journal as state_module
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import Guest
 
 from .support import TEST_URI, Driver, Files
 
@@ -257,11 +259,11 @@ def _stopped_pair(files: Files, driver: Driver, run) -> tuple[libvirt.virDomain,
 def test_start_dying_on_a_full_disk_leaves_the_next_stop_to_handle_every_guest(
         files: Files, driver: Driver, run) -> None:
     a, b = _stopped_pair(files, driver, run)
-    real_write = state_module.atomic_write
+    real_write = state_files.atomic_write
 
     def full_disk_for_the_list(path: Path, data: bytes) -> None:
         if path == files.list_file:
-            raise state_module.StateError(f"cannot write {path}: No space left on device")
+            raise state_files.StateError(f"cannot write {path}: No space left on device")
         real_write(path, data)
 
     real_start = Guest.start
@@ -272,7 +274,7 @@ def test_start_dying_on_a_full_disk_leaves_the_next_stop_to_handle_every_guest(
         real_start(self, flags)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(state_module, "atomic_write", full_disk_for_the_list)
+        patch.setattr(state_files, "atomic_write", full_disk_for_the_list)
         patch.setattr(Guest, "start", start_or_fail)
         result = run("start")  # a retained guest forces the list to be rewritten: the disk is full
     assert result.code == 1
@@ -313,7 +315,7 @@ def test_start_on_a_disk_full_from_the_first_write_removes_the_list(files: Files
     real_start = Guest.start
 
     def full(path: Path, data: bytes) -> None:
-        raise state_module.StateError(f"cannot write {path}: No space left on device")
+        raise state_files.StateError(f"cannot write {path}: No space left on device")
 
     def b_fails(self: Guest, flags: int = 0) -> None:
         if self.uuid == b.UUIDString():
@@ -321,7 +323,7 @@ def test_start_on_a_disk_full_from_the_first_write_removes_the_list(files: Files
         real_start(self, flags)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(state_module, "atomic_write", full)
+        patch.setattr(state_files, "atomic_write", full)
         patch.setattr(Guest, "start", b_fails)
         result = run("start")
     assert result.code == 1
@@ -535,7 +537,7 @@ def test_remove_syncs_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     path = tmp_path / "file"
     path.write_text("x")
     synced: list[Path] = []
-    monkeypatch.setattr(state_module, "_fsync_dir", lambda d: synced.append(Path(d)))
+    monkeypatch.setattr(state_files, "_fsync_dir", lambda d: synced.append(Path(d)))
     state_module.remove(path)
     assert not path.exists()
     assert synced == [tmp_path]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from libvirt_guests.outcomes import StartOutcome
-from libvirt_guests.plan import StartAction
-from libvirt_guests.start_actions import START_UNITS
+from libvirt_guests.start.plan import StartAction
+from libvirt_guests.start.units import START_UNITS
 
 
 def test_every_start_action_has_a_unit_and_an_outcome() -> None:

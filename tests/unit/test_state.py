@@ -12,18 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_guests.state import (
-    GuestRecord,
-    Journal,
-    RunLock,
-    StateError,
-    format_list,
-    marker_exists,
-    parse_list,
-    read_list,
-    touch_marker,
-    write_list,
-)
+from libvirt_guests.state.files import StateError
+from libvirt_guests.state.journal import GuestRecord, Journal
+from libvirt_guests.state.listfile import format_list, parse_list, read_list, write_list
+from libvirt_guests.state.lock import RunLock, marker_exists, touch_marker
 
 from .support import Files
 
@@ -115,7 +107,7 @@ def test_config_writable_by_others_warns(files: Files, run) -> None:
 def test_second_invocation_waits_then_gives_up(files: Files, tmp_path: Path) -> None:
     """Two invocations never interleave: the second waits, says so, and gives up."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from libvirt_guests.state import RunLock;"
+        "import sys, time; from libvirt_guests.state.lock import RunLock;"
         f"l = RunLock(__import__('pathlib').Path({str(files.state_file) + '.lock'!r}));"
         "l.acquire(5, print); print('held', flush=True); time.sleep(30)"
     )], stdout=subprocess.PIPE, text=True)

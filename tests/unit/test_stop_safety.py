@@ -21,10 +21,15 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from libvirt_guests import actions, output, stop
-from libvirt_guests.policy import parse_policy
-from libvirt_guests.state import RunLock, RunLockBusy
-from libvirt_guests.virt import Guest, Hypervisor, VirtError
+from libvirt_guests import output
+from libvirt_guests.config.policy import parse_policy
+from libvirt_guests.state.lock import RunLock, RunLockBusy
+from libvirt_guests.stop import bounds as stop_bounds
+from libvirt_guests.stop import run as stop
+from libvirt_guests.stop.actions import suspend as actions
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.guest import Guest
+from libvirt_guests.virt.hypervisor import Hypervisor
 
 from .conftest import TEST_URI, Driver, Files, Result
 from .support import refuse_list_filters
@@ -43,8 +48,8 @@ def release() -> Iterator[threading.Event]:
 @pytest.fixture
 def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shorter bounds after the deadline, so the unit tests stay fast."""
-    monkeypatch.setattr(stop, "DEADLINE_GRACE", 1.0)
-    monkeypatch.setattr(stop, "ABORT_WAIT", 1.0)  # when the run gives up on libvirt
+    monkeypatch.setattr(stop_bounds, "DEADLINE_GRACE", 1.0)
+    monkeypatch.setattr(stop_bounds, "ABORT_WAIT", 1.0)  # when the run gives up on libvirt
     monkeypatch.setattr(actions, "ABORT_WAIT", 1.0)  # when a save gives up on its abort
 
 
@@ -156,7 +161,7 @@ def test_libvirt_error_while_planning_one_guest_stays_with_that_guest(
 def test_any_error_while_planning_one_guest_stays_with_that_guest(
     files: Files, driver: Driver, run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from libvirt_guests import plan
+    from libvirt_guests.config import policy as plan
 
     a, b = driver.guest(), driver.guest()
     real = plan.read_policy
@@ -394,7 +399,7 @@ def test_deadline_last_actions_of_200_guests_are_all_asked_within_the_grace(
     last guest 2.5 s after the deadline, past the 1 s grace. Counted, not
     timed: every call is asked before the run's own bound for the last
     actions (StopBounds.wait_end), and the threads stay bounded."""
-    from libvirt_guests import chains
+    from libvirt_guests.stop import chains
 
     _save_until_aborted(monkeypatch, release)
     files.write_config(ON_SHUTDOWN=f"suspend {last}", PARALLEL_SAVE="1", PAUSE_BEFORE_SAVE="0", STOP_DEADLINE="1")
@@ -584,7 +589,7 @@ def test_signal_does_not_wait_for_workers_stuck_in_libvirt(
     """The sibling at a signal: with every shutdown worker stuck, SIGTERM
     still begins nothing new, records the queued guests as not handled and
     ends the run within the signal's bounds."""
-    monkeypatch.setattr(stop, "INTERRUPT_GRACE", 1.0)
+    monkeypatch.setattr(stop_bounds, "INTERRUPT_GRACE", 1.0)
     files.write_config(ON_SHUTDOWN="shutdown poweroff", PARALLEL_SHUTDOWN="2")
     doms = [driver.guest() for _ in range(6)]
     stuck, queued = doms[:2], doms[2:]
@@ -639,14 +644,18 @@ def test_a_connection_that_never_opens_is_skipped(
 _CHILD = textwrap.dedent("""
     import sys, threading, time
     import libvirt
-    from libvirt_guests import stop, state
-    from libvirt_guests.cli import main
-    from libvirt_guests.virt import Guest, VirtError, start_event_loop
+    from libvirt_guests.stop import run as stop
+    from libvirt_guests.stop import bounds as stop_bounds
+    from libvirt_guests.state import lock as state
+    from libvirt_guests.cli.main import main
+    from libvirt_guests.virt.guest import Guest
+    from libvirt_guests.virt.errors import VirtError
+    from libvirt_guests.virt.hypervisor import start_event_loop
 
     def stamp(*words):
         print(*words, time.monotonic(), flush=True)
 
-    stop.INTERRUPT_GRACE = 1.0
+    stop_bounds.INTERRUPT_GRACE = 1.0
     start_event_loop()
     conn = libvirt.open("test:///default")
     for dom in conn.listAllDomains():
@@ -725,7 +734,7 @@ def test_every_guest_is_paused_before_the_first_save_and_recorded_before_its_pau
     another in the URI's thread: still every guest paused before the first
     save begins, and each recorded as paused by us before its pause call (a
     crash between the two leaves a guest that start resumes)."""
-    from libvirt_guests.state import Journal
+    from libvirt_guests.state.journal import Journal
 
     files.write_config(ON_SHUTDOWN="suspend", PARALLEL_SAVE="2")
     doms = [driver.guest() for _ in range(30)]
@@ -764,7 +773,7 @@ def test_deadline_shutdowns_are_all_asked_at_once_and_waited_for_together(
     20 guests whose shutdown only works once every one of them was asked
     are all shut down, though the pool that runs those last actions is much
     smaller than 20 (their waits hold no worker: issue 13)."""
-    from libvirt_guests import chains
+    from libvirt_guests.stop import chains
 
     monkeypatch.setattr(chains, "LATE_WORKERS", 8)  # that pool, smaller than 20 (64 since issue 19)
     _save_until_aborted(monkeypatch, release)

@@ -15,10 +15,10 @@ from xml.sax.saxutils import quoteattr
 import libvirt
 import pytest
 
-from libvirt_guests import policy as policy_module
-from libvirt_guests.config import Paths, load
-from libvirt_guests.policy import effective, parse_policy
-from libvirt_guests.start import Pacing
+from libvirt_guests.config import policy as policy_module
+from libvirt_guests.config.load import Paths, load
+from libvirt_guests.config.policy import effective, parse_policy
+from libvirt_guests.start.run import Pacing
 
 from .support import TEST_URI, Driver, Files, peer_uri
 

@@ -1,0 +1,1 @@
+"""What the read-only commands show: status, gueststatus and the plans (`plan stop`, `plan start`)."""

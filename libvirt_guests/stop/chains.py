@@ -1,0 +1,342 @@
+"""Running the action chains of one URI: order groups one after another,
+each guest of a group through its chain (ACTIONS' units), and the record of
+each guest's outcome (GuestLedger).
+
+No thread per guest: each capped action has a FIFO queue served by `cap`
+workers (engine.Workers), so list order is kept and the thread count
+follows the caps, not the number of guests. A guest's next action puts it
+at the back of that action's queue. Actions without a cap and the pauses
+before the saves go to a small pool of their own (`free`), everything after
+the deadline or a signal to another (`late`). The URI's thread watches the
+bounds on its own (UriWork._watch): a worker stuck in a libvirt call, which
+cannot be cancelled, never delays the deadline's last actions nor a
+signal's end."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Literal
+
+import libvirt
+
+from libvirt_guests.engine import PROGRESS_EVERY, TICK, Countdown, Workers
+from libvirt_guests.outcomes import Outcome
+from libvirt_guests.output import ERR, WARNING, shown, shown_error, shown_uri, tr
+from libvirt_guests.stop.actions import ACTIONS, Shutdown
+from libvirt_guests.stop.actions.base import Action, Step
+from libvirt_guests.stop.offwatch import OffWatch, WaitEnd
+from libvirt_guests.stop.plan import StopItem, UriStopPlan
+from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.hypervisor import Hypervisor
+
+if TYPE_CHECKING:
+    from libvirt_guests.stop.run import StopRun
+
+MAX_RECONNECTS = 3  # per guest: reconnect and repeat its current action
+WATCHED: Final = "watched"  # a turn ends with the guest's wait handed to the OffWatch
+Watched = Literal["watched"]
+FREE_WORKERS = 8  # per URI: threads for uncapped actions and pauses
+# Per URI: threads for everything after the deadline or a signal. At the deadline
+# every guest not done gets its last action at once and each must be asked within
+# DEADLINE_GRACE: 200 power-offs 8 at a time, at 0.1 s a call, took 2.5 s. A bound
+# of its own, not one per guest (threads start only while jobs wait, see Workers).
+LATE_WORKERS = 64
+
+
+class GuestLedger:
+    """What happened to each guest of one URI: the journal and the tally."""
+
+    def __init__(self, work: UriWork) -> None:
+        self.work = work
+        self.run = work.run
+        self.uri = work.hv.uri
+
+    def finish(self, item: StopItem, outcome: Outcome, detail: str = "") -> None:
+        self.run.journal.update(self.uri, item.guest.uuid, outcome=outcome, detail=detail)
+        self.run.tally.add(outcome)
+
+    def leave(self, item: StopItem, outcome: Outcome, detail: str) -> None:
+        """The guest stays running: resume it if we paused it, then record why."""
+        self.unpause(item)
+        self.finish(item, outcome, detail)
+
+    def unpause(self, item: StopItem) -> None:
+        guest = item.guest
+        record = self.run.journal.get(self.uri, guest.uuid)
+        if not (record and record.paused_by_us):
+            return
+        try:
+            if guest.state() == libvirt.VIR_DOMAIN_PAUSED:
+                guest.resume()
+            self.run.journal.update(self.uri, guest.uuid, paused_by_us=False)
+        except VirtError as err:
+            if not err.vanished:
+                self.work.ctx.out.warn(f"guest {shown(guest.name)}: cannot resume it after pausing it: {err}")
+
+    @staticmethod
+    def state_of(item: StopItem) -> Step | None:
+        """None while the guest runs; DONE if it stopped, VANISHED if it is gone."""
+        try:
+            return None if item.guest.is_active() else Step.DONE
+        except VirtError as err:
+            if err.vanished:
+                return Step.VANISHED
+            raise
+
+    def stopped_by_itself(self, item: StopItem) -> None:
+        self.finish(item, Outcome.SAVED if item.guest.has_managed_save() else Outcome.SHUTDOWN, "stopped by itself")
+
+    def chain_exhausted(self, item: StopItem) -> None:
+        """Every action was tried: record whether the guest still runs, and why."""
+        guest = item.guest
+        try:
+            running = guest.is_active()
+        except VirtError:
+            running = True
+        if not running:
+            self.finish(item, Outcome.SHUTDOWN, "stopped by itself")
+        elif self.run.bounds.interrupted():
+            self.leave(item, Outcome.NOT_HANDLED, "interrupted")
+        else:
+            why = ("the stop deadline came before its chain ended" if self.run.bounds.past_deadline()
+                   else "every action of its chain failed")
+            self.leave(item, Outcome.LEFT_RUNNING, why)
+            self.work.ctx.out.say(f"Guest {shown(guest.name)} is still running: {why}", level=ERR)
+
+
+class UriWork:
+    """Stop work on one URI: its order groups, one after another, each
+    through the action queues, watched by the calling thread."""
+
+    def __init__(self, run: StopRun, hv: Hypervisor, plan: UriStopPlan) -> None:
+        self.run = run
+        self.ctx = run.ctx
+        self.cfg = run.ctx.config
+        self.hv = hv
+        self.plan = plan
+        self.ledger = GuestLedger(self)
+        self.units: dict[str, Action] = {name: unit(self) for name, unit in ACTIONS.items()}
+        self.pools = {name: Workers(getattr(self.cfg, unit.cap), f"stop-{name}")
+                      for name, unit in ACTIONS.items() if unit.cap}
+        self.free = Workers(FREE_WORKERS, "stop-free")  # uncapped actions, the pauses before the saves
+        self.late = Workers(LATE_WORKERS, "stop-late")  # everything after the deadline or a signal
+        shutdown = self.units[Shutdown.name]
+        assert isinstance(shutdown, Shutdown)
+        self.shutdown = shutdown
+        self.offwatch = OffWatch(hv, shutdown, run.bounds)
+        self._diverted = False
+        self._next_report = 0.0
+
+    def execute(self) -> None:
+        suspending = self.run.host_chain[0] == "suspend"
+        msg = "Suspending guests on $uri URI..." if suspending else "Shutting down guests on $uri URI..."
+        self.ctx.out.say(tr(msg, uri=self.hv.uri))
+        self._next_report = time.monotonic() + PROGRESS_EVERY
+        try:
+            for group in self.plan.groups:
+                if self.run.bounds.interrupted():
+                    for item in group:  # queue nothing new
+                        self.ledger.finish(item, Outcome.NOT_HANDLED, "interrupted before its turn")
+                    continue
+                self._run_group(group)
+        finally:
+            for pool in (*self.pools.values(), self.free, self.late):
+                pool.close()
+            self.offwatch.close()
+            for unit in self.units.values():
+                unit.close()
+
+    def _run_group(self, group: list[StopItem]) -> None:
+        if self.cfg.pause_before_save and not self.run.bounds.past_deadline():
+            pauses = [item for item in group if item.chain and item.chain[0] == "suspend" and not item.was_paused]
+            paused = Countdown(len(pauses))
+            for item in pauses:  # all at once, in a bounded pool, before the first save begins
+                self.free.put(functools.partial(self._pause, item, paused))
+            self._watch(paused, until_bounds=True)  # a pause stuck in libvirt must not hold the deadline
+        settled = Countdown(len(group))
+        chains = [GuestChain(self, item, settled) for item in group]
+        for chain in chains:  # in list order: the queues serve guests in that order
+            if chain.chain:
+                self.dispatch(chain)
+            else:
+                chain.turn()
+        self._watch(settled)
+
+    def dispatch(self, chain: GuestChain) -> None:
+        """Queue the guest for its current action (an uncapped one: the free
+        pool; anything after the deadline or a signal: the late pool)."""
+        pool = self.pools.get(chain.action)
+        if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+            pool = self.late
+        elif pool is None:
+            pool = self.free
+        pool.put(chain.turn)
+
+    def _watch(self, step: Countdown, until_bounds: bool = False) -> None:
+        """The watchdog: wait until the step's jobs are done (or, with
+        until_bounds, the deadline or a signal came); at the deadline or a
+        signal, hand every queued guest to the `late` pool at once (its
+        chain then decides: last action, or nothing new); print the per-URI
+        progress line."""
+        bounds = self.run.bounds
+        while not step.wait(self._tick()):
+            if bounds.interrupted() or bounds.past_deadline():
+                if until_bounds:
+                    return
+                if not self._diverted:
+                    self._diverted = True
+                    for pool in (*self.pools.values(), self.free):
+                        pool.divert(self.late)
+            if time.monotonic() >= self._next_report:
+                self._next_report += PROGRESS_EVERY
+                line = self.shutdown.progress_line(self.pools[Shutdown.name].load())
+                if line:
+                    self.ctx.out.say(line)
+
+    def _tick(self) -> float:
+        """How long the watchdog may sleep: signals are seen every TICK s."""
+        now = time.monotonic()
+        wait = min(TICK, max(0.0, self._next_report - now))
+        deadline = self.run.bounds.deadline_at
+        if deadline is not None and not self._diverted:
+            wait = min(wait, max(0.0, deadline - now))
+        return wait
+
+    def _pause(self, item: StopItem, paused: Countdown) -> None:
+        guest = item.guest
+        try:
+            if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+                return  # no save will begin
+            if guest.state() != libvirt.VIR_DOMAIN_RUNNING:
+                return
+            self.run.journal.update(self.hv.uri, guest.uuid, paused_by_us=True)  # before: a crash can resume it
+            guest.pause()
+        except VirtError as err:
+            if not err.vanished:
+                self.ctx.out.warn(f"cannot pause guest {shown(guest.name)} before saving it: {err}")
+        except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
+            self.ctx.out.error(f"cannot pause guest {shown(guest.name)} before saving it: "
+                               f"{type(err).__name__}: {shown_error(err)}")
+        finally:
+            paused.done()
+
+    def reconnect(self) -> bool:
+        try:
+            self.hv.reconnect(self.cfg.connect_timeout, on_retry=self.ctx.out.warn)
+            return True
+        except VirtError as err:
+            self.ctx.out.error(f"lost the connection to {shown_uri(self.hv.uri)} and cannot reconnect: {err}")
+            return False
+
+
+class GuestChain:
+    """One guest's way through its chain, one turn at a time. A turn runs in
+    a worker of its action's queue; it ends by putting the guest at the back
+    of the next action's queue, or by settling it. At each step: after a
+    signal, begin nothing new; at the deadline, jump to the chain's last
+    action (a save is not begun after the deadline); on a lost connection,
+    reconnect and queue the step again (MAX_RECONNECTS times)."""
+
+    def __init__(self, work: UriWork, item: StopItem, settled: Countdown) -> None:
+        self.work = work
+        self.item = item
+        self.settled = settled
+        self.chain = item.chain
+        self.index = 0
+        self.reconnects = 0
+        self.announced = False
+
+    @property
+    def action(self) -> str:
+        return self.chain[self.index]
+
+    def turn(self, resumed: Callable[[], Step] | None = None) -> None:
+        """One turn; `resumed`: the end of an action whose wait was watched."""
+        try:
+            settled = self._turn(resumed)
+        except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
+            self.work.ctx.out.error(f"guest {shown(self.item.guest.name)}: unexpected error: "
+                                    f"{type(err).__name__}: {shown_error(err)}")
+            with contextlib.suppress(Exception):
+                self.work.ledger.finish(self.item, Outcome.FAILED, f"unexpected error: {shown_error(err)}")
+            settled = True
+        if settled:
+            self.settled.done()
+
+    def _turn(self, resumed: Callable[[], Step] | None) -> bool:
+        """True when the guest is settled, False when it is queued again
+        (or its wait is watched)."""
+        work, item, chain = self.work, self.item, self.chain
+        bounds, ledger, out = work.run.bounds, work.ledger, work.ctx.out
+        if not chain:
+            ledger.finish(item, Outcome.FAILED, "a transient guest cannot be saved and its chain has no other action")
+            out.error(f"guest {shown(item.guest.name)} is transient and cannot be saved; it is left running")
+            return True
+        while True:
+            if resumed is None and bounds.interrupted():
+                ledger.leave(item, Outcome.NOT_HANDLED, "interrupted: no new action is begun")
+                return True
+            if resumed is None and bounds.past_deadline() and not self.announced:
+                self.announced = True
+                self.index = len(chain) - 1
+                if self.action == "suspend":  # no save is begun after the deadline
+                    ledger.leave(item, Outcome.LEFT_RUNNING, "the stop deadline came before it could be saved")
+                    out.say(f"Stop deadline reached: guest {shown(item.guest.name)} cannot be saved any more; "
+                            "it is still running", level=ERR)
+                    return True
+                out.say(f"Stop deadline reached: {self.action} guest {shown(item.guest.name)} now", level=WARNING)
+            last = self.index == len(chain) - 1
+            if resumed is None and self.announced and self.action == Shutdown.name:
+                step = self._perform(functools.partial(self._shutdown_watched, last))  # its wait holds no worker
+                if step is WATCHED:
+                    return False
+            else:
+                step = self._perform(resumed or functools.partial(work.units[self.action].perform, item, last))
+            resumed = None
+            if step is Step.VANISHED:
+                ledger.finish(item, Outcome.VANISHED, "no longer running or defined")
+                return True
+            if step is Step.DONE:
+                return True
+            if step is Step.NEXT and last:
+                ledger.chain_exhausted(item)
+                return True
+            if step is Step.NEXT:
+                self.index += 1
+            if not (bounds.interrupted() or bounds.past_deadline()):
+                work.dispatch(self)  # the back of the next action's queue (or the same, after a reconnect)
+                return False
+
+    def _perform(self, act: Callable[[], Step | Watched]) -> Step | Watched | None:
+        """The current action; None to repeat it after a reconnect."""
+        try:
+            return act()
+        except VirtError as err:
+            if err.disconnected and self.reconnects < MAX_RECONNECTS and self.work.reconnect():
+                self.reconnects += 1
+                return None
+            if err.vanished:
+                return Step.VANISHED
+            self.work.ctx.out.error(f"guest {shown(self.item.guest.name)}: {err}")
+            return Step.NEXT
+
+    def _shutdown_watched(self, last: bool) -> Step | Watched:
+        """The deadline's shutdown: asked here, waited for by the URI's OffWatch."""
+        shutdown = self.work.shutdown
+        step = shutdown.begin_and_request(self.item)
+        if step is not None:
+            return step
+        self.work.offwatch.add(self.item, last, self._watched_end)
+        return WATCHED
+
+    def _watched_end(self, end: WaitEnd) -> None:
+        """From the OffWatch: the chain goes on in the late pool."""
+        def resumed() -> Step:
+            if isinstance(end, VirtError):
+                raise end
+            return self.work.shutdown.ended(self.item, end)
+
+        self.work.late.put(functools.partial(self.turn, resumed))

@@ -1,0 +1,1 @@
+"""Access to libvirt through libvirt-python: connections (hypervisor), guests, waits, errors, migration primitives."""
