@@ -11,13 +11,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from libvirt_guests.outcomes import Outcome
 from libvirt_guests.state import files
 from libvirt_guests.state.eventlog import JOURNAL_VERSION, LOG_FORMAT, Log, create_log, is_our_log, log_path
 from libvirt_guests.state.files import DamagedState, StateError, safe_read, safe_read_bytes, shown
 from libvirt_guests.state.listfile import _URI, _UUID
 
-MIGRATED = "migrated"  # the outcome of a guest the migrate action moved to a peer
 
+class _Keep:
+    """The default of Journal.update's fields: leave the field as it is."""
+
+
+KEEP = _Keep()
 
 # --- the state journal -----------------------------------------------------
 #
@@ -51,7 +56,7 @@ class GuestRecord:
     recorded: bool = True  # listed in the list file (restarted at boot)
     was_paused: bool = False  # paused by its user before the stop
     paused_by_us: bool = False
-    outcome: str = "pending"
+    outcome: str = Outcome.PENDING
     detail: str = ""
     # The migrate action: the peer it was being (outcome pending) or was
     # (outcome "migrated") moved to, and its autostart flag here before that
@@ -62,7 +67,7 @@ class GuestRecord:
 
     @property
     def migrated(self) -> bool:
-        return self.outcome == MIGRATED
+        return self.outcome == Outcome.MIGRATED
 
 
 # The type of each field of a guest record as the journal holds it: a record
@@ -198,12 +203,18 @@ class Journal:
             self.guests[key] = record
             self._unwritten[key] = None
 
-    def update(self, uri: str, uuid: str, **changes: object) -> None:
+    def update(self, uri: str, uuid: str, *, outcome: str | _Keep = KEEP, detail: str | _Keep = KEEP,
+               recorded: bool | _Keep = KEEP, paused_by_us: bool | _Keep = KEEP, peer: str | _Keep = KEEP,
+               autostart_here: bool | None | _Keep = KEEP) -> None:
+        """Change the named fields of a guest's record (the others are kept)."""
         with self._lock:
             key = self.key(uri, uuid)
             record = self.guests[key]
+            changes = {"outcome": outcome, "detail": detail, "recorded": recorded, "paused_by_us": paused_by_us,
+                       "peer": peer, "autostart_here": autostart_here}
             for name, value in changes.items():
-                setattr(record, name, value)
+                if value is not KEEP:
+                    setattr(record, name, value)  # in place: a record read before stays the guest's
             written = self._append_locked(key)
         self._wait(written)
 
