@@ -18,11 +18,11 @@ from libvirt_guests.state.files import DamagedState, StateError, safe_read, safe
 from libvirt_guests.state.listfile import _URI, _UUID
 
 
-class _Keep:
+class Keep:
     """The default of Journal.update's fields: leave the field as it is."""
 
 
-KEEP = _Keep()
+KEEP = Keep()
 
 # --- the state journal -----------------------------------------------------
 #
@@ -203,9 +203,9 @@ class Journal:
             self.guests[key] = record
             self._unwritten[key] = None
 
-    def update(self, uri: str, uuid: str, *, outcome: str | _Keep = KEEP, detail: str | _Keep = KEEP,
-               recorded: bool | _Keep = KEEP, paused_by_us: bool | _Keep = KEEP, peer: str | _Keep = KEEP,
-               autostart_here: bool | None | _Keep = KEEP) -> None:
+    def update(self, uri: str, uuid: str, *, outcome: str | Keep = KEEP, detail: str | Keep = KEEP,
+               recorded: bool | Keep = KEEP, paused_by_us: bool | Keep = KEEP, peer: str | Keep = KEEP,
+               autostart_here: bool | None | Keep = KEEP) -> None:
         """Change the named fields of a guest's record (the others are kept)."""
         with self._lock:
             key = self.key(uri, uuid)

@@ -10,17 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from libvirt_guests.engine import TICK
+from libvirt_guests.stop.actions.base import OffWaiter
+from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.plan import StopItem
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.waits import POLL_FALLBACK
-
-if TYPE_CHECKING:
-    from libvirt_guests.stop.actions import Shutdown
-    from libvirt_guests.stop.bounds import StopBounds
 
 WaitEnd = bool | VirtError  # off (True), out of time (False), or what libvirt raised
 
@@ -39,7 +36,7 @@ class OffWatch:
     """The waits for guests to go off, of one URI, in one daemon thread
     (started with the first wait; it ends at close())."""
 
-    def __init__(self, hv: Hypervisor, shutdown: Shutdown, bounds: StopBounds) -> None:
+    def __init__(self, hv: Hypervisor, shutdown: OffWaiter, bounds: StopBounds) -> None:
         self.hv = hv
         self.shutdown = shutdown
         self.bounds = bounds

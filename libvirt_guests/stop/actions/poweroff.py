@@ -28,7 +28,7 @@ class Poweroff(Action):
             self.out.error(f"cannot power off guest {shown(guest.name)}: {err}")
             return Step.NEXT
         self.out.say(f"Power-off of guest {shown(guest.name)} complete.")
-        self.work.ledger.finish(item, Outcome.POWEROFF)
+        self.ledger.finish(item, Outcome.POWEROFF)
         return Step.DONE
 
 
