@@ -31,9 +31,9 @@ from libvirt_guests.state.journal import Journal
 from libvirt_guests.stop.actions import ACTIONS
 from libvirt_guests.stop.actions.base import Action, ActionScope, OffWaiter, Step
 from libvirt_guests.stop.bounds import StopBounds
+from libvirt_guests.stop.items import StopItem, UriStopPlan
 from libvirt_guests.stop.ledger import GuestLedger
 from libvirt_guests.stop.offwatch import OffWatch, WaitEnd
-from libvirt_guests.stop.plan import StopItem, UriStopPlan
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
 

@@ -13,7 +13,7 @@ from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import ERR, Output, shown
 from libvirt_guests.state.journal import KEEP, Journal, Keep
 from libvirt_guests.stop.bounds import StopBounds
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 
 

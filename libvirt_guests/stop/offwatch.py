@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from libvirt_guests.engine import TICK
 from libvirt_guests.stop.actions.base import OffWaiter
 from libvirt_guests.stop.bounds import StopBounds
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.waits import POLL_FALLBACK

@@ -48,7 +48,8 @@ from libvirt_guests.state.previous import load_previous
 from libvirt_guests.stop.actions import ACTIONS
 from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.chains import RunScope, UriWork
-from libvirt_guests.stop.plan import UriStopPlan, plan_stop
+from libvirt_guests.stop.items import UriStopPlan
+from libvirt_guests.stop.plan import plan_stop
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -166,7 +167,7 @@ class StopRun:
         worker = threading.Thread(target=self._work_safely, name="stop-libvirt", daemon=True)
         with Heartbeat(self._status):
             worker.start()
-            finished = self._wait(worker)
+            finished = wait_for(worker, self.bounds)
         if not finished:
             give_up(self)
         complete = finished and not self.bounds.interrupted()
@@ -188,16 +189,6 @@ class StopRun:
             self.failed = True
         self._summary(started, finished)
         return 1 if self.failed else 0
-
-    def _wait(self, worker: threading.Thread) -> bool:
-        """Wait for the libvirt work; False if the bounds passed first."""
-        while True:
-            worker.join(TICK)
-            if not worker.is_alive():
-                return True
-            give_up = self.bounds.give_up_at()
-            if give_up is not None and time.monotonic() >= give_up:
-                return False
 
     def _work_safely(self) -> None:
         try:
@@ -267,6 +258,17 @@ class StopRun:
             self.failed = True
             return None
 
+
+
+def wait_for(worker: threading.Thread, bounds: StopBounds) -> bool:
+    """Wait for the libvirt work; False if the bounds passed first."""
+    while True:
+        worker.join(TICK)
+        if not worker.is_alive():
+            return True
+        give_up = bounds.give_up_at()
+        if give_up is not None and time.monotonic() >= give_up:
+            return False
 
 
 def give_up(run: StopRun) -> None:

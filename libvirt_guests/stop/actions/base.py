@@ -39,8 +39,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 from libvirt_guests.config.load import Config
 from libvirt_guests.output import Output
 from libvirt_guests.stop.bounds import StopBounds
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.stop.ledger import GuestLedger
-from libvirt_guests.stop.plan import StopItem
 from libvirt_guests.virt.errors import VirtError
 
 

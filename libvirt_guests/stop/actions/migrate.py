@@ -10,7 +10,7 @@ from libvirt_guests.engine import fmt_bytes
 from libvirt_guests.output import WARNING, shown, shown_uri
 from libvirt_guests.start.peers import Peers
 from libvirt_guests.stop.actions.base import Action, ActionScope, Step
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.migrate import (
     INTERRUPTED,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import shown
 from libvirt_guests.stop.actions.base import Action, Step
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 
 

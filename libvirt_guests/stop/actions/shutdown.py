@@ -13,7 +13,7 @@ from libvirt_guests.engine import PROGRESS_EVERY, TICK
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import WARNING, shown, tr, trf
 from libvirt_guests.stop.actions.base import Action, ActionScope, Step
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 
 

@@ -16,7 +16,7 @@ from libvirt_guests.engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import WARNING, shown, tr
 from libvirt_guests.stop.actions.base import Action, ActionScope, Step
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 
