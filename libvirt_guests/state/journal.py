@@ -140,6 +140,35 @@ def _damage(err: Exception) -> str:
     return shown(str(err), 80)
 
 
+def _read(path: Path) -> tuple[str, list[GuestRecord]] | None:
+    """The phase and guest records of the journal at path (see Journal.load)."""
+    text = safe_read(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        version = data.get("version")
+        if (newer := _newer(path, version)) is not None:
+            raise newer
+        if version not in (1, JOURNAL_VERSION) or isinstance(version, bool):
+            raise ValueError(f"unknown format {version!r}")
+        if data["phase"] not in PHASES:
+            raise ValueError(f"unknown phase {data['phase']!r}")
+        if not isinstance(data["guests"], list):
+            raise TypeError("guests that are not a list")
+        records = [_guest_of(g) for g in data["guests"]]
+        name = data["log"] if version == JOURNAL_VERSION else None
+        if name is not None and not isinstance(name, str):
+            raise TypeError("a log name that is not a string")
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        raise DamagedState(f"{path} is damaged ({_damage(err)})") from err
+    if name is not None:
+        records += _replay(log_path(path), name)
+    return data["phase"], records
+
+
 @dataclass
 class Journal:
     """Per-guest outcomes of the current stop or start, saved as they happen.
@@ -168,31 +197,11 @@ class Journal:
         UntrustedState if it or its log is not a regular file of ours,
         DamagedState if either cannot be understood. Reads the format of
         the previous version too (one JSON document, no log)."""
-        text = safe_read(path)
-        if text is None:
+        found = _read(path)
+        if found is None:
             return None
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            version = data.get("version")
-            if (newer := _newer(path, version)) is not None:
-                raise newer
-            if version not in (1, JOURNAL_VERSION) or isinstance(version, bool):
-                raise ValueError(f"unknown format {version!r}")
-            if data["phase"] not in PHASES:
-                raise ValueError(f"unknown phase {data['phase']!r}")
-            if not isinstance(data["guests"], list):
-                raise TypeError("guests that are not a list")
-            records = [_guest_of(g) for g in data["guests"]]
-            name = data["log"] if version == JOURNAL_VERSION else None
-            if name is not None and not isinstance(name, str):
-                raise TypeError("a log name that is not a string")
-        except (ValueError, KeyError, TypeError, RecursionError) as err:
-            raise DamagedState(f"{path} is damaged ({_damage(err)})") from err
-        if name is not None:
-            records += _replay(log_path(path), name)
-        return cls(path, data["phase"], {cls.key(r.uri, r.uuid): r for r in records})
+        phase, records = found
+        return cls(path, phase, {cls.key(r.uri, r.uuid): r for r in records})
 
     def get(self, uri: str, uuid: str) -> GuestRecord | None:
         return self.guests.get(self.key(uri, uuid))

@@ -83,7 +83,7 @@ class UriWork:
         # The unit that waits for guests to go off: the deadline hands its waits to the URI's OffWatch.
         waiter = next(unit for unit in self.units.values() if unit.waits_off)
         assert isinstance(waiter, OffWaiter)
-        self.shutdown: OffWaiter = waiter
+        self.waiter: OffWaiter = waiter
         self.offwatch = OffWatch(hv, waiter, run.bounds)
         self._diverted = False
         self._next_report = 0.0
@@ -150,7 +150,7 @@ class UriWork:
                         pool.divert(self.late)
             if time.monotonic() >= self._next_report:
                 self._next_report += PROGRESS_EVERY
-                line = self.shutdown.progress_line(self.pools[self.shutdown.name].load())
+                line = self.waiter.progress_line(self.pools[self.waiter.name].load())
                 if line:
                     self.out.say(line)
 
@@ -282,9 +282,10 @@ class GuestChain:
             return Step.NEXT
 
     def _shutdown_watched(self, last: bool) -> Step | Watched:
-        """The deadline's shutdown: asked here, waited for by the URI's OffWatch."""
-        shutdown = self.work.shutdown
-        step = shutdown.begin_and_request(self.item)
+        """The deadline's shutdown (the action that waits for its guest to go
+        off): asked here, waited for by the URI's OffWatch."""
+        waiter = self.work.waiter
+        step = waiter.begin_and_request(self.item)
         if step is not None:
             return step
         self.work.offwatch.add(self.item, last, self._watched_end)
@@ -295,6 +296,6 @@ class GuestChain:
         def resumed() -> Step:
             if isinstance(end, VirtError):
                 raise end
-            return self.work.shutdown.ended(self.item, end)
+            return self.work.waiter.ended(self.item, end)
 
         self.work.late.put(functools.partial(self.turn, resumed))

@@ -8,7 +8,6 @@ import contextlib
 from libvirt_guests.config.load import Config
 from libvirt_guests.engine import fmt_bytes
 from libvirt_guests.output import WARNING, shown, shown_uri
-from libvirt_guests.start.peers import Peers
 from libvirt_guests.stop.actions.base import Action, ActionScope, Step
 from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
@@ -20,6 +19,7 @@ from libvirt_guests.virt.migrate import (
     migrate_live,
     restore_autostart,
 )
+from libvirt_guests.virt.peers import Peers
 
 
 class Migrate(Action):
