@@ -47,6 +47,7 @@ from libvirt_guests.reports.status import gueststatus, status
 from libvirt_guests.start.run import start
 from libvirt_guests.state.files import StateError
 from libvirt_guests.state.lock import RunLock, RunLockBusy, marker_exists
+from libvirt_guests.stop.actions import any_waits_off
 from libvirt_guests.stop.run import stop
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -339,7 +340,7 @@ def _report_config(out: Output, config: Config, command: str, paths: Paths) -> b
         if not (acts and problem.concerns(command)):
             out.warn(f"{problem.text()} (not used by {command})")
             continue
-        if problem.original_message and (command == "shutdown" or "shutdown" in config.on_shutdown):
+        if problem.original_message and (command == Command.SHUTDOWN or any_waits_off(config.on_shutdown)):
             out.say(tr(problem.original_message))  # the original's own message, on standard output
         out.error(problem.text())
         failed = True

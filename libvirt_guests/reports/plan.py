@@ -11,7 +11,9 @@ from libvirt_guests.output import dump_json, plain_number, redact, shown, shown_
 from libvirt_guests.start.peers import describe_migrated
 from libvirt_guests.start.plan import UriStartPlan, plan_start
 from libvirt_guests.state.previous import peek_previous
-from libvirt_guests.stop.plan import UriStopPlan, check_peers, plan_stop
+from libvirt_guests.stop.actions import any_moves, any_saves, any_waits_off
+from libvirt_guests.stop.items import UriStopPlan
+from libvirt_guests.stop.plan import check_peers, plan_stop
 
 
 def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
@@ -35,7 +37,7 @@ def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
                 "save_timeout": item.policy.save_timeout,
                 "note": item.note,
                 "sources": item.policy.sources,
-                "migrate_to": (redact(item.policy.migrate_to) or None) if "migrate" in item.chain else None,
+                "migrate_to": (redact(item.policy.migrate_to) or None) if any_moves(item.chain) else None,
                 "peer_can_take": None if item.peer_reasons is None else not item.peer_reasons,
                 "peer_reasons": item.peer_reasons or [],
             })
@@ -133,9 +135,9 @@ def _describe_entry(which: str, entry: dict[str, Any]) -> str:
         return f"{shown(entry['name'] or entry['uuid'])}: {entry['action']}{delay}"
     timeout = plain_number(entry["shutdown_timeout"]) if entry["shutdown_timeout"] else "no limit"
     text = f"{shown(entry['name'])}: {' -> '.join(entry['actions']) or 'nothing possible'}"
-    if "shutdown" in entry["actions"]:
+    if any_waits_off(entry["actions"]):
         text += f" (shutdown timeout {timeout} per {entry['shutdown_timeout_scope']})"
-    if "suspend" in entry["actions"] and entry["save_timeout"]:
+    if any_saves(entry["actions"]) and entry["save_timeout"]:
         text += f" (save timeout {plain_number(entry['save_timeout'])})"
     if entry.get("peer_can_take") is not None:
         peer = shown_uri(entry["migrate_to"]) if entry["migrate_to"] else "no peer"

@@ -11,13 +11,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from libvirt_guests.outcomes import Outcome
 from libvirt_guests.state import files
 from libvirt_guests.state.eventlog import JOURNAL_VERSION, LOG_FORMAT, Log, create_log, is_our_log, log_path
 from libvirt_guests.state.files import DamagedState, StateError, safe_read, safe_read_bytes, shown
 from libvirt_guests.state.listfile import _URI, _UUID
 
-MIGRATED = "migrated"  # the outcome of a guest the migrate action moved to a peer
 
+class Keep:
+    """The default of Journal.update's fields: leave the field as it is."""
+
+
+KEEP = Keep()
 
 # --- the state journal -----------------------------------------------------
 #
@@ -51,7 +56,7 @@ class GuestRecord:
     recorded: bool = True  # listed in the list file (restarted at boot)
     was_paused: bool = False  # paused by its user before the stop
     paused_by_us: bool = False
-    outcome: str = "pending"
+    outcome: str = Outcome.PENDING
     detail: str = ""
     # The migrate action: the peer it was being (outcome pending) or was
     # (outcome "migrated") moved to, and its autostart flag here before that
@@ -62,7 +67,7 @@ class GuestRecord:
 
     @property
     def migrated(self) -> bool:
-        return self.outcome == MIGRATED
+        return self.outcome == Outcome.MIGRATED
 
 
 # The type of each field of a guest record as the journal holds it: a record
@@ -135,6 +140,35 @@ def _damage(err: Exception) -> str:
     return shown(str(err), 80)
 
 
+def _read(path: Path) -> tuple[str, list[GuestRecord]] | None:
+    """The phase and guest records of the journal at path (see Journal.load)."""
+    text = safe_read(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        version = data.get("version")
+        if (newer := _newer(path, version)) is not None:
+            raise newer
+        if version not in (1, JOURNAL_VERSION) or isinstance(version, bool):
+            raise ValueError(f"unknown format {version!r}")
+        if data["phase"] not in PHASES:
+            raise ValueError(f"unknown phase {data['phase']!r}")
+        if not isinstance(data["guests"], list):
+            raise TypeError("guests that are not a list")
+        records = [_guest_of(g) for g in data["guests"]]
+        name = data["log"] if version == JOURNAL_VERSION else None
+        if name is not None and not isinstance(name, str):
+            raise TypeError("a log name that is not a string")
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        raise DamagedState(f"{path} is damaged ({_damage(err)})") from err
+    if name is not None:
+        records += _replay(log_path(path), name)
+    return data["phase"], records
+
+
 @dataclass
 class Journal:
     """Per-guest outcomes of the current stop or start, saved as they happen.
@@ -163,31 +197,11 @@ class Journal:
         UntrustedState if it or its log is not a regular file of ours,
         DamagedState if either cannot be understood. Reads the format of
         the previous version too (one JSON document, no log)."""
-        text = safe_read(path)
-        if text is None:
+        found = _read(path)
+        if found is None:
             return None
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            version = data.get("version")
-            if (newer := _newer(path, version)) is not None:
-                raise newer
-            if version not in (1, JOURNAL_VERSION) or isinstance(version, bool):
-                raise ValueError(f"unknown format {version!r}")
-            if data["phase"] not in PHASES:
-                raise ValueError(f"unknown phase {data['phase']!r}")
-            if not isinstance(data["guests"], list):
-                raise TypeError("guests that are not a list")
-            records = [_guest_of(g) for g in data["guests"]]
-            name = data["log"] if version == JOURNAL_VERSION else None
-            if name is not None and not isinstance(name, str):
-                raise TypeError("a log name that is not a string")
-        except (ValueError, KeyError, TypeError, RecursionError) as err:
-            raise DamagedState(f"{path} is damaged ({_damage(err)})") from err
-        if name is not None:
-            records += _replay(log_path(path), name)
-        return cls(path, data["phase"], {cls.key(r.uri, r.uuid): r for r in records})
+        phase, records = found
+        return cls(path, phase, {cls.key(r.uri, r.uuid): r for r in records})
 
     def get(self, uri: str, uuid: str) -> GuestRecord | None:
         return self.guests.get(self.key(uri, uuid))
@@ -198,12 +212,18 @@ class Journal:
             self.guests[key] = record
             self._unwritten[key] = None
 
-    def update(self, uri: str, uuid: str, **changes: object) -> None:
+    def update(self, uri: str, uuid: str, *, outcome: str | Keep = KEEP, detail: str | Keep = KEEP,
+               recorded: bool | Keep = KEEP, paused_by_us: bool | Keep = KEEP, peer: str | Keep = KEEP,
+               autostart_here: bool | None | Keep = KEEP) -> None:
+        """Change the named fields of a guest's record (the others are kept)."""
         with self._lock:
             key = self.key(uri, uuid)
             record = self.guests[key]
+            changes = {"outcome": outcome, "detail": detail, "recorded": recorded, "paused_by_us": paused_by_us,
+                       "peer": peer, "autostart_here": autostart_here}
             for name, value in changes.items():
-                setattr(record, name, value)
+                if value is not KEEP:
+                    setattr(record, name, value)  # in place: a record read before stays the guest's
             written = self._append_locked(key)
         self._wait(written)
 

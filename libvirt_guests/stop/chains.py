@@ -1,6 +1,6 @@
 """Running the action chains of one URI: order groups one after another,
 each guest of a group through its chain (ACTIONS' units), and the record of
-each guest's outcome (GuestLedger).
+each guest's outcome (stop/ledger.py: GuestLedger).
 
 No thread per guest: each capped action has a FIFO queue served by `cap`
 workers (engine.Workers), so list order is kept and the thread count
@@ -18,22 +18,24 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Literal
+from dataclasses import dataclass
+from typing import Final, Literal
 
 import libvirt
 
-from libvirt_guests.engine import PROGRESS_EVERY, TICK, Countdown, Workers
+from libvirt_guests.config.load import Config
+from libvirt_guests.engine import PROGRESS_EVERY, TICK, Countdown, Tally, Workers
 from libvirt_guests.outcomes import Outcome
-from libvirt_guests.output import ERR, WARNING, shown, shown_error, shown_uri, tr
-from libvirt_guests.stop.actions import ACTIONS, Shutdown
-from libvirt_guests.stop.actions.base import Action, Step
+from libvirt_guests.output import ERR, WARNING, Output, shown, shown_error, shown_uri, tr
+from libvirt_guests.state.journal import Journal
+from libvirt_guests.stop.actions import ACTIONS
+from libvirt_guests.stop.actions.base import Action, ActionScope, OffWaiter, Step
+from libvirt_guests.stop.bounds import StopBounds
+from libvirt_guests.stop.items import StopItem, UriStopPlan
+from libvirt_guests.stop.ledger import GuestLedger
 from libvirt_guests.stop.offwatch import OffWatch, WaitEnd
-from libvirt_guests.stop.plan import StopItem, UriStopPlan
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
-
-if TYPE_CHECKING:
-    from libvirt_guests.stop.run import StopRun
 
 MAX_RECONNECTS = 3  # per guest: reconnect and repeat its current action
 WATCHED: Final = "watched"  # a turn ends with the guest's wait handed to the OffWatch
@@ -46,98 +48,54 @@ FREE_WORKERS = 8  # per URI: threads for uncapped actions and pauses
 LATE_WORKERS = 64
 
 
-class GuestLedger:
-    """What happened to each guest of one URI: the journal and the tally."""
+@dataclass(frozen=True)
+class RunScope:
+    """What the chains of every URI share from their run: the run owns
+    these (the journal, the tally, the list file's lines: unlist)."""
 
-    def __init__(self, work: UriWork) -> None:
-        self.work = work
-        self.run = work.run
-        self.uri = work.hv.uri
-
-    def finish(self, item: StopItem, outcome: Outcome, detail: str = "") -> None:
-        self.run.journal.update(self.uri, item.guest.uuid, outcome=outcome, detail=detail)
-        self.run.tally.add(outcome)
-
-    def leave(self, item: StopItem, outcome: Outcome, detail: str) -> None:
-        """The guest stays running: resume it if we paused it, then record why."""
-        self.unpause(item)
-        self.finish(item, outcome, detail)
-
-    def unpause(self, item: StopItem) -> None:
-        guest = item.guest
-        record = self.run.journal.get(self.uri, guest.uuid)
-        if not (record and record.paused_by_us):
-            return
-        try:
-            if guest.state() == libvirt.VIR_DOMAIN_PAUSED:
-                guest.resume()
-            self.run.journal.update(self.uri, guest.uuid, paused_by_us=False)
-        except VirtError as err:
-            if not err.vanished:
-                self.work.ctx.out.warn(f"guest {shown(guest.name)}: cannot resume it after pausing it: {err}")
-
-    @staticmethod
-    def state_of(item: StopItem) -> Step | None:
-        """None while the guest runs; DONE if it stopped, VANISHED if it is gone."""
-        try:
-            return None if item.guest.is_active() else Step.DONE
-        except VirtError as err:
-            if err.vanished:
-                return Step.VANISHED
-            raise
-
-    def stopped_by_itself(self, item: StopItem) -> None:
-        self.finish(item, Outcome.SAVED if item.guest.has_managed_save() else Outcome.SHUTDOWN, "stopped by itself")
-
-    def chain_exhausted(self, item: StopItem) -> None:
-        """Every action was tried: record whether the guest still runs, and why."""
-        guest = item.guest
-        try:
-            running = guest.is_active()
-        except VirtError:
-            running = True
-        if not running:
-            self.finish(item, Outcome.SHUTDOWN, "stopped by itself")
-        elif self.run.bounds.interrupted():
-            self.leave(item, Outcome.NOT_HANDLED, "interrupted")
-        else:
-            why = ("the stop deadline came before its chain ended" if self.run.bounds.past_deadline()
-                   else "every action of its chain failed")
-            self.leave(item, Outcome.LEFT_RUNNING, why)
-            self.work.ctx.out.say(f"Guest {shown(guest.name)} is still running: {why}", level=ERR)
+    config: Config
+    out: Output
+    bounds: StopBounds
+    journal: Journal
+    tally: Tally
+    unlist: Callable[[str, str], None]
+    host_chain: tuple[str, ...]
 
 
 class UriWork:
     """Stop work on one URI: its order groups, one after another, each
     through the action queues, watched by the calling thread."""
 
-    def __init__(self, run: StopRun, hv: Hypervisor, plan: UriStopPlan) -> None:
+    def __init__(self, run: RunScope, hv: Hypervisor, plan: UriStopPlan) -> None:
         self.run = run
-        self.ctx = run.ctx
-        self.cfg = run.ctx.config
+        self.out = run.out
+        self.cfg = run.config
+        self.bounds = run.bounds
         self.hv = hv
         self.plan = plan
-        self.ledger = GuestLedger(self)
-        self.units: dict[str, Action] = {name: unit(self) for name, unit in ACTIONS.items()}
-        self.pools = {name: Workers(getattr(self.cfg, unit.cap), f"stop-{name}")
-                      for name, unit in ACTIONS.items() if unit.cap}
+        self.ledger = GuestLedger(hv.uri, run.journal, run.tally, run.bounds, run.out, run.unlist)
+        scope = ActionScope(run.config, run.out, run.bounds, hv.uri, self.ledger)
+        self.units: dict[str, Action] = {name: unit(scope) for name, unit in ACTIONS.items()}
+        self.pools = {name: Workers(cap, f"stop-{name}")
+                      for name, unit in ACTIONS.items() if (cap := unit.cap(self.cfg)) is not None}
         self.free = Workers(FREE_WORKERS, "stop-free")  # uncapped actions, the pauses before the saves
         self.late = Workers(LATE_WORKERS, "stop-late")  # everything after the deadline or a signal
-        shutdown = self.units[Shutdown.name]
-        assert isinstance(shutdown, Shutdown)
-        self.shutdown = shutdown
-        self.offwatch = OffWatch(hv, shutdown, run.bounds)
+        # The unit that waits for guests to go off: the deadline hands its waits to the URI's OffWatch.
+        waiter = next(unit for unit in self.units.values() if unit.waits_off)
+        assert isinstance(waiter, OffWaiter)
+        self.waiter: OffWaiter = waiter
+        self.offwatch = OffWatch(hv, waiter, run.bounds)
         self._diverted = False
         self._next_report = 0.0
 
     def execute(self) -> None:
-        suspending = self.run.host_chain[0] == "suspend"
+        suspending = ACTIONS[self.run.host_chain[0]].saves
         msg = "Suspending guests on $uri URI..." if suspending else "Shutting down guests on $uri URI..."
-        self.ctx.out.say(tr(msg, uri=self.hv.uri))
+        self.out.say(tr(msg, uri=self.hv.uri))
         self._next_report = time.monotonic() + PROGRESS_EVERY
         try:
             for group in self.plan.groups:
-                if self.run.bounds.interrupted():
+                if self.bounds.interrupted():
                     for item in group:  # queue nothing new
                         self.ledger.finish(item, Outcome.NOT_HANDLED, "interrupted before its turn")
                     continue
@@ -150,8 +108,8 @@ class UriWork:
                 unit.close()
 
     def _run_group(self, group: list[StopItem]) -> None:
-        if self.cfg.pause_before_save and not self.run.bounds.past_deadline():
-            pauses = [item for item in group if item.chain and item.chain[0] == "suspend" and not item.was_paused]
+        if self.cfg.pause_before_save and not self.bounds.past_deadline():
+            pauses = [item for item in group if item.chain and ACTIONS[item.chain[0]].saves and not item.was_paused]
             paused = Countdown(len(pauses))
             for item in pauses:  # all at once, in a bounded pool, before the first save begins
                 self.free.put(functools.partial(self._pause, item, paused))
@@ -169,7 +127,7 @@ class UriWork:
         """Queue the guest for its current action (an uncapped one: the free
         pool; anything after the deadline or a signal: the late pool)."""
         pool = self.pools.get(chain.action)
-        if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+        if self.bounds.interrupted() or self.bounds.past_deadline():
             pool = self.late
         elif pool is None:
             pool = self.free
@@ -181,7 +139,7 @@ class UriWork:
         signal, hand every queued guest to the `late` pool at once (its
         chain then decides: last action, or nothing new); print the per-URI
         progress line."""
-        bounds = self.run.bounds
+        bounds = self.bounds
         while not step.wait(self._tick()):
             if bounds.interrupted() or bounds.past_deadline():
                 if until_bounds:
@@ -192,15 +150,15 @@ class UriWork:
                         pool.divert(self.late)
             if time.monotonic() >= self._next_report:
                 self._next_report += PROGRESS_EVERY
-                line = self.shutdown.progress_line(self.pools[Shutdown.name].load())
+                line = self.waiter.progress_line(self.pools[self.waiter.name].load())
                 if line:
-                    self.ctx.out.say(line)
+                    self.out.say(line)
 
     def _tick(self) -> float:
         """How long the watchdog may sleep: signals are seen every TICK s."""
         now = time.monotonic()
         wait = min(TICK, max(0.0, self._next_report - now))
-        deadline = self.run.bounds.deadline_at
+        deadline = self.bounds.deadline_at
         if deadline is not None and not self._diverted:
             wait = min(wait, max(0.0, deadline - now))
         return wait
@@ -208,27 +166,27 @@ class UriWork:
     def _pause(self, item: StopItem, paused: Countdown) -> None:
         guest = item.guest
         try:
-            if self.run.bounds.interrupted() or self.run.bounds.past_deadline():
+            if self.bounds.interrupted() or self.bounds.past_deadline():
                 return  # no save will begin
             if guest.state() != libvirt.VIR_DOMAIN_RUNNING:
                 return
-            self.run.journal.update(self.hv.uri, guest.uuid, paused_by_us=True)  # before: a crash can resume it
+            self.ledger.note(item, paused_by_us=True)  # before: a crash can resume it
             guest.pause()
         except VirtError as err:
             if not err.vanished:
-                self.ctx.out.warn(f"cannot pause guest {shown(guest.name)} before saving it: {err}")
+                self.out.warn(f"cannot pause guest {shown(guest.name)} before saving it: {err}")
         except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
-            self.ctx.out.error(f"cannot pause guest {shown(guest.name)} before saving it: "
+            self.out.error(f"cannot pause guest {shown(guest.name)} before saving it: "
                                f"{type(err).__name__}: {shown_error(err)}")
         finally:
             paused.done()
 
     def reconnect(self) -> bool:
         try:
-            self.hv.reconnect(self.cfg.connect_timeout, on_retry=self.ctx.out.warn)
+            self.hv.reconnect(self.cfg.connect_timeout, on_retry=self.out.warn)
             return True
         except VirtError as err:
-            self.ctx.out.error(f"lost the connection to {shown_uri(self.hv.uri)} and cannot reconnect: {err}")
+            self.out.error(f"lost the connection to {shown_uri(self.hv.uri)} and cannot reconnect: {err}")
             return False
 
 
@@ -258,7 +216,7 @@ class GuestChain:
         try:
             settled = self._turn(resumed)
         except Exception as err:  # noqa: BLE001 - one guest's bug must not cost the others
-            self.work.ctx.out.error(f"guest {shown(self.item.guest.name)}: unexpected error: "
+            self.work.out.error(f"guest {shown(self.item.guest.name)}: unexpected error: "
                                     f"{type(err).__name__}: {shown_error(err)}")
             with contextlib.suppress(Exception):
                 self.work.ledger.finish(self.item, Outcome.FAILED, f"unexpected error: {shown_error(err)}")
@@ -270,7 +228,7 @@ class GuestChain:
         """True when the guest is settled, False when it is queued again
         (or its wait is watched)."""
         work, item, chain = self.work, self.item, self.chain
-        bounds, ledger, out = work.run.bounds, work.ledger, work.ctx.out
+        bounds, ledger, out = work.bounds, work.ledger, work.out
         if not chain:
             ledger.finish(item, Outcome.FAILED, "a transient guest cannot be saved and its chain has no other action")
             out.error(f"guest {shown(item.guest.name)} is transient and cannot be saved; it is left running")
@@ -282,14 +240,14 @@ class GuestChain:
             if resumed is None and bounds.past_deadline() and not self.announced:
                 self.announced = True
                 self.index = len(chain) - 1
-                if self.action == "suspend":  # no save is begun after the deadline
+                if work.units[self.action].saves:  # no save is begun after the deadline
                     ledger.leave(item, Outcome.LEFT_RUNNING, "the stop deadline came before it could be saved")
                     out.say(f"Stop deadline reached: guest {shown(item.guest.name)} cannot be saved any more; "
                             "it is still running", level=ERR)
                     return True
                 out.say(f"Stop deadline reached: {self.action} guest {shown(item.guest.name)} now", level=WARNING)
             last = self.index == len(chain) - 1
-            if resumed is None and self.announced and self.action == Shutdown.name:
+            if resumed is None and self.announced and work.units[self.action].waits_off:
                 step = self._perform(functools.partial(self._shutdown_watched, last))  # its wait holds no worker
                 if step is WATCHED:
                     return False
@@ -320,13 +278,14 @@ class GuestChain:
                 return None
             if err.vanished:
                 return Step.VANISHED
-            self.work.ctx.out.error(f"guest {shown(self.item.guest.name)}: {err}")
+            self.work.out.error(f"guest {shown(self.item.guest.name)}: {err}")
             return Step.NEXT
 
     def _shutdown_watched(self, last: bool) -> Step | Watched:
-        """The deadline's shutdown: asked here, waited for by the URI's OffWatch."""
-        shutdown = self.work.shutdown
-        step = shutdown.begin_and_request(self.item)
+        """The deadline's shutdown (the action that waits for its guest to go
+        off): asked here, waited for by the URI's OffWatch."""
+        waiter = self.work.waiter
+        step = waiter.begin_and_request(self.item)
         if step is not None:
             return step
         self.work.offwatch.add(self.item, last, self._watched_end)
@@ -337,6 +296,6 @@ class GuestChain:
         def resumed() -> Step:
             if isinstance(end, VirtError):
                 raise end
-            return self.work.shutdown.ended(self.item, end)
+            return self.work.waiter.ended(self.item, end)
 
         self.work.late.put(functools.partial(self.turn, resumed))

@@ -10,17 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from libvirt_guests.engine import TICK
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.actions.base import OffWaiter
+from libvirt_guests.stop.bounds import StopBounds
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.waits import POLL_FALLBACK
-
-if TYPE_CHECKING:
-    from libvirt_guests.stop.actions import Shutdown
-    from libvirt_guests.stop.bounds import StopBounds
 
 WaitEnd = bool | VirtError  # off (True), out of time (False), or what libvirt raised
 
@@ -39,9 +36,9 @@ class OffWatch:
     """The waits for guests to go off, of one URI, in one daemon thread
     (started with the first wait; it ends at close())."""
 
-    def __init__(self, hv: Hypervisor, shutdown: Shutdown, bounds: StopBounds) -> None:
+    def __init__(self, hv: Hypervisor, waiter: OffWaiter, bounds: StopBounds) -> None:
         self.hv = hv
-        self.shutdown = shutdown
+        self.waiter = waiter  # the action whose waits these are (shutdown)
         self.bounds = bounds
         self._lock = threading.Lock()
         self._new: list[_Wait] = []
@@ -50,7 +47,7 @@ class OffWatch:
     def add(self, item: StopItem, last: bool, done: Callable[[WaitEnd], None]) -> None:
         """Wait for the guest (just asked to shut down) to go off; then
         call done, from the watch's thread (it must not block)."""
-        timeout = self.shutdown.timeout(item)
+        timeout = self.waiter.timeout(item)
         own_end = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._new.append(_Wait(item, last, own_end, done))
@@ -104,7 +101,7 @@ class OffWatch:
                 wait.done(True)
                 return True
         if end is not None and now >= end:
-            self.shutdown.timed_out(wait.item, end, wait.own_end)
+            self.waiter.timed_out(wait.item, end, wait.own_end)
             wait.done(False)
             return True
         return False

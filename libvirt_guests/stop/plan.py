@@ -4,12 +4,12 @@ prints it, so the printed plan is the one the next stop follows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from libvirt_guests.config.load import Config
-from libvirt_guests.config.policy import Effective, GuestPolicy, effective, order_groups, policy_of
+from libvirt_guests.config.policy import GuestPolicy, effective, policy_of
 from libvirt_guests.output import shown, shown_error, shown_uri
 from libvirt_guests.state.journal import Journal
+from libvirt_guests.stop.actions import ACTIONS
+from libvirt_guests.stop.items import StopItem, UriStopPlan
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -17,38 +17,6 @@ from libvirt_guests.virt.migrate import check_peer, open_peer
 
 PEER_CHECK_TIMEOUT = 5.0  # seconds `plan` waits for a peer to answer
 NO_PEER = "no peer: MIGRATE_URI is empty and its policy sets no migrate_to"
-
-
-@dataclass
-class StopItem:
-    guest: Guest
-    persistent: bool
-    was_paused: bool  # paused by its user: saved paused, restored paused
-    policy: Effective
-    chain: tuple[str, ...]
-    recorded: bool  # written to the list file: started again at boot
-    note: str = ""
-    # For a chain with migrate, as `plan stop` checks it: why the peer cannot
-    # take the guest (empty: it can); None when not checked.
-    peer_reasons: list[str] | None = None
-
-
-@dataclass
-class UriStopPlan:
-    uri: str
-    running: list[Guest] = field(default_factory=list)
-    transient_left: list[Guest] = field(default_factory=list)  # PERSISTENT_ONLY
-    skipped: list[Guest] = field(default_factory=list)  # policy skip="yes"
-    items: list[StopItem] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def groups(self) -> list[list[StopItem]]:
-        return order_groups(self.items, lambda item: item.policy.order, descending=True)
-
-    @property
-    def recorded_uuids(self) -> list[str]:
-        return [item.guest.uuid for item in self.items if item.recorded]
 
 
 def plan_stop(
@@ -95,8 +63,8 @@ def _plan_guest(
     if paused and record is not None and record.paused_by_us:
         paused = record.was_paused  # we paused it in an interrupted stop
     chain, note = eff.on_shutdown, ""
-    if not persistent and "suspend" in chain:
-        chain = tuple(a for a in chain if a != "suspend")
+    if not persistent and any(ACTIONS[word].saves for word in chain):
+        chain = tuple(word for word in chain if not ACTIONS[word].saves)
         note = "transient: cannot be saved"
     plan.items.append(StopItem(guest, persistent, paused, eff, chain, recorded=persistent, note=note))
 
@@ -111,7 +79,7 @@ def check_peers(plans: list[UriStopPlan], allowed: tuple[str, ...], timeout: flo
     try:
         for plan in plans:
             for item in plan.items:
-                if "migrate" not in item.chain:
+                if not any(ACTIONS[word].moves for word in item.chain):
                     continue
                 uri = item.policy.migrate_to
                 if not uri:

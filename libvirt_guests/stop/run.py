@@ -45,9 +45,11 @@ from libvirt_guests.state.journal import GuestRecord, Journal, remove
 from libvirt_guests.state.listfile import ListEntries, write_list
 from libvirt_guests.state.lock import clear_marker
 from libvirt_guests.state.previous import load_previous
+from libvirt_guests.stop.actions import ACTIONS
 from libvirt_guests.stop.bounds import StopBounds
-from libvirt_guests.stop.chains import UriWork
-from libvirt_guests.stop.plan import UriStopPlan, plan_stop
+from libvirt_guests.stop.chains import RunScope, UriWork
+from libvirt_guests.stop.items import UriStopPlan
+from libvirt_guests.stop.plan import plan_stop
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -75,6 +77,44 @@ class _WorkOutput:
             self._out.error(text)
 
 
+class ListLines:
+    """The list file's lines of a stop, and their one owner: the libvirt
+    work merges the guests it lists and takes out those that leave (unlist);
+    once the calling thread takes the lines to write them (abandon), the
+    work changes nothing any more."""
+
+    def __init__(self, entries: ListEntries) -> None:
+        self.entries = [(uri, list(uuids)) for uri, uuids in entries]
+        self.abandoned = False  # gave up on the libvirt work: it must not write any more
+        self._lock = threading.Lock()
+
+    def merge(self, plans: dict[str, UriStopPlan], write: Callable[[ListEntries], None]) -> bool:
+        """Add the guests listed now and hand the lines to write, under the
+        lock (the calling thread writes only after it); False if abandoned."""
+        with self._lock:
+            if self.abandoned:
+                return False
+            self.entries = merge_list_lines(self.entries, plans)
+            write([(uri, list(uuids)) for uri, uuids in self.entries])
+            return True
+
+    def abandon(self) -> ListEntries:
+        """The lines as they are; from here on, only the calling thread writes."""
+        with self._lock:
+            self.abandoned = True
+            return [(uri, list(uuids)) for uri, uuids in self.entries]
+
+    def unlist(self, uri: str, uuid: str) -> None:
+        """Take a guest out of the list file's lines: it runs on a peer now, or
+        no longer exists (no start, ours or the original's, may boot it here)."""
+        with self._lock:
+            if self.abandoned:
+                return
+            for line_uri, uuids in self.entries:
+                if line_uri == uri and uuid in uuids:
+                    uuids.remove(uuid)
+
+
 class StopRun:
     """One `stop` (or `shutdown`) invocation.
 
@@ -94,12 +134,10 @@ class StopRun:
         self.bounds = StopBounds(ctx.interrupt, ctx.config.stop_deadline)
         self.failed = False
         self.stage = "connecting to"  # what the libvirt work is doing, for the give-up message
-        self.entries: list[tuple[str, list[str]]] = []  # the list file's lines
+        self.lines = ListLines([])
         # The lines written before acting, and write_list's answer (True: written, False: none, so removed).
         self.listed: tuple[ListEntries, bool] | None = None
         self.plans: dict[str, UriStopPlan] = {}
-        self.abandoned = False  # gave up on the libvirt work: it must not write any more
-        self._lock = threading.Lock()
         self._record_failed = False
 
     # -- the run ---------------------------------------------------------------
@@ -125,17 +163,15 @@ class StopRun:
                 self.journal.add(record)
             if not carried:
                 self._record(lambda: remove(paths.state_file))
-        self.entries = [(uri, list(uuids)) for uri, uuids in previous]
+        self.lines = ListLines(previous)
         worker = threading.Thread(target=self._work_safely, name="stop-libvirt", daemon=True)
         with Heartbeat(self._status):
             worker.start()
-            finished = self._wait(worker)
+            finished = wait_for(worker, self.bounds)
         if not finished:
             give_up(self)
         complete = finished and not self.bounds.interrupted()
-        with self._lock:
-            self.abandoned = True  # from here on, only this thread writes
-            entries = [(uri, list(uuids)) for uri, uuids in self.entries]
+        entries = self.lines.abandon()
         if self.listed is not None and self.listed[0] == entries:
             written: object = self.listed[1]  # on disk already: no second write and its two fsyncs
         else:
@@ -153,16 +189,6 @@ class StopRun:
             self.failed = True
         self._summary(started, finished)
         return 1 if self.failed else 0
-
-    def _wait(self, worker: threading.Thread) -> bool:
-        """Wait for the libvirt work; False if the bounds passed first."""
-        while True:
-            worker.join(TICK)
-            if not worker.is_alive():
-                return True
-            give_up = self.bounds.give_up_at()
-            if give_up is not None and time.monotonic() >= give_up:
-                return False
 
     def _work_safely(self) -> None:
         try:
@@ -183,23 +209,25 @@ class StopRun:
                 hv.close()
         self.stage = "listing the guests of"
         self.plans = list_guests(self, hvs)
-        with self._lock:
-            if self.abandoned:
-                return
-            self.entries = merge_list_lines(self.entries, self.plans)
-            entries = [(uri, list(uuids)) for uri, uuids in self.entries]
+
+        def record(entries: ListEntries) -> None:
             if any(uuids for _uri, uuids in entries) or self.journal.guests:  # nothing to record: no fsync (issue 13)
                 self.journal.save("stopping")
             written = self._record(lambda: write_list(paths.list_file, entries))
             if isinstance(written, bool):  # None: it could not be written, so it is tried again at the end
                 self.listed = (entries, written)
+
+        if not self.lines.merge(self.plans, record):
+            return
         self.tally.total = sum(len(p.items) for p in self.plans.values())
         self.stage = "acting on the guests of"
         if self.tally.total:
-            busy = [UriWork(self, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
+            shared = RunScope(self.ctx.config, self.ctx.out, self.bounds, self.journal, self.tally, self.lines.unlist,
+                              self.host_chain)
+            busy = [UriWork(shared, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
             each_at_once(UriWork.execute, busy)
         self.stage = "closing"
-        forget_undefined(self, hvs)
+        forget_undefined(self.lines, hvs)
         close_all(hvs.values())
 
     def _summary(self, started: float, finished: bool) -> None:
@@ -230,15 +258,17 @@ class StopRun:
             self.failed = True
             return None
 
-    def unlist(self, uri: str, uuid: str) -> None:
-        """Take a guest out of the list file's lines: it runs on a peer now, or
-        no longer exists (no start, ours or the original's, may boot it here)."""
-        with self._lock:
-            if self.abandoned:
-                return
-            for line_uri, uuids in self.entries:
-                if line_uri == uri and uuid in uuids:
-                    uuids.remove(uuid)
+
+
+def wait_for(worker: threading.Thread, bounds: StopBounds) -> bool:
+    """Wait for the libvirt work; False if the bounds passed first."""
+    while True:
+        worker.join(TICK)
+        if not worker.is_alive():
+            return True
+        give_up = bounds.give_up_at()
+        if give_up is not None and time.monotonic() >= give_up:
+            return False
 
 
 def give_up(run: StopRun) -> None:
@@ -262,11 +292,11 @@ def give_up(run: StopRun) -> None:
     run.failed = True
 
 
-def forget_undefined(run: StopRun, hvs: dict[str, Hypervisor | None]) -> None:
+def forget_undefined(lines: ListLines, hvs: dict[str, Hypervisor | None]) -> None:
     """Drop guests that no longer exist from the list, so no start (ours or
     the original's) fails on them: one listing per URI (if it fails, one
     lookup per guest; a guest that cannot be looked up stays listed)."""
-    for uri, uuids in [(uri, list(uuids)) for uri, uuids in run.entries]:
+    for uri, uuids in [(uri, list(uuids)) for uri, uuids in lines.entries]:
         hv = hvs.get(uri)
         if hv is None or not uuids:
             continue
@@ -280,7 +310,7 @@ def forget_undefined(run: StopRun, hvs: dict[str, Hypervisor | None]) -> None:
             except VirtError:
                 continue
             if gone:
-                run.unlist(uri, uuid)
+                lines.unlist(uri, uuid)
 
 
 def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, UriStopPlan]:
@@ -306,7 +336,7 @@ def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, Ur
         names = ", ".join(shown(g.name) for g in plan.running)
         out.say(tr("Running guests on $uri URI: ", uri=uri) + (names or tr("no running guests.")))
         if plan.transient_left:
-            msg = "Not suspending transient guests on URI: $uri: " if run.host_chain[0] == "suspend" else (
+            msg = "Not suspending transient guests on URI: $uri: " if ACTIONS[run.host_chain[0]].saves else (
                 "Not shutting down transient guests on URI: $uri: ")
             out.say(tr(msg, uri=uri) + ", ".join(shown(g.name) for g in plan.transient_left))
         for guest in plan.skipped:

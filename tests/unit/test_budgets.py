@@ -25,10 +25,6 @@ ALLOWED = {
         "the shell's tokenizer, one state machine (quotes, here-documents, substitutions)",
     "libvirt_guests/config/shellfile.py:_Expansions":
         "the shell's parameter expansions, one per operator (${x:-}, ${x:=}, ${#x}...)",
-    "libvirt_guests/state/journal.py:Journal":
-        "the journal's load, update, settle and save; stage 2 replaces update(**changes) with typed updates",
-    "libvirt_guests/stop/run.py:StopRun":
-        "the run object that actions reach through; stage 2 gives them narrow interfaces instead",
     "libvirt_guests/virt/guest.py:Guest":
         "one thin method per libvirt domain call the engines make (3 lines over)",
     "libvirt_guests/virt/hypervisor.py:Hypervisor":

@@ -1,33 +1,47 @@
 """The actions of a stop chain, one unit each, as the original's
 suspend_guest and shutdown_guest are one function each.
 
-Every unit has the same contract. It is made once per URI (so it can keep
-per-URI state, such as the shared shutdown budget) and its `perform(item,
-last)` is called for one guest, in one of the `cap` workers of its queue
-when the unit names a cap (chains.UriWork); a guest found no longer running is settled there, else the
-unit's `act` runs. It returns
+Every unit has the same contract. It is made once per URI with an
+ActionScope, all it may use: the configuration, the output, the run's
+bounds (STOP_DEADLINE, signals), its URI and the URI's GuestLedger (the
+one writer of the journal and the tally; `moved` also takes a guest out
+of the list file). It may keep per-URI state (such as the shared shutdown
+budget). Its `perform(item, last)` is called for one guest, in one of the
+workers of its queue (as many as its `cap(config)`; an uncapped action, in
+a small shared pool); a guest found no longer running is settled there,
+else the unit's `act` runs. It returns
 
   Step.DONE      the guest no longer runs here; the outcome is recorded,
   Step.NEXT      the guest still runs; the chain goes on to its next action,
   Step.VANISHED  the guest is gone (not recorded: the chain records it),
 
 and raises VirtError(disconnected=True) to have the chain reconnect and
-perform it again. It prints the original's messages for its action and
-honours the run's bounds (work.run: STOP_DEADLINE, signals).
+perform it again. It prints the original's messages for its action.
 
-Adding an action: one module in this package (an Action with `name`, `cap`
-and `act`), one line in ACTIONS (this package's __init__), and its word in
-config.settings.ACTIONS (what chains accept)."""
+Its traits, on the class, are what the rest of the code asks (never its
+name): `saves` (a managed save: not for transient guests, not begun after
+the deadline, the guest paused before it with PAUSE_BEFORE_SAVE), `moves`
+(the guest keeps running on a peer), `waits_off` (it waits for the guest to
+go off: an OffWaiter, whose wait the deadline hands to the URI's OffWatch)
+and `cap` (the setting capping how many run at once per URI).
+
+Adding an action: one module in this package (an Action with `name`, its
+traits and `act`), one line in ACTIONS (this package's __init__), its
+word in config.settings.ACTIONS (what chains accept), and its outcome in
+outcomes.Outcome if it needs a new one."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
-from libvirt_guests.stop.plan import StopItem
-
-if TYPE_CHECKING:
-    from libvirt_guests.stop.chains import UriWork
+from libvirt_guests.config.load import Config
+from libvirt_guests.output import Output
+from libvirt_guests.stop.bounds import StopBounds
+from libvirt_guests.stop.items import StopItem
+from libvirt_guests.stop.ledger import GuestLedger
+from libvirt_guests.virt.errors import VirtError
 
 
 class Step(Enum):
@@ -36,15 +50,34 @@ class Step(Enum):
     VANISHED = "vanished"
 
 
+@dataclass(frozen=True)
+class ActionScope:
+    """What an action may use on its URI."""
+
+    config: Config
+    out: Output
+    bounds: StopBounds
+    uri: str
+    ledger: GuestLedger
+
+
 class Action:
     """One way of taking a running guest down (see the module's contract)."""
 
     name: ClassVar[str]
-    cap: ClassVar[str | None] = None  # the Config field capping how many run at once per URI
+    saves: ClassVar[bool] = False  # a managed save (restored at start)
+    moves: ClassVar[bool] = False  # the guest keeps running on a peer host
+    waits_off: ClassVar[bool] = False  # waits for the guest to go off (an OffWaiter)
 
-    def __init__(self, work: UriWork) -> None:
-        self.work = work
-        self.out = work.ctx.out
+    @staticmethod
+    def cap(config: Config) -> int | None:
+        """How many of it run at once per URI (None: uncapped)."""
+        return None
+
+    def __init__(self, scope: ActionScope) -> None:
+        self.scope = scope
+        self.out = scope.out
+        self.ledger = scope.ledger
 
     def perform(self, item: StopItem, last: bool) -> Step:
         """The action, unless the guest stopped or vanished meanwhile."""
@@ -60,9 +93,31 @@ class Action:
     def begin(self, item: StopItem) -> Step | None:
         """None when the guest still runs and the action can begin; else
         what happened to it meanwhile (a guest that stopped is recorded)."""
-        state = self.work.ledger.state_of(item)
+        state = state_of(item)
         if state is Step.DONE:
-            self.work.ledger.stopped_by_itself(item)
+            self.ledger.stopped_by_itself(item)
         return state
 
 
+@runtime_checkable
+class OffWaiter(Protocol):
+    """An action that waits for its guest to go off (waits_off): what the
+    chains and the OffWatch ask it when the deadline hands its wait over."""
+
+    name: ClassVar[str]
+
+    def begin_and_request(self, item: StopItem) -> Step | None: ...
+    def ended(self, item: StopItem, off: bool) -> Step: ...
+    def timeout(self, item: StopItem) -> float | None: ...
+    def timed_out(self, item: StopItem, end: float, own_end: float | None) -> None: ...
+    def progress_line(self, waiting: int) -> str | None: ...
+
+
+def state_of(item: StopItem) -> Step | None:
+    """None while the guest runs; DONE if it stopped, VANISHED if it is gone."""
+    try:
+        return None if item.guest.is_active() else Step.DONE
+    except VirtError as err:
+        if err.vanished:
+            return Step.VANISHED
+        raise

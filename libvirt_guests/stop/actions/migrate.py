@@ -4,14 +4,12 @@ it running there; it comes back at the next start."""
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 
+from libvirt_guests.config.load import Config
 from libvirt_guests.engine import fmt_bytes
-from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import WARNING, shown, shown_uri
-from libvirt_guests.start.peers import Peers
-from libvirt_guests.stop.actions.base import Action, Step
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.actions.base import Action, ActionScope, Step
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.migrate import (
     INTERRUPTED,
@@ -21,9 +19,7 @@ from libvirt_guests.virt.migrate import (
     migrate_live,
     restore_autostart,
 )
-
-if TYPE_CHECKING:
-    from libvirt_guests.stop.chains import UriWork
+from libvirt_guests.virt.peers import Peers
 
 
 class Migrate(Action):
@@ -39,11 +35,16 @@ class Migrate(Action):
     chain goes on (Step.NEXT)."""
 
     name = "migrate"
-    cap = "parallel_migrate"
+    moves = True
 
-    def __init__(self, work: UriWork) -> None:
-        super().__init__(work)
-        self.peers = Peers(retry_for=max(1.0, float(work.cfg.connect_timeout)), allowed=work.cfg.allowed_peers())
+    @staticmethod
+    def cap(config: Config) -> int | None:
+        return config.parallel_migrate
+
+    def __init__(self, scope: ActionScope) -> None:
+        super().__init__(scope)
+        cfg = scope.config
+        self.peers = Peers(retry_for=max(1.0, float(cfg.connect_timeout)), allowed=cfg.allowed_peers())
 
     def close(self) -> None:
         self.peers.close()
@@ -66,32 +67,30 @@ class Migrate(Action):
             self.out.say(label + f"the peer {shown_uri(uri)} cannot take it: {'; '.join(reasons)}; it stays here",
                          level=WARNING)
             return Step.NEXT
-        journal, here = self.work.run.journal, self.work.hv.uri
-        if self.work.run.bounds.interrupted():  # a signal while the peer was asked: begin nothing
+        cfg, bounds, ledger = self.scope.config, self.scope.bounds, self.ledger
+        if bounds.interrupted():  # a signal while the peer was asked: begin nothing
             return Step.NEXT
-        journal.update(here, guest.uuid, peer=uri)
+        ledger.note(item, peer=uri)
         autostart = disable_autostart_here(guest)
-        journal.update(here, guest.uuid, autostart_here=autostart)
+        ledger.note(item, autostart_here=autostart)
         self.out.say(label + f"to {shown_uri(uri)}...")
 
         def progress(seen: MigrateProgress) -> None:
             if seen.total:
                 self.out.say(label + f"{fmt_bytes(seen.processed)} of {fmt_bytes(seen.total)}")
 
-        timeout = self.work.cfg.migrate_timeout or None
+        timeout = cfg.migrate_timeout or None
         out = migrate_live(guest, peer, item.policy.migrate_data_uri or None, timeout=timeout,
-                           deadline_at=self.work.run.bounds.save_end(None),
-                           undefine_source=self.work.cfg.migrate_undefine, on_progress=progress,
-                           signal_end=self.work.run.bounds.signal_end)
+                           deadline_at=bounds.save_end(None),
+                           undefine_source=cfg.migrate_undefine, on_progress=progress,
+                           signal_end=bounds.signal_end)
         if out.migrated:
             self.out.say(label + f"done in {out.seconds:.1f} s, running on {shown_uri(uri)}")
-            self.work.run.unlist(here, guest.uuid)
-            journal.update(here, guest.uuid, recorded=False)
-            self.work.ledger.finish(item, Outcome.MIGRATED, uri)
+            ledger.moved(item, uri)
             return Step.DONE
-        why = {"timeout": f"MIGRATE_TIMEOUT ({self.work.cfg.migrate_timeout} s) expired, aborted",
+        why = {"timeout": f"MIGRATE_TIMEOUT ({cfg.migrate_timeout} s) expired, aborted",
                "deadline": "the stop deadline came, aborted",
-               INTERRUPTED: f"{self.work.ctx.interrupt.name} came, aborted"}.get(out.reason, out.reason)
+               INTERRUPTED: f"{bounds.interrupt.name} came, aborted"}.get(out.reason, out.reason)
         if out.job_left:
             # The job may still move the guest: keep the peer in the journal, so start asks it.
             self.out.say(label + f"failed: {why}; the migration job may still be running", level=WARNING)
@@ -100,6 +99,6 @@ class Migrate(Action):
             return Step.VANISHED
         with contextlib.suppress(VirtError):
             restore_autostart(guest, autostart)
-        journal.update(here, guest.uuid, peer="", autostart_here=None)
+        ledger.note(item, peer="", autostart_here=None)
         self.out.say(label + f"failed after {out.seconds:.1f} s: {why}; it keeps running here", level=WARNING)
         return Step.NEXT

@@ -5,7 +5,7 @@ from __future__ import annotations
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import shown
 from libvirt_guests.stop.actions.base import Action, Step
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 
 
@@ -28,7 +28,7 @@ class Poweroff(Action):
             self.out.error(f"cannot power off guest {shown(guest.name)}: {err}")
             return Step.NEXT
         self.out.say(f"Power-off of guest {shown(guest.name)} complete.")
-        self.work.ledger.finish(item, Outcome.POWEROFF)
+        self.ledger.finish(item, Outcome.POWEROFF)
         return Step.DONE
 
 

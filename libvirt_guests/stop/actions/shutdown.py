@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import libvirt
 
+from libvirt_guests.config.load import Config
 from libvirt_guests.engine import PROGRESS_EVERY, TICK
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import WARNING, shown, tr, trf
-from libvirt_guests.stop.actions.base import Action, Step
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.actions.base import Action, ActionScope, Step
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
-
-if TYPE_CHECKING:
-    from libvirt_guests.stop.chains import UriWork
 
 
 class Shutdown(Action):
@@ -25,11 +22,15 @@ class Shutdown(Action):
     SHUTDOWN_TIMEOUT, or (PARALLEL_SHUTDOWN above 1) one budget per URI."""
 
     name = "shutdown"
-    cap = "parallel_shutdown"
+    waits_off = True
 
-    def __init__(self, work: UriWork) -> None:
-        super().__init__(work)
-        self.parallel = work.cfg.parallel_shutdown > 1
+    @staticmethod
+    def cap(config: Config) -> int | None:
+        return config.parallel_shutdown
+
+    def __init__(self, scope: ActionScope) -> None:
+        super().__init__(scope)
+        self.parallel = scope.config.parallel_shutdown > 1
         self.budget_end: float | None = None  # the per-URI budget, from the first shutdown on
         self.budget_expired = False
         self._lock = threading.Lock()
@@ -42,10 +43,10 @@ class Shutdown(Action):
             return item.policy.shutdown_timeout or None
         if self.parallel:
             with self._lock:
-                if self.budget_end is None and self.work.cfg.shutdown_timeout:
-                    self.budget_end = now + self.work.cfg.shutdown_timeout
+                if self.budget_end is None and self.scope.config.shutdown_timeout:
+                    self.budget_end = now + self.scope.config.shutdown_timeout
             return None if self.budget_end is None else max(0.0, self.budget_end - now)
-        return self.work.cfg.shutdown_timeout or None
+        return self.scope.config.shutdown_timeout or None
 
     def progress_line(self, waiting: int) -> str | None:
         """Parallel shutdown: the original's per-URI 'Waiting for N guests' line."""
@@ -73,7 +74,7 @@ class Shutdown(Action):
                 return Step.VANISHED
             raise
         if state == libvirt.VIR_DOMAIN_SHUTOFF:
-            self.work.ledger.stopped_by_itself(item)
+            self.ledger.stopped_by_itself(item)
             return Step.DONE
         return self.request(item, state)
 
@@ -98,7 +99,7 @@ class Shutdown(Action):
         if not off:
             return Step.NEXT
         self.out.say(tr("Shutdown of guest $name complete.", name=item.guest.name))
-        self.work.ledger.finish(item, Outcome.SHUTDOWN)
+        self.ledger.finish(item, Outcome.SHUTDOWN)
         return Step.DONE
 
     def timed_out(self, item: StopItem, end: float, own_end: float | None) -> None:
@@ -118,7 +119,7 @@ class Shutdown(Action):
         own_end = None if timeout is None else time.monotonic() + timeout
         next_report = time.monotonic() + PROGRESS_EVERY
         while True:
-            bound = self.work.run.bounds.wait_end(last)  # the deadline or a signal: asked again each time
+            bound = self.scope.bounds.wait_end(last)  # the deadline or a signal: asked again each time
             end = min((t for t in (own_end, bound) if t is not None), default=None)
             if guest.wait_inactive(TICK if end is None else max(0.0, min(TICK, end - time.monotonic()))):
                 return True

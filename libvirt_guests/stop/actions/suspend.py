@@ -8,21 +8,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import libvirt
 
+from libvirt_guests.config.load import Config
 from libvirt_guests.engine import ABORT_WAIT, PROGRESS_EVERY, TICK, Workers, fmt_bytes
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import WARNING, shown, tr
-from libvirt_guests.stop.actions.base import Action, Step
-from libvirt_guests.stop.plan import StopItem
+from libvirt_guests.stop.actions.base import Action, ActionScope, Step
+from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
-
-if TYPE_CHECKING:
-    from libvirt_guests.stop.chains import UriWork
-
 
 SAVE_CALLS = 1 << 16  # no cap of its own: the saves under way are capped by PARALLEL_SAVE
 
@@ -40,10 +36,14 @@ class Suspend(Action):
     """suspend_guest: a managed save, restored at the next start."""
 
     name = "suspend"
-    cap = "parallel_save"
+    saves = True
 
-    def __init__(self, work: UriWork) -> None:
-        super().__init__(work)
+    @staticmethod
+    def cap(config: Config) -> int | None:
+        return config.parallel_save
+
+    def __init__(self, scope: ActionScope) -> None:
+        super().__init__(scope)
         # The save calls, watched from the worker: threads reused, one per save under way (or given up on).
         self.calls = Workers(SAVE_CALLS, "stop-save-call")
 
@@ -67,14 +67,14 @@ class Suspend(Action):
             if end.aborted:
                 return self._after_failure(item)
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if item.was_paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
-        if self.work.cfg.bypass_cache:
+        if self.scope.config.bypass_cache:
             flags |= libvirt.VIR_DOMAIN_SAVE_BYPASS_CACHE
         end = self._watch(item, label, lambda: guest.managed_save(flags))
         if not end.ended:
             return Step.NEXT  # no cleanup: the save may still be writing
         if end.error is None:
             self.out.say(label + tr("done"))
-            self.work.ledger.finish(item, Outcome.SAVED)
+            self.ledger.finish(item, Outcome.SAVED)
             return Step.DONE
         if end.error.vanished:
             return Step.VANISHED
@@ -108,7 +108,7 @@ class Suspend(Action):
         next_report = started + PROGRESS_EVERY
         def limit() -> float | None:
             """When the save is aborted (asked again each time: a signal may bring it forward)."""
-            return self.work.run.bounds.save_end(started + timeout if timeout else None)
+            return self.scope.bounds.save_end(started + timeout if timeout else None)
 
         def tick() -> float:
             """Look again in TICK s, or at the limit if that comes first: SAVE_TIMEOUT=1 aborts at 1 s."""
@@ -148,7 +148,7 @@ class Suspend(Action):
             if err.vanished:
                 return Step.VANISHED
             self.out.warn(f"guest {shown(guest.name)}: cleaning up after the failed save: {err}")
-        self.work.ledger.unpause(item)
+        self.ledger.unpause(item)
         return Step.NEXT
 
 
