@@ -13,8 +13,6 @@ its disks."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,12 +24,12 @@ from libvirt_guests.start.plan import StartAction, StartItem
 from libvirt_guests.state.journal import GuestRecord, Journal
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
-from libvirt_guests.virt.migrate import check_peer, migrate_live, open_peer, restore_autostart, running_on_peer
+from libvirt_guests.virt.migrate import check_peer, migrate_live, restore_autostart, running_on_peer
+from libvirt_guests.virt.peers import Peers
 
 if TYPE_CHECKING:
     from libvirt_guests.start.run import StartRun
 
-PEER_ASK_TIMEOUT = 5.0  # seconds start waits for a peer to answer "does it run there?" (no retries)
 # Outcomes of this host's stop that prove the guest did not leave: its peer need not answer.
 STAYED_HERE = frozenset({"saved", "shutdown", "poweroff", "left-running", "failed", "vanished",
                          "start-failed", "started", "ignored"})
@@ -44,49 +42,6 @@ class PeerVerdict:
     action: StartAction  # START (go on), ON_PEER (leave it there, unlist it), HELD (keep it listed, exit 1)
     peer: str = ""
     message: str = ""
-
-
-class Peers:
-    """One connection per peer URI for the length of a run (shared by the
-    threads of a stop); a peer that could not be opened is remembered with
-    its error, so it costs its timeout once."""
-
-    def __init__(self, timeout: float = PEER_ASK_TIMEOUT, retry_for: float = 0.0,
-                 allowed: Collection[str] = ()) -> None:
-        self.timeout = timeout
-        self.retry_for = retry_for
-        self.allowed = frozenset(allowed)  # the host configuration's peers: nothing else is ever opened
-        self._open: dict[str, Hypervisor | VirtError] = {}
-        self._lock = threading.Lock()
-
-    def get(self, uri: str) -> Hypervisor:
-        """The open peer; raises the VirtError it could not be opened with."""
-        with self._lock:
-            return self._get(uri)
-
-    def _get(self, uri: str) -> Hypervisor:
-        if uri not in self.allowed:
-            raise VirtError("not one of the host's peers (MIGRATE_URI, MIGRATE_PEERS); not opened")
-        if uri not in self._open:
-            try:
-                if self.retry_for:
-                    self._open[uri] = open_peer(uri, self.retry_for)
-                else:
-                    hv = Hypervisor(uri)
-                    hv.connect(retry_for=0, answer_within=self.timeout)
-                    self._open[uri] = hv
-            except VirtError as err:
-                self._open[uri] = err
-        found = self._open[uri]
-        if isinstance(found, VirtError):
-            raise found
-        return found
-
-    def close(self) -> None:
-        for hv in self._open.values():
-            if isinstance(hv, Hypervisor):
-                hv.close()
-        self._open.clear()
 
 
 def peer_of(record: GuestRecord | None, migrate_to: str) -> str:

@@ -19,7 +19,7 @@ from libvirt_guests.engine import Context, close_all, connect_all
 from libvirt_guests.output import Output, shown, shown_error, shown_uri, tr
 from libvirt_guests.start.groups import execute
 from libvirt_guests.start.ledger import StartLedger
-from libvirt_guests.start.peers import Peers, ask_peer, bring_all_back
+from libvirt_guests.start.peers import ask_peer, bring_all_back
 from libvirt_guests.start.plan import StartAction, StartItem, UriStartPlan, plan_start
 from libvirt_guests.state.files import StateError
 from libvirt_guests.state.journal import Journal, remove
@@ -27,6 +27,7 @@ from libvirt_guests.state.listfile import ListEntries, write_list
 from libvirt_guests.state.lock import touch_marker
 from libvirt_guests.state.previous import load_previous
 from libvirt_guests.virt.hypervisor import Hypervisor
+from libvirt_guests.virt.peers import Peers
 
 # The longest a start waits between two guests or after an order group
 # (START_DELAY, a policy's start_delay): beyond it a value is a typo, and
