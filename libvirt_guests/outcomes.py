@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from enum import StrEnum
+from typing import assert_never
 
 
 class Outcome(StrEnum):
@@ -26,6 +27,17 @@ class Outcome(StrEnum):
     def troubled(self) -> bool:
         """A guest that still runs although the stop was asked to take it down."""
         return self in (Outcome.LEFT_RUNNING, Outcome.FAILED, Outcome.NOT_HANDLED)
+
+    def stays_here(self) -> bool:
+        """The stop kept the guest on this host: a start need not ask its
+        peer (every member is classified: mypy fails on a new one left out)."""
+        match self:
+            case (Outcome.SAVED | Outcome.SHUTDOWN | Outcome.POWEROFF | Outcome.LEFT_RUNNING | Outcome.FAILED
+                  | Outcome.VANISHED):
+                return True
+            case Outcome.PENDING | Outcome.NOT_HANDLED | Outcome.MIGRATED:
+                return False  # on a peer, or maybe on its way there
+        assert_never(self)
 
 
 _WORDS = {Outcome.SHUTDOWN: "shut down", Outcome.POWEROFF: "powered off", Outcome.LEFT_RUNNING: "left running",
@@ -77,6 +89,34 @@ class StartOutcome(StrEnum):
     def troubled(self) -> bool:
         """The summary is a warning (and start exits 1)."""
         return self in (StartOutcome.FAILED, StartOutcome.HELD, StartOutcome.KEPT)
+
+    def recorded_as(self) -> Outcome | StartRecord | None:
+        """The journal's word for a guest with this outcome; None: its record
+        is left as the stop wrote it (it stays listed, or on its peer)."""
+        match self:
+            case (StartOutcome.RESTORED | StartOutcome.BOOTED | StartOutcome.RESUMED | StartOutcome.ALREADY_ACTIVE
+                  | StartOutcome.RETURNED):
+                return StartRecord.STARTED
+            case StartOutcome.IGNORED:
+                return StartRecord.IGNORED
+            case StartOutcome.FAILED:
+                return StartRecord.START_FAILED
+            case StartOutcome.MISSING | StartOutcome.NOT_ON_PEER:
+                return Outcome.VANISHED
+            case StartOutcome.ON_PEER:
+                return Outcome.MIGRATED
+            case StartOutcome.HELD | StartOutcome.KEPT:
+                return None
+        assert_never(self)
+
+
+class StartRecord(StrEnum):
+    """The journal's words for a guest a start handled, besides the stop's
+    (VANISHED, MIGRATED); all of them say the guest is on this host."""
+
+    STARTED = "started"
+    START_FAILED = "start-failed"
+    IGNORED = "ignored"
 
 
 _START_WORDS = {StartOutcome.MISSING: "no longer defined", StartOutcome.ON_PEER: "left on their peer",

@@ -1,29 +1,47 @@
 """What happened to each guest of a start: the tally for the closing
-summary, the guests kept for the next start, and the journal's records."""
+summary, the guests kept for the next start, the journal's records, and
+whether the start failed (exit 1): the ledger alone writes them."""
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from libvirt_guests.engine import Tally
 from libvirt_guests.outcomes import StartOutcome, start_summary_counts
-from libvirt_guests.output import INFO, WARNING
+from libvirt_guests.output import INFO, WARNING, Output
 from libvirt_guests.start.plan import StartItem
-
-if TYPE_CHECKING:
-    from libvirt_guests.start.run import StartRun
+from libvirt_guests.state.journal import GuestRecord, Journal
 
 
 class StartLedger:
     """The outcome of each guest, recorded once it is known (thread-safe)."""
 
-    def __init__(self, run: StartRun) -> None:
-        self.run = run
+    def __init__(self, journal: Journal, out: Output, failed: bool = False) -> None:
+        self._journal = journal
+        self._out = out
+        self._failed = failed
         self.tally = Tally()
         self.retained: dict[str, list[str]] = {}  # guests to try again at the next start
         self.outcomes: dict[tuple[str, str], StartOutcome] = {}
         self._lock = threading.Lock()
+
+    @property
+    def failed(self) -> bool:
+        """Start exits 1: a guest failed or is held, a state file could not be trusted or written."""
+        return self._failed
+
+    def fail(self) -> None:
+        self._failed = True
+
+    def record(self, uri: str, uuid: str) -> GuestRecord | None:
+        """What the journal says of a guest (the last stop's record, or this start's)."""
+        return self._journal.get(uri, uuid)
+
+    def migrated(self, uris: Iterable[str]) -> list[GuestRecord]:
+        """The guests of these URIs the journal says are on a peer."""
+        wanted = set(uris)
+        return [record for record in self._journal.migrated() if record.uri in wanted]
 
     def retain(self, uri: str, uuid: str) -> None:
         """Keep the guest in the list, for the next start."""
@@ -34,25 +52,36 @@ class StartLedger:
 
     def settle(self, uri: str, item: StartItem, outcome: StartOutcome) -> None:
         """Count the guest's outcome, keep it listed or not, and journal it."""
-        journal = self.run.journal
+        journal = self._journal
         self.tally.add(outcome)
         self.outcomes[(uri, item.uuid)] = outcome
         name = item.guest.name if item.guest else ""
+        word = outcome.recorded_as()
         if outcome == StartOutcome.HELD:  # kept listed; its journal record says what it said
-            self.run.failed = True
+            self.fail()
             self.retain(uri, item.uuid)
             return
+        assert word is not None, outcome
         if outcome == StartOutcome.ON_PEER:  # unlisted; recorded as migrated, so status and plan show where it is
-            journal.settle(uri, item.uuid, name, "migrated", item.peer)
+            journal.settle(uri, item.uuid, name, word.value, item.peer)
             journal.update(uri, item.uuid, peer=item.peer, recorded=False)
             return
         if outcome == StartOutcome.FAILED:
-            self.run.failed = True
+            self.fail()
             self.retain(uri, item.uuid)
-            journal.settle(uri, item.uuid, name, "start-failed", item.detail)
+            journal.settle(uri, item.uuid, name, word.value, item.detail)
         else:
-            word = {StartOutcome.MISSING: "vanished", StartOutcome.IGNORED: "ignored"}.get(outcome, "started")
-            journal.settle(uri, item.uuid, name, word)
+            journal.settle(uri, item.uuid, name, word.value)
+
+    def settle_return(self, record: GuestRecord, outcome: StartOutcome, detail: str, failed: bool) -> None:
+        """Count and journal how a guest's way back from its peer ended
+        (MIGRATE_BACK); one that could not be brought back stays recorded there."""
+        self.tally.add(outcome)
+        word = outcome.recorded_as()
+        if failed or word is None:
+            self.fail()
+            return
+        self._journal.settle(record.uri, record.uuid, record.name, word.value, detail)
 
     def started(self, uri: str, item: StartItem) -> bool:
         """Did this run actually start the guest?"""
@@ -65,6 +94,6 @@ class StartLedger:
             return
         counts = self.tally.counts
         troubled = any(counts[outcome] for outcome in StartOutcome if outcome.troubled())
-        self.run.ctx.out.say(
+        self._out.say(
             f"libvirt-guests start: {self.tally.total} guests in {seconds:.1f} s: " + start_summary_counts(counts),
             level=WARNING if troubled else INFO)

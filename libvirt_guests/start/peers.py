@@ -14,25 +14,22 @@ its disks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from libvirt_guests.config.load import Config
-from libvirt_guests.engine import connect_all
-from libvirt_guests.outcomes import StartOutcome
+from libvirt_guests.outcomes import Outcome, StartOutcome, StartRecord
 from libvirt_guests.output import ERR, INFO, shown, shown_error, shown_uri
 from libvirt_guests.start.plan import StartAction, StartItem
+from libvirt_guests.start.scope import StartScope
 from libvirt_guests.state.journal import GuestRecord, Journal
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.migrate import check_peer, migrate_live, restore_autostart, running_on_peer
 from libvirt_guests.virt.peers import Peers
 
-if TYPE_CHECKING:
-    from libvirt_guests.start.run import StartRun
-
-# Outcomes of this host's stop that prove the guest did not leave: its peer need not answer.
-STAYED_HERE = frozenset({"saved", "shutdown", "poweroff", "left-running", "failed", "vanished",
-                         "start-failed", "started", "ignored"})
+# The journal's outcomes that prove the guest did not leave (this host's stop
+# kept it here, or a start handled it here): its peer need not answer.
+STAYED_HERE = frozenset({*(outcome.value for outcome in Outcome if outcome.stays_here()),
+                         *(record.value for record in StartRecord)})
 
 
 @dataclass(frozen=True)
@@ -173,44 +170,35 @@ def restore_here(record: GuestRecord, here: Hypervisor) -> str:
     return ""
 
 
-def bring_all_back(run: StartRun) -> None:
+def bring_all_back(scope: StartScope) -> None:
     """MIGRATE_BACK=1 with ON_BOOT=start: migrate the guests the journal
     says are on a peer back here, one after another (bring_back each)."""
-    cfg = run.cfg
+    cfg, ledger, connections, out = scope.cfg, scope.ledger, scope.connections, scope.out
     if not (cfg.migrate_back and cfg.on_boot == "start"):
         return
-    records = [r for r in run.journal.migrated() if r.uri in cfg.uris]
+    records = ledger.migrated(cfg.uris)
     if not records:
         return
-    run.ledger.tally.total += len(records)
-    out = run.ctx.out
-    run.peers.retry_for = float(cfg.connect_timeout)  # at boot the peer may be slow to answer
-    here: dict[str, Hypervisor | None] = dict(run.hvs)
-    missing = [r.uri for r in records if r.uri not in here]
-    here.update(connect_all(run.ctx, missing, retry_for=cfg.connect_timeout))
-    run.hvs = here
+    ledger.tally.total += len(records)
+    connections.peers.retry_for = float(cfg.connect_timeout)  # at boot the peer may be slow to answer
+    connections.connect([r.uri for r in records], retry_for=cfg.connect_timeout)
     for record in records:
-        hv = here.get(record.uri)
+        hv = connections.here(record.uri)
         label = f"Bringing guest {shown(record.name)} back: "
         if hv is None:
             out.say(label + f"{shown_uri(record.uri)} cannot be reached; it stays on "
                             f"{shown_uri(record.peer or record.detail)}",
                     level=ERR)
-            run.failed = True
+            ledger.fail()
             continue
         out.say(label + f"from {shown_uri(record.peer or record.detail)}...")
         try:
-            result = bring_back(record, hv, run.peers, cfg)
+            result = bring_back(record, hv, connections.peers, cfg)
         except Exception as err:  # noqa: BLE001 - one guest's problem stays with that guest
             out.say(label + f"failed: unexpected error: {type(err).__name__}: {shown_error(err)}", level=ERR)
-            run.failed = True
+            ledger.fail()
             continue
         out.say(label + result.message, level=ERR if result.failed else INFO)
-        run.ledger.tally.add(result.outcome)
-        if result.failed:
-            run.failed = True
-        elif result.outcome == StartOutcome.RETURNED:
-            run.journal.settle(record.uri, record.uuid, record.name, "started",
-                               f"migrated back from {shown_uri(record.peer)}")
-        else:
-            run.journal.settle(record.uri, record.uuid, record.name, "vanished", result.message)
+        detail = f"migrated back from {shown_uri(record.peer)}" if result.outcome == StartOutcome.RETURNED \
+            else result.message
+        ledger.settle_return(record, result.outcome, detail, result.failed)

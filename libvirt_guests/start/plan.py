@@ -20,7 +20,7 @@ from libvirt_guests.virt.hypervisor import Hypervisor
 class StartAction(StrEnum):
     """What start does to one listed guest (`plan start --json` shows the
     value). decide_start picks the first five from the guest's state; the
-    plan adds MISSING and FAILED, start's peer check (migrated.decide) ON_PEER
+    plan adds MISSING and FAILED, start's peer check (peers.decide) ON_PEER
     (left there, unlisted) and HELD (kept listed, exit 1)."""
 
     START = "start"

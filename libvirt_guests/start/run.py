@@ -10,128 +10,78 @@ guest: it is kept in the list for the next start, the others go on."""
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 
-from libvirt_guests.config.load import Config
-from libvirt_guests.engine import Context, close_all, connect_all
-from libvirt_guests.output import Output, shown, shown_error, shown_uri, tr
+from libvirt_guests.engine import Context
+from libvirt_guests.output import shown, shown_error, shown_uri, tr
+from libvirt_guests.start.connections import StartConnections
 from libvirt_guests.start.groups import execute
 from libvirt_guests.start.ledger import StartLedger
+from libvirt_guests.start.pacing import Pacing
 from libvirt_guests.start.peers import ask_peer, bring_all_back
 from libvirt_guests.start.plan import StartAction, StartItem, UriStartPlan, plan_start
+from libvirt_guests.start.scope import StartScope
 from libvirt_guests.state.files import StateError
 from libvirt_guests.state.journal import Journal, remove
 from libvirt_guests.state.listfile import ListEntries, write_list
 from libvirt_guests.state.lock import touch_marker
 from libvirt_guests.state.previous import load_previous
 from libvirt_guests.virt.hypervisor import Hypervisor
-from libvirt_guests.virt.peers import Peers
-
-# The longest a start waits between two guests or after an order group
-# (START_DELAY, a policy's start_delay): beyond it a value is a typo, and
-# waiting longer would hold the boot for good.
-MAX_DELAY = 86400.0
-
-
-def bounded_delay(seconds: float, maximum: float | None = None) -> tuple[float, str | None]:
-    """A delay time.sleep takes (never NaN, negative or beyond `maximum`),
-    and what to say when the value had to be changed."""
-    limit = MAX_DELAY if maximum is None else maximum
-    if math.isnan(seconds) or seconds < 0:
-        return 0.0, f"{seconds:g} s is not a delay; not waiting"
-    if seconds > limit:
-        return limit, f"{seconds:g} s is more than the {limit:g} s a start waits at most; waiting {limit:g} s"
-    return seconds, None
-
-
-class Pacing:
-    """The waits of a start: START_DELAY between two actual starts, and a
-    policy's start_delay after an order group, each bounded (bounded_delay)."""
-
-    def __init__(self, cfg: Config, out: Output) -> None:
-        self.cfg = cfg
-        self.out = out
-        self._first_start = True
-        self._delay_told = False
-        self._lock = threading.Lock()
-
-    def sleep(self, seconds: float, what: str) -> None:
-        delay, note = bounded_delay(seconds)
-        if note:
-            self.out.warn(f"{what}: {note}")
-        if delay:
-            time.sleep(delay)
-
-    def gap(self) -> None:
-        """START_DELAY between two actual starts, never before the first."""
-        if not self.cfg.start_delay > 0:
-            return
-        with self._lock:
-            if self._first_start:
-                self._first_start = False
-                return
-            delay, note = bounded_delay(self.cfg.start_delay)
-            if note and not self._delay_told:
-                self._delay_told = True
-                self.out.warn(f"START_DELAY: {note}")
-            if delay:
-                time.sleep(delay)
 
 
 class StartRun:
-    """One `start` invocation: plan (start_groups runs the plans, the units
-    of start_actions act, start_ledger records), bring guests back from
-    their peer (migrated.bring_all_back), then rewrite the list."""
+    """One `start` invocation: plan, run the plans (groups.execute: the
+    units act, the ledger records), bring guests back from their peer
+    (peers.bring_all_back), then rewrite the list. The parts receive a
+    StartScope (start/scope.py), never this object."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.cfg = ctx.config
-        self.ledger = StartLedger(self)
-        self.pacing = Pacing(self.cfg, ctx.out)
-        self.journal = Journal(ctx.paths.state_file, "starting")
-        self.failed = False
         self.ignore_mode = self.cfg.on_boot != "start"
-        self.hvs: dict[str, Hypervisor | None] = {}
+        self.connections = StartConnections(ctx)
         self.starting_recorded = False
-        self.peers = Peers(allowed=self.cfg.allowed_peers())
+        self.journal: Journal  # the last stop's, else a new one: set by run(), with the two below
+        self.ledger: StartLedger
+        self.scope: StartScope
+
+    def _begin(self, journal: Journal, failed: bool) -> None:
+        self.journal = journal
+        self.ledger = StartLedger(journal, self.ctx.out, failed)
+        self.scope = StartScope(self.cfg, self.ctx.out, self.ledger, Pacing(self.cfg, self.ctx.out),
+                                self.connections, self.ignore_mode)
 
     def run(self) -> int:
         paths, out = self.ctx.paths, self.ctx.out
         previous = load_previous(paths.list_file, paths.state_file, out.warn, out.error)
-        self.failed = previous.untrusted
+        journal = previous.journal if previous.journal is not None else Journal(paths.state_file, "starting")
+        self._begin(journal, previous.untrusted)
         entries = previous.entries
         if entries is None:
             if previous.journal is not None:  # it describes a list that is gone, and maybe guests on a peer
-                self.journal = previous.journal
                 started = time.monotonic()
                 try:
-                    bring_all_back(self)
+                    bring_all_back(self.scope)
                 finally:
-                    close_all(self.hvs.values())
-                    self.peers.close()
+                    self.connections.close()
                 self._keep_or_forget_journal()
                 self.ledger.summary(time.monotonic() - started)
             self.mark_started()
-            return 1 if self.failed else 0
-        if previous.journal is not None:
-            self.journal = previous.journal
+            return 1 if self.ledger.failed else 0
         self.journal.save("starting")  # before acting: see the module's docstring
         self.starting_recorded = self.journal.write_error is None
         if self.journal.write_error:
             out.warn(f"{self.journal.write_error}: if this start is interrupted, the next stop will not know it")
         started = time.monotonic()
         try:
-            execute(self, self._plan(entries))
-            bring_all_back(self)
+            execute(self.scope, self._plan(entries))
+            bring_all_back(self.scope)
         finally:
-            close_all(self.hvs.values())
-            self.peers.close()
+            self.connections.close()
         self._record(entries)
         self.mark_started()
         self.ledger.summary(time.monotonic() - started)
-        return 1 if self.failed else 0
+        return 1 if self.ledger.failed else 0
 
     def mark_started(self) -> None:
         note = touch_marker(self.ctx.paths.lock_file)
@@ -155,10 +105,10 @@ class StartRun:
             line = lines.setdefault(uri, [])
             line.extend(u for u in uuids if u not in line)
         retry = 0 if self.ignore_mode else self.cfg.connect_timeout
-        self.hvs = connect_all(self.ctx, [uri for uri, uuids in lines.items() if uuids], retry_for=retry)
+        self.connections.connect([uri for uri, uuids in lines.items() if uuids], retry_for=retry)
         plans: list[tuple[Hypervisor, UriStartPlan]] = []
         for uri, uuids in lines.items():
-            hv = self.hvs.get(uri)
+            hv = self.connections.here(uri)
             if hv is None:
                 if uuids and not self.ignore_mode:
                     self.ledger.retained[uri] = list(uuids)  # unreachable: try again at the next start
@@ -167,7 +117,7 @@ class StartRun:
             if self.ignore_mode:
                 plan.items = [item for item in plan.items if self._wanted_despite_ignore(item)]
             for item in plan.items:  # a guest never runs on two hosts
-                ask_peer(self.peers, self.journal, uri, item, self.cfg.migrate_uri)
+                ask_peer(self.connections.peers, self.journal, uri, item, self.cfg.migrate_uri)
             for warning in plan.warnings:
                 out.warn(warning)
             plans.append((hv, plan))
@@ -202,7 +152,7 @@ class StartRun:
                 self._keep_or_forget_journal()
             return
         except StateError as err:
-            self.failed = True
+            self.ledger.fail()
             if self.journal.write_error is None:
                 out.error(f"{err}; the list file still names the guests of this start: the next stop handles "
                           "every running guest, the next start tries the others again")

@@ -1,9 +1,10 @@
 """The actions of a start, one unit each (StartAction -> its unit), as the
 stop's actions are in stop/actions/.
 
-Every unit has the same contract. It is made once per URI and its
+Every unit has the same contract. It is made once per URI with the
+start's StartScope (start/scope.py: all it may use) and its
 `perform(item, label)` is called for one guest, after the plan's action was
-asked again from the guest's state (start_groups.UriStart.act); `label` is
+asked again from the guest's state (groups.UriStart.act); `label` is
 the original's "Resuming guest NAME: ". It prints the guest's one line,
 returns the outcome the summary counts (StartAction.outcome) and records
 nothing: the ledger (start/ledger.py) does. The units that start a guest
@@ -15,18 +16,16 @@ START_UNITS."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import libvirt
 
 from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import ERR, INFO, WARNING, shown, tr
 from libvirt_guests.start.plan import StartAction, StartItem
+from libvirt_guests.start.scope import StartScope
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
-
-if TYPE_CHECKING:
-    from libvirt_guests.start.groups import UriStart
 
 
 class StartUnit:
@@ -35,10 +34,10 @@ class StartUnit:
     action: ClassVar[StartAction]
     level: ClassVar[int] = INFO  # of the guest's line
 
-    def __init__(self, work: UriStart) -> None:
-        self.work = work
-        self.out = work.run.ctx.out
-        self.cfg = work.run.cfg
+    def __init__(self, scope: StartScope) -> None:
+        self.scope = scope
+        self.out = scope.out
+        self.cfg = scope.cfg
 
     def perform(self, item: StartItem, label: str) -> StartOutcome:
         self.out.say(label + self.line(item), level=self.level)
@@ -69,7 +68,7 @@ class Failed(StartUnit):
 
 
 class OnPeer(StartUnit):
-    """It runs on its peer: left there (migrated.decide wrote the line)."""
+    """It runs on its peer: left there (peers.decide wrote the line)."""
 
     action = StartAction.ON_PEER
 
@@ -127,7 +126,7 @@ class Starting(StartUnit):
     def perform(self, item: StartItem, label: str) -> StartOutcome:
         guest = item.guest
         assert guest is not None
-        self.work.run.pacing.gap()
+        self.scope.pacing.gap()
         self.act(guest)
         self.out.say(label + tr("done"))
         self.sync_time(guest)

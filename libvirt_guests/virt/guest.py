@@ -6,14 +6,27 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import libvirt
 
 from libvirt_guests.virt.errors import STATE_NAMES, VirtError
+from libvirt_guests.virt.waits import Waits
 
-if TYPE_CHECKING:
-    from libvirt_guests.virt.hypervisor import Hypervisor
+
+class Connection(Protocol):
+    """What a guest uses of its virt.hypervisor.Hypervisor (a Protocol:
+    hypervisor.py makes the guests, so this module does not import it)."""
+
+    uri: str
+    conn: libvirt.virConnect | None
+    waits: Waits
+
+    def alive(self) -> bool: ...
+
+    def _require(self) -> libvirt.virConnect: ...
+
+    def _error(self, err: libvirt.libvirtError) -> VirtError: ...
 
 
 @dataclass
@@ -65,7 +78,7 @@ class Guest:
     Its methods ask libvirt every time; `as_listed` answers from the listing."""
 
     def __init__(
-        self, hv: Hypervisor, uuid: str, name: str, dom: libvirt.virDomain | None = None, listed: Listed | None = None
+        self, hv: Connection, uuid: str, name: str, dom: libvirt.virDomain | None = None, listed: Listed | None = None
     ) -> None:
         self.hv = hv
         self.uuid = uuid

@@ -14,6 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from libvirt_guests.start import pacing as pacing_module
 from libvirt_guests.start import run as start_module
 from libvirt_guests.state import files as state_files
 from libvirt_guests.state import journal as state_module
@@ -610,7 +611,7 @@ def test_huge_start_delay_in_a_policy_does_not_kill_start(files: Files, driver: 
     first = driver.guest(policy=f'<policy order="1" start_delay="{"9" * 25}"/>')
     second = driver.guest(policy='<policy order="2"/>')
     assert run("stop").code == 0
-    monkeypatch.setattr(start_module, "MAX_DELAY", 0.05, raising=False)
+    monkeypatch.setattr(pacing_module, "MAX_DELAY", 0.05, raising=False)
     result = run("start")
     assert result.code == 0, result
     assert driver.state(first) == driver.state(second) == "running"
@@ -619,7 +620,7 @@ def test_huge_start_delay_in_a_policy_does_not_kill_start(files: Files, driver: 
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, 1e25, 3.0])
 def test_bounded_delay(value: float) -> None:
-    bounded, note = start_module.bounded_delay(value, 10.0)
+    bounded, note = pacing_module.bounded_delay(value, 10.0)
     assert 0 <= bounded <= 10
     assert (note is None) == (value == 3.0)
 

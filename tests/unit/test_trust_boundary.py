@@ -18,7 +18,7 @@ import pytest
 from libvirt_guests.config import policy as policy_module
 from libvirt_guests.config.load import Paths, load
 from libvirt_guests.config.policy import effective, parse_policy
-from libvirt_guests.start.run import Pacing
+from libvirt_guests.start.pacing import Pacing
 
 from .support import TEST_URI, Driver, Files, peer_uri
 
