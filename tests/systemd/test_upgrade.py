@@ -38,7 +38,9 @@ def snapshot(box: Container, names: list[str]) -> dict[str, object]:
         managed = re.search(r"Managed save:\s*(\S+)", info)
         guests[name] = (pid, box.run("virsh", "domstate", "--reason", name).stdout.strip(),
                         managed.group(1) if managed else "?")
-    unit = box.run("systemctl", "show", "-P", "InvocationID", "-P", "ActiveState", "libvirt-guests").stdout.split()
+    show = box.run("systemctl", "show", "-p", "InvocationID", "-p", "ActiveState", "libvirt-guests").stdout
+    props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+    unit = [props.get("ActiveState", ""), props.get("InvocationID", "")]
     saves = box.run("sh", "-c", "ls /var/lib/libvirt/qemu/save/ 2>/dev/null", check=False).stdout.split()
     return {"guests": guests, "unit": unit, "save images": saves}
 
@@ -62,7 +64,7 @@ def unchanged(box: Container) -> None:
     assert now == before
     assert all(pid.isdigit() and state == "running (booted)" and managed == "no"
                for pid, state, managed in now["guests"].values()), now  # type: ignore[attr-defined]
-    assert now["unit"][1] == "active" and not now["save images"], now  # type: ignore[index]
+    assert now["unit"][0] == "active" and not now["save images"], now  # type: ignore[index]
 
 
 @BOTH
