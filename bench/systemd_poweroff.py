@@ -3,25 +3,28 @@
 
 Same harness, same guests: N guests of M MiB with D MiB dirtied, ON_SHUTDOWN=suspend,
 ON_BOOT=start, libvirtd restarted before the poweroff (as a package upgrade does).
-Run as root:  python -m bench.systemd_poweroff [--guests 8 --memory 512 --dirty 384 --cycles 2]
+Run as root:  python -m bench.systemd_poweroff [--release trixie --guests 8 --memory 512 --dirty 384 --cycles 2]
+(--release: the container root, each release's own original script and our .deb built in that root).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from tests.systemd import harness
+from tests.systemd.root import DEFAULT_RELEASE, RELEASES
 
 RESTORED = "running (restored)"
 
 
 def measure(variant: str, deb: Path | None, args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"halt": [], "up": [], "lost": [], "errors": []}
-    with harness.container(work / variant, variant) as box:
+    with harness.container(work / variant, variant, args.release) as box:
         box.boot()
         if deb:
             box.install_deb(deb)
@@ -48,6 +51,7 @@ def measure(variant: str, deb: Path | None, args: argparse.Namespace, work: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", choices=list(RELEASES), default=DEFAULT_RELEASE)
     parser.add_argument("--guests", type=int, default=8)
     parser.add_argument("--memory", type=int, default=512)
     parser.add_argument("--dirty", type=int, default=384)
@@ -55,14 +59,19 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lgt-bench-") as tmp:
         work = Path(tmp)
-        deb = harness.build_deb(work)
-        print(f"{args.guests} guests x {args.memory} MiB ({args.dirty} MiB dirtied), {args.cycles} cycles each")
+        deb = harness.build_deb(work, args.release)
+        print(f"{args.release}: {args.guests} guests x {args.memory} MiB ({args.dirty} MiB dirtied), "
+              f"{args.cycles} cycles each, load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
+        medians = {}
         for variant, package in (("original", None), ("ours", deb)):
             r = measure(variant, package, args, work)
-            print(f"{variant:9s} poweroff-to-halt {statistics.median(r['halt']):5.1f} s (runs {r['halt']!r:.60s}), "
-                  f"boot-to-all-running {statistics.median(r['up']):5.1f} s, "
+            medians[variant] = (statistics.median(r["halt"]), statistics.median(r["up"]))
+            print(f"{variant:9s} poweroff-to-halt {medians[variant][0]:5.1f} s "
+                  f"(runs {', '.join(f'{x:.1f}' for x in r['halt'])}), "
+                  f"boot-to-all-running {medians[variant][1]:5.1f} s (runs {', '.join(f'{x:.1f}' for x in r['up'])}), "
                   f"not restored {sum(r['lost']):.0f}, error lines {sum(r['errors']):.0f}", flush=True)
-
+        (oh, ou), (nh, nu) = medians["original"], medians["ours"]
+        print(f"ratio original/ours: halt {oh / nh:.2f}x, boot {ou / nu:.2f}x")
 
 if __name__ == "__main__":
     main()
