@@ -103,6 +103,8 @@ class Config:
     persistent_only: str
     parallel_save: int
     pause_before_save: bool
+    save_reserve: int
+    save_priority: tuple[str, ...]
     parallel_start: int
     save_timeout: int
     stop_deadline: int
