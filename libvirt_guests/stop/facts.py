@@ -84,9 +84,10 @@ def blockers(root: ET.Element) -> tuple[str, ...]:
             tag = target.get("dir", "") if target is not None else ""
             found.append(f"virtiofs shared file system{f' {tag!r}' if tag else ''}")
     for shmem in devices.findall("shmem"):
-        if shmem.find("server") is not None or (shmem.find("role") is not None
-                                                 and shmem.findtext("role") == "peer"):
-            found.append("shared memory device with a server or role peer (shmem)")
+        # QEMU's ivshmem blocks migration in peer mode, its default (master=off);
+        # libvirt's live XML leaves the role out: only role master is savable.
+        if (shmem.findtext("role") or "").strip() != "master":
+            found.append(f"shared memory device {shmem.get('name', '')!r} in peer mode (shmem without role master)")
     for feature in root.findall("cpu/feature"):
         if feature.get("name") == "invtsc" and feature.get("policy") in ("require", "force"):
             found.append("CPU feature invtsc (invariant TSC)")
