@@ -20,7 +20,8 @@ PLAIN = """<domain type='qemu'><name>g</name><memory unit='MiB'>512</memory>
 
 
 def domain(devices: str, extra: str = "") -> str:
-    return f"<domain type='kvm'><name>g</name><memory unit='KiB'>1048576</memory>{extra}<devices>{devices}</devices></domain>"
+    return (f"<domain type='kvm'><name>g</name><memory unit='KiB'>1048576</memory>{extra}"
+            f"<devices>{devices}</devices></domain>")
 
 
 def test_plain_definition_has_memory_and_no_blocker() -> None:
