@@ -122,11 +122,12 @@ def test_history_of_takes_the_last_save_of_the_same_memory_and_the_shutdowns() -
 
 def test_gather_from_a_real_definition_history_and_refusals(tmp_path: Path) -> None:
     conn = libvirt.open("test:///default")
-    dom = conn.lookupByName("test")
+    dom = conn.defineXML("<domain type='test'><name>facts-guest</name><memory unit='MiB'>256</memory>"
+                         "<os><type>hvm</type></os><devices><serial type='pty'/></devices></domain>")
     live, inactive = dom.XMLDesc(0), dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     hist_path, ref_path = tmp_path / "history", tmp_path / "refused"
     memory = facts.read_definition(live).memory_bytes
-    assert memory > 0
+    assert memory == 256 * MIB
     event = GuestEvent(1.0, "stop", "test:///default", dom.UUIDString(), "test", "suspend", "suspend", "",
                        Outcome.SAVED, 1.5, 12345, memory)
     stop = StopRecord(1.0, "test:///default", 1, 12345, 1.5, 8, True, False)
@@ -143,6 +144,7 @@ def test_gather_from_a_real_definition_history_and_refusals(tmp_path: Path) -> N
     host = facts.host_facts("test:///default", settings, history)
     assert host.free_bytes is None and "test" in host.room_unknown_why
     assert host.records and host.records[0].bytes_saved == 12345
+    dom.undefine()
     conn.close()
 
 
