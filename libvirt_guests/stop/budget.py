@@ -17,8 +17,9 @@ The rules, in order (README "Planning the stop"):
 4. Time (STOP_DEADLINE set): the saves of an order group take the sum of
    their predicted image sizes over the host's aggregate save rate; each
    group starts when the previous one ends (its saves and its shutdowns).
-   While a group's saves would end after the deadline less a margin, the
-   lowest-ranked guest of that group being saved is shut down instead.
+   Walking the ranking again, a guest is admitted to save while every
+   group's saves still end before the deadline less a margin (the guests
+   not admitted count as shut down); the others are shut down instead.
 5. A guest that lost its suspend step and whose chain has nothing after it
    is shut down instead (then, with a deadline, powered off at the
    deadline): never left running for the host to kill, and never powered
@@ -207,6 +208,7 @@ class _Guest:
     why: str = ""
     bound: int = 0
     predicted: int = 0
+    pending: bool = False  # not yet walked by the time rule: left out of the timeline
 
 
 def _rank_key(g: _Guest) -> tuple[int, int, int, str]:
@@ -267,7 +269,7 @@ def _timeline(state: list[_Guest], host: HostFacts, rate: float) -> list[tuple[i
     spans = []
     start = 0.0
     for index in sorted({g.facts.group for g in state}):
-        members = [g for g in state if g.facts.group == index]
+        members = [g for g in state if g.facts.group == index and not g.pending]
         saves = sum(g.predicted for g in members if g.saves) / rate
         downs = [shutdown_seconds(g.facts, host) for g in members if not g.saves and _shuts_down(g)]
         spans.append((index, start, start + saves))
@@ -282,21 +284,39 @@ def _shuts_down(g: _Guest) -> bool:
 
 
 def _fit_time(ranked: list[_Guest], state: list[_Guest], host: HostFacts, budget: Budget) -> None:
-    """Shut down instead, lowest-ranked first, the savers of the first group
-    whose saves would end after the deadline less the margin."""
+    """Walking the ranking, admit each saver whose admission keeps every
+    group's saves ending before the deadline less the margin (the guests not
+    walked yet left out, those not admitted counted as shut down); the
+    others are shut down instead. Admitting a guest of an earlier group may
+    push a later group's saves past the limit: then the lowest-ranked saver
+    of that later group goes too, until every group fits."""
     assert host.deadline is not None
     limit = host.deadline - DEADLINE_FIXED_MARGIN - host.deadline * DEADLINE_SHARE_MARGIN
-    while True:
-        late = next((index for index, _start, saves_end in _timeline(state, host, budget.save_rate)[:-1]
-                     if saves_end > limit and any(g.saves and g.facts.group == index for g in state)), None)
-        if late is None:
-            return
-        victim = [g for g in ranked if g.saves and g.facts.group == late][-1]
-        took = victim.predicted / budget.save_rate
-        _drop(victim, "time", f"its save ({_mib(victim.predicted)}, about {took:.0f} s at "
-                              f"{_mib(budget.save_rate)}/s) would not end before the deadline "
-                              f"({host.deadline:.0f} s, less a margin of {host.deadline - limit:.0f} s)")
-        budget.bound_bytes -= victim.bound
+    candidates = [g for g in ranked if g.saves]
+    for g in candidates:
+        g.pending = True
+    for g in candidates:
+        g.pending = False
+        if _late_group(state, host, budget.save_rate, limit) is not None:
+            _too_late(g, host, budget, limit)
+    while (late := _late_group(state, host, budget.save_rate, limit)) is not None:
+        _too_late([g for g in ranked if g.saves and g.facts.group == late][-1], host, budget, limit)
+
+
+def _late_group(state: list[_Guest], host: HostFacts, rate: float, limit: float) -> int | None:
+    """The first order group whose saves would end after limit."""
+    for index, _start, saves_end in _timeline(state, host, rate)[:-1]:
+        if saves_end > limit and any(g.saves and not g.pending and g.facts.group == index for g in state):
+            return index
+    return None
+
+
+def _too_late(g: _Guest, host: HostFacts, budget: Budget, limit: float) -> None:
+    took = g.predicted / budget.save_rate
+    _drop(g, "time", f"its save ({_mib(g.predicted)}, about {took:.0f} s at {_mib(budget.save_rate)}/s) would not "
+                     f"end before the deadline ({host.deadline:.0f} s, less a margin of "
+                     f"{(host.deadline or 0) - limit:.0f} s)")
+    budget.bound_bytes -= g.bound
 
 
 def _decide(g: _Guest, host: HostFacts, rate: float) -> Decision:

@@ -209,3 +209,24 @@ def test_nothing_fits_the_time_every_saver_is_shut_down_but_none_powered_off_wit
         assert not d.saves and d.reason == "time"
         assert d.chain in (("shutdown", "poweroff"), ("poweroff",))
     assert by_name(budget)["p"].chain == ("poweroff",)  # its own chain: suspend then poweroff
+
+
+def test_time_a_ranked_guest_too_big_for_the_deadline_does_not_cost_the_smaller_ones() -> None:
+    # the README's worked example, with STOP_DEADLINE=50: db (ranked, 60 s) cannot end in time, the others can
+    gib = 1024 * MIB
+    rate = SaveRecord(30 * gib, 150.0, 8, True, False)  # 204.8 MiB/s
+    guests = [guest("db", 16 * 1024, rank=0, last_image_bytes=12 * gib),
+              guest("web1", 4096, last_image_bytes=2 * gib), guest("web2", 4096, last_image_bytes=2 * gib),
+              guest("ci", 8192, last_image_bytes=6 * gib)]
+    d = by_name(plan_budget(guests, host(free_bytes=40 * gib, deadline=50, records=(rate,))))
+    assert d["db"].reason == "time"
+    assert d["web1"].saves and d["web2"].saves  # 4 GiB: 20 s of the 43 s
+    assert d["ci"].reason == "time"  # with ci: 10 GiB, 50 s
+
+
+def test_time_a_ranked_guest_that_fits_keeps_its_place() -> None:
+    rate = SaveRecord(100 * MIB, 1.0, 8, True, False)
+    guests = [guest("ranked", 800, rank=0, last_image_bytes=800 * MIB),
+              guest("a", 300, last_image_bytes=300 * MIB), guest("b", 300, last_image_bytes=300 * MIB)]
+    d = by_name(plan_budget(guests, host(deadline=12.0, records=(rate,))))  # 8.8 s: 880 MiB
+    assert d["ranked"].saves and d["a"].reason == d["b"].reason == "time"
