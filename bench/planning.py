@@ -39,7 +39,9 @@ MIXES: dict[str, list[tuple[int, int]]] = {
 }
 
 
-def timed_run(tool: Tool, *args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+def timed_run(
+    tool: Tool, *args: str, env: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.monotonic()
     result = tool.run(*args, env=env, timeout=600)
     return time.monotonic() - started, result
