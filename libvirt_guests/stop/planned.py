@@ -92,7 +92,7 @@ def apply_budget(
     for decision in budget.decisions:
         _rewrite(items[decision.uuid], decision, deadline is not None)
         if decision.fallback:
-            planned.warnings.append(f"guest {shown(decision.name)} {decision.why}")
+            planned.warnings.append(f"guest {shown(decision.name)}: {decision.why}")
     return planned
 
 

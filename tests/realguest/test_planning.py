@@ -76,7 +76,7 @@ def test_room_for_only_some_guests(small_save_dir: Path, guests, tool: Tool, sys
     assert f"{big.name()}: shutdown" in text and "saves: 3 of 4 guests" in text
     result = tool.run("stop")
     assert result.returncode == 0, result
-    assert f"guest {big.name()} its save needs up to 528 MiB" in result.stderr  # the warning naming why
+    assert f"guest {big.name()}: its save needs up to 528 MiB" in result.stderr  # the warning naming why
     assert f"Shutdown of guest {big.name()} complete." in result.stdout
     assert [outcome(system_conn, d) for d in small] == ["saved"] * 3
     assert outcome(system_conn, big) == "off"

@@ -43,7 +43,7 @@ def test_no_room_everyone_falls_back_exit_150(files: Files, driver: Driver, run,
         assert f"{dom.name()}: shutdown" in line and "not saved (room)" in line, line
     assert "2 guests cannot be saved as configured (exit code 150)" in result.out
     assert "saves: 0 of 2 guests, up to 0 MiB of 0 MiB free" in result.out
-    assert f"guest {a.name()} its save needs up to" in result.err  # the warning naming why
+    assert f"guest {a.name()}: its save needs up to" in result.err  # the warning naming why
     as_json = run("plan", "stop", "--json")
     assert as_json.code == EXIT_PLAN_FALLBACK
     planned = entries(as_json.out)[a.name()]["planned"]
