@@ -115,3 +115,24 @@ def test_check_config_notes_the_implicit_fallback(files: Files, run) -> None:
     assert "ends with suspend: a guest that cannot be saved" in out and "powered off at STOP_DEADLINE" in out
     files.write_config(ON_SHUTDOWN="suspend shutdown")
     assert "ends with suspend" not in run("check-config").out
+
+
+def test_apply_budget_marks_the_items_it_changes(files: Files, driver: Driver, save_dir: Path) -> None:
+    from libvirt_guests.config.load import Paths, load
+    from libvirt_guests.state.history import History
+    from libvirt_guests.state.refusals import Refusals
+    from libvirt_guests.stop.plan import plan_stop
+    from libvirt_guests.stop.planned import apply_budget
+    from libvirt_guests.virt.hypervisor import Hypervisor
+
+    dom = driver.guest()
+    files.write_config(ON_SHUTDOWN="suspend", SAVE_RESERVE="1024T")
+    config = load(Paths.resolve())
+    hv = Hypervisor("test:///default")
+    hv.connect()
+    plan = plan_stop(hv, config, None, None)
+    planned = apply_budget(plan, config, History(), Refusals(), None)
+    (item,) = [i for i in plan.items if i.guest.uuid == dom.UUIDString()]
+    assert (item.chain, item.configured, item.budget_reason) == (("shutdown",), ("suspend",), "room")
+    assert planned.by_uuid[dom.UUIDString()].fallback
+    hv.close()
