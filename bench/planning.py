@@ -40,10 +40,15 @@ MIXES: dict[str, list[tuple[int, int]]] = {
 
 
 def timed_run(
-    tool: Tool, *args: str, env: dict[str, str] | None = None
+    tool: Tool, *args: str, checkout: Path | None = None
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """One run of the tool; `checkout`: run that checkout's code (its directory
+    as the working directory too: `python -m` puts the working directory first
+    on sys.path, before PYTHONPATH)."""
+    env = tool.env({"PYTHONPATH": str(checkout)} if checkout else None)
     started = time.monotonic()
-    result = tool.run(*args, env=env, timeout=600)
+    result = subprocess.run(tool.command(*args), env=env, cwd=checkout, capture_output=True, text=True, timeout=600,
+                            check=False)
     return time.monotonic() - started, result
 
 
@@ -79,11 +84,11 @@ def bench_mix(factory: GuestFactory, conn: libvirt.virConnect, name: str, spec: 
                           "off": states.count("off"), "running": states.count("running"), "exit": result.returncode}
         assert tool.run("start").returncode == 0
         if today is not None:
-            took, result = timed_run(tool, "stop", env={"PYTHONPATH": str(today)})
+            took, result = timed_run(tool, "stop", checkout=today)
             states = [state(conn, d) for d in doms]
             row["today"] = {"took_s": round(took, 2), "saved": states.count("saved"), "off": states.count("off"),
                             "running": states.count("running"), "exit": result.returncode}
-            assert tool.run("start", env={"PYTHONPATH": str(today)}).returncode == 0
+            assert timed_run(tool, "start", checkout=today)[1].returncode == 0
         assert all(state(conn, d) == "running" for d in doms), [state(conn, d) for d in doms]
     for dom in doms:
         dom.destroy()
