@@ -82,6 +82,17 @@ def budget_notes(config: Config) -> list[str]:
             "for all the guests of that URI that are shut down, not a timeout per guest"]
 
 
+def fallback_notes(config: Config) -> list[str]:
+    """A chain that ends at the save has an implicit next action (issue 22)."""
+    if not config.on_shutdown or config.on_shutdown[-1] != "suspend":
+        return []
+    then = " and powered off at STOP_DEADLINE" if config.stop_deadline else ""
+    return [f"ON_SHUTDOWN={config.texts.get('ON_SHUTDOWN', ' '.join(config.on_shutdown))!r} ends with suspend: a "
+            "guest that cannot be saved (a device QEMU cannot save, a save refused before, no room in the save "
+            f"directory less SAVE_RESERVE, no time before STOP_DEADLINE) is shut down instead{then}, with a "
+            "warning; write the chain out (e.g. 'suspend shutdown') to choose otherwise"]
+
+
 def flavour_notes(config: Config) -> list[str]:
     """Defaults that differ between Debian's script and upstream's and are in use."""
     notes = []
@@ -150,7 +161,7 @@ def check_config(
 ) -> int:
     config = load(paths, flavour=flavour)
     notes = (list(config.warnings) + original_notes(config) + canonical_notes(config) + budget_notes(config)
-             + flavour_notes(config) + migrate_notes(config) + qemu_conf_notes(qemu_conf))
+             + fallback_notes(config) + flavour_notes(config) + migrate_notes(config) + qemu_conf_notes(qemu_conf))
     problems = list(config.problems) + migrate_problems(config)
     settings: dict[str, dict[str, str]] = {}
     for setting in SETTINGS:

@@ -78,7 +78,8 @@ _COMMAND_DOCS: dict[Command, str] = {
                     "(exit 3); then the guests still to be started, and 'a stop is running (pid N)' while one "
                     "runs. Exit 4 when the files cannot be examined.",
     Command.GUESTSTATUS: "The running guests of each URI. Always exit 0.",
-    Command.PLAN: "plan [stop|start]: print what stop (the default) or start would do to each guest, touching none.",
+    Command.PLAN: "plan [stop|start]: print what stop (the default) or start would do to each guest, touching none; "
+                  "plan stop exits 150 when not every guest can be saved as configured.",
     Command.POLICY: "policy GUEST [--uri URI] [--on-shutdown ACTIONS] [--on-boot start|ignore] [--order N] "
                     "[--shutdown-timeout S] [--save-timeout S] [--start-delay S] [--skip yes|no] [--migrate-to URI] "
                     "[--migrate-data-uri URI] [--clear]: "
@@ -94,6 +95,9 @@ LSB_COMMANDS: tuple[str, ...] = tuple(command.value for command in Command if co
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STOPPED, EXIT_UNKNOWN, EXIT_NOT_CONFIGURED = 0, 1, 2, 3, 4, 6
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as a shell reports it
+# plan stop: not every guest can be saved as configured. From LSB's range for
+# applications (150-199), clear of the init-script codes 0-7 and the signals.
+EXIT_PLAN_FALLBACK = 150
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success; for status: started",
     EXIT_FAIL: "a guest could not be handled (left running, failed to save, start or power off), a URI could not "
@@ -111,4 +115,6 @@ EXIT_CODES: dict[int, str] = {
                  "(a save still running then was aborted), the state was recorded (the next stop finishes an "
                  "interrupted one), then the run lock was released; wins over 6 and 1",
     EXIT_SIGTERM: "interrupted by SIGTERM: as 130",
+    EXIT_PLAN_FALLBACK: "plan stop: not every guest can be saved as configured (no room, no time, a device that "
+                        "cannot be saved or a save refused before): the plan names each one and what it gets instead",
 }

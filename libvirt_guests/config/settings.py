@@ -209,6 +209,27 @@ def parse_shell_count(text: str) -> int:
     return value
 
 
+_SIZE = re.compile(r"([0-9]+)([KMGT]?)(i?B)?", re.I)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+MAX_SIZE = 1024**6  # an exbibyte: more is a typo
+
+
+def parse_size(text: str) -> int:
+    """SAVE_RESERVE: bytes, or a whole number with K, M, G or T (powers of 1024; KiB, MB... taken too)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None or len(match[1]) > 19 or int(match[1]) * _SIZE_UNITS[match[2].upper()] > MAX_SIZE:
+        raise SettingError("expected a size: bytes, or a whole number with K, M, G or T (512M, 2G)")
+    return int(match[1]) * _SIZE_UNITS[match[2].upper()]
+
+
+def parse_guest_names(text: str) -> tuple[str, ...]:
+    """SAVE_PRIORITY: guest names or UUIDs separated by spaces, each at most once."""
+    words = _words(text)
+    if len(set(words)) != len(words):
+        raise SettingError("expected guest names or UUIDs separated by spaces, each at most once")
+    return words
+
+
 def parse_switch(text: str) -> bool:
     """One of our own switches: 0 is off, any other whole number is on."""
     value = _whole(text)
@@ -377,6 +398,22 @@ SETTINGS: tuple[Setting, ...] = (
         "guest paused this way comes back running; one its user had paused comes "
         "back paused; one whose save fails is resumed.",
         since_original=False, used_by=("stop",), canonical=_words_are("0", "1"),
+    ),
+    Setting(
+        name="SAVE_RESERVE", default="512M", parse=parse_size, accepts="a size such as 512M or 2G",
+        doc="Room kept free in the file system of libvirt's save directory (/var/lib/libvirt/qemu/save "
+        "for qemu:///system): before the first save, stop adds up the most each guest's save can "
+        "write (its memory and device state) and saves only the guests that fit in the free space "
+        "less this reserve; the others take the next action of their chain. Keep room here for "
+        "the rest of the host, and for our list and state files when they share that file system.",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="SAVE_PRIORITY", default="", parse=parse_guest_names, accepts="guest names or UUIDs, or empty",
+        doc="Which guests get the room and the time to be saved first, highest first; the "
+        "guests not named come after them, smaller first (so that as many as possible are saved). "
+        "A guest's own policy cannot change its rank.",
+        since_original=False, used_by=("stop",),
     ),
     Setting(
         name="PARALLEL_START", default="8", parse=parse_count, accepts="a whole number, 0 or more",

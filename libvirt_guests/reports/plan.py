@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from libvirt_guests.config.commands import EXIT_OK
+from libvirt_guests.config.commands import EXIT_OK, EXIT_PLAN_FALLBACK
 from libvirt_guests.config.load import Config
 from libvirt_guests.engine import Context, close_all, connect_all
 from libvirt_guests.output import dump_json, plain_number, redact, shown, shown_uri
+from libvirt_guests.reports.budget import budget_lines, describe_budget, describe_decision
 from libvirt_guests.start.peers import describe_migrated
 from libvirt_guests.start.plan import UriStartPlan, plan_start
 from libvirt_guests.state.previous import peek_previous
 from libvirt_guests.stop.actions import any_moves, any_saves, any_waits_off
+from libvirt_guests.stop.budget import MIB
 from libvirt_guests.stop.items import UriStopPlan
 from libvirt_guests.stop.plan import check_peers, plan_stop
+from libvirt_guests.stop.planned import Planned, apply_budget, load_memory
 
 
-def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
+def describe_stop(plan: UriStopPlan, config: Config, planned: Planned | None = None) -> dict[str, Any]:
     """The stop plan of one URI as data (for `plan` and `plan --json`)."""
     parallel = config.parallel_shutdown > 1
     groups = []
@@ -40,6 +43,7 @@ def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
                 "migrate_to": (redact(item.policy.migrate_to) or None) if any_moves(item.chain) else None,
                 "peer_can_take": None if item.peer_reasons is None else not item.peer_reasons,
                 "peer_reasons": item.peer_reasons or [],
+                **({"planned": describe_decision(planned.by_uuid.get(item.guest.uuid))} if planned else {}),
             })
         groups.append(entries)
     return {
@@ -47,7 +51,8 @@ def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
         "groups": groups,
         "transient_not_handled": [g.name for g in plan.transient_left],
         "skipped": [g.name for g in plan.skipped],
-        "warnings": plan.warnings,
+        "warnings": plan.warnings + (planned.warnings if planned else []),
+        **({"budget": describe_budget(planned.budget)} if planned else {}),
     }
 
 
@@ -74,11 +79,18 @@ def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any])
     previous = peek_previous(ctx.paths.list_file, ctx.paths.state_file)
     journal = previous.journal
     note = ""
+    fallback = False
     if which == "stop":
         hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not as_json)
         plans = [plan_stop(hv, cfg, None, journal) for hv in hvs.values() if hv is not None]
+        history, refusals, problems = load_memory(ctx.paths.history_file, ctx.paths.refusals_file)
+        deadline = float(cfg.stop_deadline) if cfg.stop_deadline else None
+        budgets = [apply_budget(plan, cfg, history, refusals, deadline) for plan in plans]
+        for problem in problems:
+            ctx.out.warn(problem)
         check_peers(plans, cfg.allowed_peers())  # before anything is done: can each guest's peer take it?
-        report = [describe_stop(plan, cfg) for plan in plans]
+        report = [describe_stop(plan, cfg, planned) for plan, planned in zip(plans, budgets, strict=True)]
+        fallback = not all(planned.budget.all_as_configured for planned in budgets)
         # The original's rule, as stop applies it: a list left by a completed stop makes the next stop a no-op.
         if previous.entries is not None and not previous.resumable:
             note = (f"the list file {ctx.paths.list_file} is still there (no start since the last stop): "
@@ -103,7 +115,7 @@ def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any])
         ctx.out.block(dump_json({"operation": which, "uris": report, "unreachable": unreachable,
                                "note": note or None, **extra, **about,
                                **({} if cfg.guest_policy else {"guest_policy_ignored": True})}))
-        return EXIT_OK
+        return EXIT_PLAN_FALLBACK if fallback else EXIT_OK
     if note and not (migrated and previous.entries is None):
         ctx.out.say(f"note: {note}")
     if not cfg.guest_policy:
@@ -113,9 +125,10 @@ def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any])
                     f"{shown_uri(guest['peer'])} (migrated by the last stop): {guest['next_start']}")
     for uri_report in report:
         ctx.out.say(f"{which} on {shown_uri(uri_report['uri'])}:")
+        totals = budget_lines(uri_report.get("budget"))
         for number, group in enumerate(uri_report["groups"], 1):
             for entry in group:
-                ctx.out.say(f"  group {number}: " + _describe_entry(which, entry))
+                ctx.out.say(f"  group {number}: " + _describe_entry(which, entry, bool(totals)))
         for name in uri_report.get("transient_not_handled", []):
             ctx.out.say(f"  left alone: {shown(name)} (transient, PERSISTENT_ONLY)")
         for name in uri_report.get("skipped", []):
@@ -124,12 +137,14 @@ def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any])
             empty = "no running guests" if which == "stop" else "no guests to start"
             ctx.out.say(f"  {empty}" if not uri_report.get("skipped") and not uri_report.get(
                 "transient_not_handled") else f"  {empty} to act on")
+        for line in totals:
+            ctx.out.say(f"  {line}")
         for warning in uri_report["warnings"]:
             ctx.out.warn(warning)
-    return EXIT_OK
+    return EXIT_PLAN_FALLBACK if fallback else EXIT_OK
 
 
-def _describe_entry(which: str, entry: dict[str, Any]) -> str:
+def _describe_entry(which: str, entry: dict[str, Any], predicted: bool = False) -> str:
     if which == "start":
         delay = f", then wait {plain_number(entry['start_delay'])} s" if entry["start_delay"] else ""
         return f"{shown(entry['name'] or entry['uuid'])}: {entry['action']}{delay}"
@@ -147,4 +162,8 @@ def _describe_entry(which: str, entry: dict[str, Any]) -> str:
         text += " [not recorded: not started at boot]"
     if entry["note"]:
         text += f" [{entry['note']}]"
+    if predicted and entry.get("planned") and entry["planned"]["saves"]:
+        planned = entry["planned"]
+        text += (f" (save: about {plain_number(round(planned['predicted_seconds'], 1))} s, "
+                 f"up to {planned['bound_bytes'] // MIB} MiB)")
     return text

@@ -19,6 +19,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Literal
 
 import libvirt
@@ -60,6 +61,7 @@ class RunScope:
     tally: Tally
     unlist: Callable[[str, str], None]
     host_chain: tuple[str, ...]
+    refusals_file: Path | None = None  # where a refused save is remembered (issue 22)
 
 
 class UriWork:
@@ -74,7 +76,7 @@ class UriWork:
         self.hv = hv
         self.plan = plan
         self.ledger = GuestLedger(hv.uri, run.journal, run.tally, run.bounds, run.out, run.unlist)
-        scope = ActionScope(run.config, run.out, run.bounds, hv.uri, self.ledger)
+        scope = ActionScope(run.config, run.out, run.bounds, hv.uri, self.ledger, run.refusals_file)
         self.units: dict[str, Action] = {name: unit(scope) for name, unit in ACTIONS.items()}
         self.pools = {name: Workers(cap, f"stop-{name}")
                       for name, unit in ACTIONS.items() if (cap := unit.cap(self.cfg)) is not None}

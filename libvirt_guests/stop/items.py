@@ -21,6 +21,10 @@ class StopItem:
     # For a chain with migrate, as `plan stop` checks it: why the peer cannot
     # take the guest (empty: it can); None when not checked.
     peer_reasons: list[str] | None = None
+    # Why the stop's budget changed its chain (issue 22): "" (as configured),
+    # "room", "time", "blocker" or "refused"; configured: the chain before.
+    budget_reason: str = ""
+    configured: tuple[str, ...] = ()
 
 
 @dataclass

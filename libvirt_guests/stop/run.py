@@ -50,6 +50,7 @@ from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.chains import RunScope, UriWork
 from libvirt_guests.stop.items import UriStopPlan
 from libvirt_guests.stop.plan import plan_stop
+from libvirt_guests.stop.planned import apply_budget, load_memory
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -223,7 +224,7 @@ class StopRun:
         self.stage = "acting on the guests of"
         if self.tally.total:
             shared = RunScope(self.ctx.config, self.ctx.out, self.bounds, self.journal, self.tally, self.lines.unlist,
-                              self.host_chain)
+                              self.host_chain, self.ctx.paths.refusals_file)
             busy = [UriWork(shared, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
             each_at_once(UriWork.execute, busy)
         self.stage = "closing"
@@ -317,12 +318,19 @@ def list_guests(run: StopRun, hvs: dict[str, Hypervisor | None]) -> dict[str, Ur
     """The listing phase, for all URIs at once, reported in URIS order."""
     out = run.ctx.out
     connected = [uri for uri, hv in hvs.items() if hv is not None]
+    history, refusals, problems = load_memory(run.ctx.paths.history_file, run.ctx.paths.refusals_file)
+    for problem in problems:
+        out.warn(problem)
+    at = run.bounds.deadline_at
+    deadline = None if at is None else max(0.0, at - time.monotonic())
 
     def plan_one(uri: str) -> UriStopPlan | Exception:
         try:
             hv = hvs[uri]
             assert hv is not None
-            return plan_stop(hv, run.ctx.config, run.forced_chain, run.journal)
+            plan = plan_stop(hv, run.ctx.config, run.forced_chain, run.journal)
+            plan.warnings += apply_budget(plan, run.ctx.config, history, refusals, deadline).warnings
+            return plan
         except Exception as err:  # noqa: BLE001 - one URI must not cost the others
             return err
 

@@ -97,8 +97,11 @@ def domain_xml(
     slow_seconds: int = 5,
     uuid: str | None = None,
     images: Images | None = None,
+    extra_devices: str = "",
 ) -> str:
     """Return the XML of a test guest (direct kernel boot, no disk or NIC).
+
+    ``extra_devices``: XML added to <devices> as it is (e.g. a device QEMU cannot save).
 
     ``mode`` is ``normal`` (ACPI power button powers off), ``stubborn``
     (ignores it) or ``slow`` (powers off ``slow_seconds`` after it).
@@ -120,6 +123,7 @@ def domain_xml(
                "i8042.noaux no_timer_check")
     uuid_elem = f"\n  <uuid>{escape(uuid)}</uuid>" if uuid else ""
     log = serial_log_path(name, imgs)
+    extra = f"\n    {extra_devices}" if extra_devices else ""
     return f"""<domain type='{domain_type()}'>
   <name>{escape(name)}</name>{uuid_elem}
   <memory unit='MiB'>{int(memory_mib)}</memory>
@@ -141,7 +145,7 @@ def domain_xml(
       <target port='0'/>
     </serial>
     <controller type='usb' model='none'/>
-    <memballoon model='none'/>
+    <memballoon model='none'/>{extra}
   </devices>
 </domain>
 """
@@ -398,6 +402,7 @@ class GuestFactory:
         memory_mib: int = 128,
         dirty_mib: int = 0,
         slow_seconds: int = 5,
+        extra_devices: str = "",
         start: bool = True,
         wait: bool = True,
         timeout: float = BOOT_TIMEOUT,
@@ -413,7 +418,9 @@ class GuestFactory:
         names = [self._next_name() for _ in range(count)]
         self.names.extend(names)
         xmls = [
-            self.xml(n, mode=mode, memory_mib=memory_mib, dirty_mib=dirty_mib, slow_seconds=slow_seconds) for n in names
+            self.xml(n, mode=mode, memory_mib=memory_mib, dirty_mib=dirty_mib, slow_seconds=slow_seconds,
+                     extra_devices=extra_devices)
+            for n in names
         ]
         for n in names:
             serial_log_path(n, self.images).unlink(missing_ok=True)

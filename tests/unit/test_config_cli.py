@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import libvirt
 import pytest
 
-from .support import TEST_URI, Driver, Files
+from libvirt_guests.virt.guest import Guest
+
+from .support import TEST_URI, Driver, Files, libvirt_error
 
 
 def _error_lines(err: str) -> list[str]:
@@ -53,11 +56,18 @@ def test_stop_with_negative_timeout_says_what_the_original_said_and_shuts_down(
     assert "SHUTDOWN_TIMEOUT='-5'" in line and "using 300" in line
 
 
-def test_six_wins_over_one(files: Files, driver: Driver, run) -> None:
-    driver.guest(transient=True)  # chain 'suspend' cannot save it: left running, exit 1
-    files.write_config(ON_SHUTDOWN="suspend", PERSISTENT_ONLY="false", SAVE_TIMEOUT="x")
+def test_six_wins_over_one(files: Files, driver: Driver, run, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A save that fails (a full disk, say) with a chain that has nothing after it: left running, exit 1.
+    # (Before issue 22 a transient guest did it; it is now shut down instead.)
+    def failing_save(self: Guest, flags: int) -> None:
+        with self.errors():
+            raise libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED, "No space left on device")
+
+    monkeypatch.setattr(Guest, "managed_save", failing_save)
+    driver.guest()
+    files.write_config(ON_SHUTDOWN="suspend", SAVE_TIMEOUT="x")
     assert run("stop").code == 6
-    files.write_config(ON_SHUTDOWN="suspend", PERSISTENT_ONLY="false")
+    files.write_config(ON_SHUTDOWN="suspend")
     files.list_file.unlink(missing_ok=True)
     files.state_file.unlink(missing_ok=True)
     assert run("stop").code == 1  # the same run without the bad value

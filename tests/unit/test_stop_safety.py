@@ -25,6 +25,7 @@ from libvirt_guests import output
 from libvirt_guests.config.policy import parse_policy
 from libvirt_guests.state.lock import RunLock, RunLockBusy
 from libvirt_guests.stop import bounds as stop_bounds
+from libvirt_guests.stop import budget
 from libvirt_guests.stop import run as stop
 from libvirt_guests.stop.actions import suspend as actions
 from libvirt_guests.virt.errors import VirtError
@@ -110,6 +111,16 @@ def test_policy_numbers_in_range_are_kept(attribute: str, text: str, value: obje
     assert policy.values[attribute] == value
     assert policy.warnings == []
 
+
+
+@pytest.fixture(autouse=True)
+def fast_saves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about what the deadline does to saves under way (the
+    last resort): a host whose saves the planner (stop/budget.py, issue 22)
+    expects to end in time, so that it does not shut the guests down first."""
+    monkeypatch.setattr(budget, "DEFAULT_SAVE_RATE", 1024**4)
+    monkeypatch.setattr(budget, "DEADLINE_FIXED_MARGIN", 0.0)  # deadlines of 1 s here
+    monkeypatch.setattr(budget, "DEADLINE_SHARE_MARGIN", 0.0)
 
 def test_huge_policy_numbers_do_not_stop_the_stop(files: Files, driver: Driver, run) -> None:
     a = driver.guest(policy=f'<policy order="{BIG}"/>')

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
 from libvirt_guests.config.load import Config
@@ -59,6 +60,7 @@ class ActionScope:
     bounds: StopBounds
     uri: str
     ledger: GuestLedger
+    refusals_file: Path | None = None  # where a refused save is remembered (issue 22)
 
 
 class Action:

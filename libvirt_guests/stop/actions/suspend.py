@@ -17,6 +17,7 @@ from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import WARNING, shown, tr
 from libvirt_guests.stop.actions.base import Action, ActionScope, Step
 from libvirt_guests.stop.items import StopItem
+from libvirt_guests.stop.planned import learn
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 
@@ -75,13 +76,20 @@ class Suspend(Action):
         if end.error is None:
             self.out.say(label + tr("done"))
             self.ledger.finish(item, Outcome.SAVED)
+            self._learn(item, None)
             return Step.DONE
         if end.error.vanished:
             return Step.VANISHED
         if end.error.disconnected:
             raise end.error
         self.out.say(label + f"failed: {end.error}", level=WARNING)
+        self._learn(item, end.error)
         return self._after_failure(item)
+
+    def _learn(self, item: StopItem, error: VirtError | None) -> None:
+        """A refused save is remembered for the next stop; a save that worked forgets it."""
+        if self.scope.refusals_file is not None and (problem := learn(self.scope.refusals_file, item.guest, error)):
+            self.out.warn(problem)
 
     def _watch(self, item: StopItem, label: str, save: Callable[[], None] | None) -> JobEnd:
         """Run save in a thread of self.calls (or, with save None, watch the job an
