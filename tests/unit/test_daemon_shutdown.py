@@ -14,7 +14,15 @@ import pytest
 
 from libvirt_guests.virt import daemonproc, logind
 from libvirt_guests.virt.daemonshutdown import (
-    ACTIONS, ENV_QEMU_CONF, KEYS, SCOPES, SESSION_DEFAULTS, SYSTEM_DEFAULTS, classify, conf_path, daemon_kind,
+    ACTIONS,
+    ENV_QEMU_CONF,
+    KEYS,
+    SCOPES,
+    SESSION_DEFAULTS,
+    SYSTEM_DEFAULTS,
+    classify,
+    conf_path,
+    daemon_kind,
 )
 from libvirt_guests.virt.virtconf import ConfSyntaxError, parse
 
@@ -225,7 +233,8 @@ def test_logind_answers(body: str, expected: bool, tmp_path: Path, monkeypatch: 
 
 def test_logind_query_is_bounded_and_never_starts_logind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = tmp_path / "args"
-    monkeypatch.setenv(logind.ENV_BUSCTL, fake_busctl(tmp_path, f'echo "$@" > {args}; echo \'{{"type":"b","data":true}}\''))
+    body = f'echo "$@" > {args}; echo \'{{"type":"b","data":true}}\''
+    monkeypatch.setenv(logind.ENV_BUSCTL, fake_busctl(tmp_path, body))
     assert logind.preparing_for_shutdown()[0] is True
     line = args.read_text()
     assert "--auto-start=no" in line and "--timeout=" in line and "PreparingForShutdown" in line
@@ -234,6 +243,7 @@ def test_logind_query_is_bounded_and_never_starts_logind(tmp_path: Path, monkeyp
 
 
 def test_logind_on_this_machine_answers_false() -> None:
-    """The real busctl and logind of the machine running the tests (not shutting down): false, quickly."""
+    """The real busctl of the machine running the tests (not shutting down; in CI there may be no system bus
+    at all): false, quickly. The true case with a real logind is tests/systemd/test_daemon_shutdown.py's."""
     shutting, how = logind.preparing_for_shutdown()
     assert shutting is False, how
