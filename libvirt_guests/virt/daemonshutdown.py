@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import libvirt
+
 from libvirt_guests.output import shown, shown_uri
+from libvirt_guests.virt.daemonproc import system_daemon_started
 from libvirt_guests.virt.virtconf import ConfSyntaxError, Value, parse
 
 SCOPES = ("none", "persistent", "transient", "all")
@@ -212,3 +215,34 @@ def classify(uri: str, *, version: int | None = None, conf: Path | None = None,
                               f"({_stamp(daemon_started)}): the settings it uses are not known", settings)
     state = "on" if settings.on else "off"
     return DaemonShutdown(uri, state, f"{source}: {settings.text()}", settings)
+
+
+def qemu_driver(uri: str) -> bool:
+    """A URI of the QEMU driver (local or remote): the only driver with such a handling of its own."""
+    try:
+        return urlsplit(uri).scheme.split("+")[0] == "qemu"
+    except ValueError:
+        return False
+
+
+def of_daemon(uri: str, version: int | None) -> DaemonShutdown:
+    """``classify`` for the daemon that serves ``uri`` now (its start time read from /proc for qemu:///system,
+    unless another file stands for its qemu.conf: LIBVIRT_GUESTS_QEMU_CONF, in tests)."""
+    own_file = not os.environ.get(ENV_QEMU_CONF)
+    started = system_daemon_started() if daemon_kind(uri) == "system" and own_file else None
+    return classify(uri, version=version, daemon_started=started)
+
+
+def who_acts(daemon: DaemonShutdown, persistent: bool) -> str:
+    """Who takes such a guest down at a host shutdown through logind: "libvirtd" (we wait for it, then act if
+    it still runs), "us", or "unknown" (we act, and it may too)."""
+    covers = daemon.covers(persistent)
+    return "unknown" if covers is None else "libvirtd" if covers else "us"
+
+
+def local_version() -> int | None:
+    """This host's libvirt library version (the daemon's, where it is installed with it), without connecting."""
+    try:
+        return int(libvirt.getVersion())
+    except (libvirt.libvirtError, TypeError, ValueError):
+        return None
