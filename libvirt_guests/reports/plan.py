@@ -14,10 +14,12 @@ from libvirt_guests.state.previous import peek_previous
 from libvirt_guests.stop.actions import any_moves, any_saves, any_waits_off
 from libvirt_guests.stop.items import UriStopPlan
 from libvirt_guests.stop.plan import check_peers, plan_stop
+from libvirt_guests.virt.daemonshutdown import DaemonShutdown, of_hypervisor, who_acts
 
 
-def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
-    """The stop plan of one URI as data (for `plan` and `plan --json`)."""
+def describe_stop(plan: UriStopPlan, config: Config, daemon: DaemonShutdown | None = None) -> dict[str, Any]:
+    """The stop plan of one URI as data (for `plan` and `plan --json`); ``daemon``: libvirt's own shutdown
+    handling for that URI (QEMU only), which says who acts at a host shutdown through logind."""
     parallel = config.parallel_shutdown > 1
     groups = []
     for group in plan.groups:
@@ -40,6 +42,7 @@ def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
                 "migrate_to": (redact(item.policy.migrate_to) or None) if any_moves(item.chain) else None,
                 "peer_can_take": None if item.peer_reasons is None else not item.peer_reasons,
                 "peer_reasons": item.peer_reasons or [],
+                **({} if daemon is None else {"at_host_shutdown": who_acts(daemon, item.persistent)}),
             })
         groups.append(entries)
     return {
@@ -48,6 +51,7 @@ def describe_stop(plan: UriStopPlan, config: Config) -> dict[str, Any]:
         "transient_not_handled": [g.name for g in plan.transient_left],
         "skipped": [g.name for g in plan.skipped],
         "warnings": plan.warnings,
+        **({} if daemon is None else {"libvirt_shutdown": {"state": daemon.state, "reason": daemon.reason}}),
     }
 
 
@@ -78,7 +82,8 @@ def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any])
         hvs = connect_all(ctx, cfg.uris, retry_for=0, stdout=not as_json)
         plans = [plan_stop(hv, cfg, None, journal) for hv in hvs.values() if hv is not None]
         check_peers(plans, cfg.allowed_peers())  # before anything is done: can each guest's peer take it?
-        report = [describe_stop(plan, cfg) for plan in plans]
+        daemons = {uri: of_hypervisor(hv) for uri, hv in hvs.items() if hv is not None}
+        report = [describe_stop(plan, cfg, daemons.get(plan.uri)) for plan in plans]
         # The original's rule, as stop applies it: a list left by a completed stop makes the next stop a no-op.
         if previous.entries is not None and not previous.resumable:
             note = (f"the list file {ctx.paths.list_file} is still there (no start since the last stop): "
@@ -113,6 +118,9 @@ def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any])
                     f"{shown_uri(guest['peer'])} (migrated by the last stop): {guest['next_start']}")
     for uri_report in report:
         ctx.out.say(f"{which} on {shown_uri(uri_report['uri'])}:")
+        daemon = uri_report.get("libvirt_shutdown")
+        if daemon and daemon["state"] != "off":
+            ctx.out.say(f"  libvirt's own shutdown handling: {daemon['state']} ({daemon['reason']})")
         for number, group in enumerate(uri_report["groups"], 1):
             for entry in group:
                 ctx.out.say(f"  group {number}: " + _describe_entry(which, entry))
@@ -147,4 +155,9 @@ def _describe_entry(which: str, entry: dict[str, Any]) -> str:
         text += " [not recorded: not started at boot]"
     if entry["note"]:
         text += f" [{entry['note']}]"
+    actor = entry.get("at_host_shutdown")
+    if actor == "libvirtd":
+        text += " [at a host shutdown through logind: libvirtd acts, we wait for it, then act if it still runs]"
+    elif actor == "unknown":
+        text += " [at a host shutdown: libvirtd may act too (its settings are unknown)]"
     return text

@@ -38,6 +38,7 @@ import libvirt
 
 from libvirt_guests.output import shown, shown_uri
 from libvirt_guests.virt.daemonproc import system_daemon_started
+from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.virtconf import ConfSyntaxError, Value, parse
 
 SCOPES = ("none", "persistent", "transient", "all")
@@ -246,3 +247,16 @@ def local_version() -> int | None:
         return int(libvirt.getVersion())
     except (libvirt.libvirtError, TypeError, ValueError):
         return None
+
+
+def of_hypervisor(hv: Hypervisor) -> DaemonShutdown | None:
+    """The handling of the daemon behind a connection (``default`` resolved; the daemon's own version), or
+    None for a driver that has none (not QEMU)."""
+    uri = hv.connected_uri() or hv.uri
+    if not qemu_driver(uri):
+        return None
+    try:
+        version: int | None = int(hv.conn.getLibVersion()) if hv.conn is not None else None
+    except libvirt.libvirtError:
+        version = None
+    return of_daemon(uri, version)
