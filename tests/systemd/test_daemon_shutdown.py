@@ -15,6 +15,7 @@ booted the guests itself at its start, our start did not start them).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -67,6 +68,12 @@ def test_class(trixie: Container, name: str) -> None:
     box.wait_ready(names)
     plan = box.run("libvirt-guests", "plan", "stop", check=False)
     print(f"--- {name}: plan stop\n{plan.stdout}{plan.stderr}")
+    planned = json.loads(box.run("libvirt-guests", "plan", "stop", "--json").stdout)
+    (uri,) = planned["uris"]
+    assert uri["libvirt_shutdown"]["state"] == ("on" if actor == "libvirtd" else "off"), uri
+    assert {e["name"]: e["at_host_shutdown"] for group in uri["groups"] for e in group} == {n: actor for n in names}
+    check = box.run("libvirt-guests", "check-config", check=False)
+    assert check.returncode == (6 if actor == "libvirtd" else 0), check
     halt = box.poweroff()
     entries = box.journal()
     down = harness.boot_ids(entries)[-1]
@@ -88,19 +95,18 @@ def test_class(trixie: Container, name: str) -> None:
     assert states == {n: after for n in names}, states
     # none was started twice: no start of ours failed on a running guest, the daemon's autostart did not fail
     assert not [m for p, m in start if p <= 4], start
-    assert not [m for _, m in daemon_boot if re.search(r"autostart|already (running|active)", m, re.I)]
+    assert not [m for p, m in daemon_boot if p <= 4 and re.search(r"autostart|already (running|active)", m, re.I)]
+    assert not [m for p, m in stop if p <= 4], stop  # no conflict line: a real poweroff through logind
+    stop_text, start_text = "\n".join(m for _, m in stop), "\n".join(m for _, m in start)
     summary = [m for _, m in stop if m.startswith("libvirt-guests stop:")]
-    assert summary, stop
+    assert summary and " 0 failed" in summary[-1], stop
     if actor == "us":
-        assert f"{len(names)} saved" in summary[-1] and " 0 failed" in summary[-1], summary
+        assert f"{len(names)} saved" in summary[-1], summary
         assert all(saved.values())
-        assert not [m for p, m in stop if p <= 4], stop
         for n in names:
-            assert f"Resuming guest {n}: done" in "\n".join(m for _, m in start), start
+            assert f"Suspending {n}: done" in stop_text and f"Resuming guest {n}: done" in start_text
     else:
-        # we saved, shut down or powered off nothing ourselves: the daemon did
-        assert not re.search(r"\b[1-9][0-9]* (saved|shut down|powered off)\b", summary[-1].split(";")[0]
-                             if "by libvirtd" in summary[-1] else summary[-1]), summary
-        for n in names:
-            assert f"Resuming guest {n}: done" not in "\n".join(m for _, m in start), start
+        for n in names:  # we neither acted at the poweroff nor started it at the boot: the daemon did both
+            assert f"Suspending {n}" not in stop_text and f"Resuming guest {n}: done" not in start_text
+            assert n not in stop_text or f"Guest {n}: " in stop_text  # left to the daemon, and recorded
     print(f"measured: daemon class {name}: halt {halt:.1f} s")
