@@ -51,6 +51,9 @@ SYSTEM_CONF = Path("/etc/libvirt/qemu.conf")
 ENV_QEMU_CONF = "LIBVIRT_GUESTS_QEMU_CONF"  # the system daemon's qemu.conf (tests)
 MAX_CONF_BYTES = 1024 * 1024
 BUILTIN_WAIT = 30  # auto_shutdown_wait = 0 means this
+# A process's start is known to the second only (/proc/stat's btime is whole seconds): a file written in the
+# second before the daemon started (a restart right after the edit) must not count as changed since.
+START_SLACK = 1.5
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,7 @@ def classify(uri: str, *, version: int | None = None, conf: Path | None = None,
         except SettingsError as err:
             return DaemonShutdown(uri, "unknown", f"{shown(str(path))}: {err}; libvirt does not load it")
         source = shown(str(path))
-    if daemon_started is not None and mtime > daemon_started:
+    if daemon_started is not None and mtime > daemon_started + START_SLACK:
         return DaemonShutdown(uri, "unknown", f"{source} changed at {_stamp(mtime)}, after the daemon started "
                               f"({_stamp(daemon_started)}): the settings it uses are not known", settings)
     state = "on" if settings.on else "off"

@@ -129,6 +129,8 @@ def test_changed_since_the_daemon_started_is_unknown(tmp_path: Path) -> None:
     assert classify(SYSTEM, conf=conf, daemon_started=now - 60).state == "unknown"
     assert "after the daemon started" in classify(SYSTEM, conf=conf, daemon_started=now - 60).reason
     assert classify(SYSTEM, conf=conf, daemon_started=now + 1).state == "off"
+    # the start is known to the second: written just before a restart within the same second is not "since"
+    assert classify(SYSTEM, conf=conf, daemon_started=now - 0.9).state == "off"
     assert classify(SYSTEM, conf=conf, daemon_started=None).state == "off"
 
 
