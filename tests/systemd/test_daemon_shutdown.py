@@ -110,3 +110,21 @@ def test_class(trixie: Container, name: str) -> None:
             assert f"Suspending {n}" not in stop_text and f"Resuming guest {n}: done" not in start_text
             assert n not in stop_text or f"Guest {n}: " in stop_text  # left to the daemon, and recorded
     print(f"measured: daemon class {name}: halt {halt:.1f} s")
+
+
+def test_restart_of_our_unit_with_the_daemon_on_acts_with_one_error_line(trixie: Container) -> None:
+    """Not a host shutdown (logind says no): our stop acts as always, says the conflict once; start restores."""
+    box = trixie
+    with open(box.path("/etc/libvirt/qemu.conf"), "a") as f:
+        f.write(conf_lines({"auto_shutdown_try_save": "persistent"}))
+    box.run("systemctl", "restart", "libvirtd")
+    names = box.define_guests(1, prefix="lgt-manual-")
+    box.wait_ready(names)
+    box.run("systemctl", "restart", "libvirt-guests")
+    entries = box.journal()
+    lines = unit_lines(entries, "libvirt-guests.service", harness.boot_ids(entries)[-1])
+    print("\n".join(f"<{p}> {m}" for p, m in lines))
+    conflict = [m for p, m in lines if p <= 3 and "libvirt's own shutdown handling is on" in m]
+    assert len(conflict) == 1 and "not a host shutdown through logind" in conflict[0], lines
+    assert f"Suspending {names[0]}: done" in "\n".join(m for _, m in lines)
+    assert box.domstates(names) == {names[0]: "running (restored)"}
