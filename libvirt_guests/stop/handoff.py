@@ -14,24 +14,21 @@ as without the daemon."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from libvirt_guests.engine import TICK, each_at_once
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import shown, shown_uri
+from libvirt_guests.stop.chains import RunScope
 from libvirt_guests.stop.items import StopItem, UriStopPlan
 from libvirt_guests.virt.daemonshutdown import DaemonShutdown, daemon_kind, of_hypervisor
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
 from libvirt_guests.virt.logind import preparing_for_shutdown
 
-if TYPE_CHECKING:
-    from libvirt_guests.stop.run import StopRun
-
 HANDOFF_MARGIN = 30.0  # seconds over the daemon's own auto_shutdown_wait when SHUTDOWN_TIMEOUT is 0
 
 
-def hand_off(run: StopRun, hvs: dict[str, Hypervisor | None], plans: dict[str, UriStopPlan]) -> None:
+def hand_off(run: RunScope, hvs: dict[str, Hypervisor | None], plans: dict[str, UriStopPlan]) -> None:
     """Before the chains run: for each URI whose daemon has a handling of its own, defer or say the conflict."""
     daemons = {uri: d for uri, plan in plans.items()
                if plan.items and (hv := hvs.get(uri)) is not None and (d := of_hypervisor(hv)) is not None}
@@ -45,19 +42,19 @@ def hand_off(run: StopRun, hvs: dict[str, Hypervisor | None], plans: dict[str, U
         if shutting_down and daemon.state == "on":
             covered = [item for item in plan.items if daemon.covers(item.persistent)]
             if covered:
-                run.ctx.out.say(f"{shown_uri(uri)}: the host is shutting down ({how}) and libvirt's own shutdown "
+                run.out.say(f"{shown_uri(uri)}: the host is shutting down ({how}) and libvirt's own shutdown "
                                 f"handling covers {len(covered)} guest(s): waiting for it first")
                 _defer(run, hvs[uri], plan, daemon, covered)  # type: ignore[arg-type]
             continue
         what = "is on" if daemon.state == "on" else "may be on"
         why = "not a host shutdown through logind" if not shutting_down else "its settings in use are unknown"
-        run.ctx.out.error(f"{shown_uri(uri)}: libvirt's own shutdown handling {what} ({daemon.reason}): two "
+        run.out.error(f"{shown_uri(uri)}: libvirt's own shutdown handling {what} ({daemon.reason}): two "
                           f"actors on the same guests; this stop acts itself ({why}: {how}); set its "
                           "auto_shutdown_* to \"none\" or disable libvirt-guests")
 
 
-def _bound(run: StopRun, daemon: DaemonShutdown) -> float:
-    timeout = float(run.ctx.config.shutdown_timeout)
+def _bound(run: RunScope, daemon: DaemonShutdown) -> float:
+    timeout = float(run.config.shutdown_timeout)
     if not timeout:
         timeout = (daemon.settings.wait if daemon.settings else 0) + HANDOFF_MARGIN
     end = time.monotonic() + timeout
@@ -65,7 +62,7 @@ def _bound(run: StopRun, daemon: DaemonShutdown) -> float:
     return end if limit is None else min(end, limit)
 
 
-def _defer(run: StopRun, hv: Hypervisor, plan: UriStopPlan, daemon: DaemonShutdown, covered: list[StopItem]) -> None:
+def _defer(run: RunScope, hv: Hypervisor, plan: UriStopPlan, daemon: DaemonShutdown, covered: list[StopItem]) -> None:
     end = _bound(run, daemon)
 
     def wait(item: StopItem) -> bool:
@@ -80,7 +77,7 @@ def _defer(run: StopRun, hv: Hypervisor, plan: UriStopPlan, daemon: DaemonShutdo
                 return False
 
     offs = each_at_once(wait, covered)
-    out, journal = run.ctx.out, run.journal
+    out, journal = run.out, run.journal
     for item, off in zip(covered, offs, strict=True):
         name = shown(item.guest.name)
         if not off:

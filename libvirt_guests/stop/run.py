@@ -222,10 +222,10 @@ class StopRun:
             return
         self.tally.total = sum(len(p.items) for p in self.plans.values())
         self.stage = "acting on the guests of"
-        hand_off(self, hvs, self.plans)  # libvirt's own shutdown handling: defer to it, or say the conflict
+        shared = RunScope(self.ctx.config, self.ctx.out, self.bounds, self.journal, self.tally, self.lines.unlist,
+                          self.host_chain)
+        hand_off(shared, hvs, self.plans)  # libvirt's own shutdown handling: defer to it, or say the conflict
         if self.tally.total:
-            shared = RunScope(self.ctx.config, self.ctx.out, self.bounds, self.journal, self.tally, self.lines.unlist,
-                              self.host_chain)
             busy = [UriWork(shared, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
             each_at_once(UriWork.execute, busy)
         self.stage = "closing"
