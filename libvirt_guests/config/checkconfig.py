@@ -6,16 +6,15 @@ from the original."""
 from __future__ import annotations
 
 import json
-import re
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from libvirt_guests.config.load import Config, Paths, load
 from libvirt_guests.config.problems import Problem, shown_value
 from libvirt_guests.config.settings import BY_NAME, SETTINGS, Setting, default_for
-from libvirt_guests.output import Output, redact, shown
-
-QEMU_CONF = Path("/etc/libvirt/qemu.conf")
-_AUTO_SHUTDOWN = re.compile(r"^\s*(auto_shutdown_(?:try_save|try_shutdown|poweroff))\s*=\s*\"?([^\"#\s]*)\"?", re.M)
+from libvirt_guests.output import Output, redact, shown, shown_uri
+from libvirt_guests.virt.daemonshutdown import classify, daemon_kind, local_version, of_daemon, qemu_driver
 
 
 def value_text(value: object) -> str:
@@ -141,28 +140,54 @@ def migrate_notes(config: Config) -> list[str]:
     return notes
 
 
-def qemu_conf_notes(path: Path = QEMU_CONF) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    notes = []
-    for key, value in _AUTO_SHUTDOWN.findall(text):
-        if value and value != "none":
-            notes.append(
-                f"{path}: {key} = \"{shown(value)}\": libvirt's own shutdown handling would duel with "
-                "libvirt-guests; set it to \"none\" or disable libvirt-guests"
-            )
-    return notes
+def default_uri(environ: Mapping[str, str] | None = None) -> str:
+    """What URIS=default opens, without opening it: LIBVIRT_DEFAULT_URI, else the daemon libvirt probes first
+    (qemu:///system for root, qemu:///session for a user)."""
+    env = os.environ if environ is None else environ
+    return env.get("LIBVIRT_DEFAULT_URI") or ("qemu:///system" if os.geteuid() == 0 else "qemu:///session")
+
+
+def daemon_shutdown_checks(config: Config, qemu_conf: Path | None = None,
+                           version_of: Callable[[], int | None] = local_version) -> tuple[list[Problem], list[str]]:
+    """libvirt's own shutdown handling on a URI we handle (two actors on the same guests at a host shutdown:
+    a save racing a shutdown, a guest started twice) is a problem, as is a local daemon whose settings cannot
+    be known; a remote one's is a note."""
+    problems: list[Problem] = []
+    notes: list[str] = []
+    version = version_of()
+    for text in dict.fromkeys(config.uris):
+        uri = default_uri() if text == "default" else text
+        if not qemu_driver(uri):
+            continue
+        local = daemon_kind(uri) is not None
+        if qemu_conf is not None and daemon_kind(uri) == "system":
+            daemon = classify(uri, version=version, conf=qemu_conf)
+        else:
+            daemon = of_daemon(uri, version)
+        where = f"URIS={shown_value(text)}" + (f" ({shown_uri(uri)})" if text != uri else "")
+        if daemon.state == "on":
+            problems.append(Problem("setting", "qemu.conf", f"{where}: libvirt's own shutdown handling is on "
+                                    f"({daemon.reason}): it and libvirt-guests would both act on the same guests "
+                                    "at a host shutdown; set auto_shutdown_try_save, auto_shutdown_try_shutdown "
+                                    "and auto_shutdown_poweroff to \"none\" (and restart the daemon) or disable "
+                                    "libvirt-guests; at a poweroff through logind stop waits for libvirt's action "
+                                    "first"))
+        elif daemon.state == "unknown" and local:
+            problems.append(Problem("setting", "qemu.conf", f"{where}: whether libvirt's own shutdown handling is "
+                                    f"on cannot be told: {daemon.reason}"))
+        elif daemon.state == "unknown":
+            notes.append(f"{where}: libvirt's own shutdown handling: unknown ({daemon.reason})")
+    return problems, notes
 
 
 def check_config(
-    out: Output, paths: Paths, flavour: str | None, as_json: bool, qemu_conf: Path = QEMU_CONF
+    out: Output, paths: Paths, flavour: str | None, as_json: bool, qemu_conf: Path | None = None
 ) -> int:
     config = load(paths, flavour=flavour)
+    daemon_problems, daemon_notes = daemon_shutdown_checks(config, qemu_conf)
     notes = (list(config.warnings) + original_notes(config) + canonical_notes(config) + budget_notes(config)
-             + fallback_notes(config) + flavour_notes(config) + migrate_notes(config) + qemu_conf_notes(qemu_conf))
-    problems = list(config.problems) + migrate_problems(config)
+             + fallback_notes(config) + flavour_notes(config) + migrate_notes(config) + daemon_notes)
+    problems = list(config.problems) + migrate_problems(config) + daemon_problems
     settings: dict[str, dict[str, str]] = {}
     for setting in SETTINGS:
         entry = {"value": value_text(getattr(config, setting.attr)), "source": config.sources[setting.name]}

@@ -17,10 +17,13 @@ from libvirt_guests.stop.budget import MIB
 from libvirt_guests.stop.items import UriStopPlan
 from libvirt_guests.stop.plan import check_peers, plan_stop
 from libvirt_guests.stop.planned import Planned, apply_budget, load_memory
+from libvirt_guests.virt.daemonshutdown import DaemonShutdown, of_hypervisor, who_acts
 
 
-def describe_stop(plan: UriStopPlan, config: Config, planned: Planned | None = None) -> dict[str, Any]:
-    """The stop plan of one URI as data (for `plan` and `plan --json`)."""
+def describe_stop(plan: UriStopPlan, config: Config, planned: Planned | None = None,
+                  daemon: DaemonShutdown | None = None) -> dict[str, Any]:
+    """The stop plan of one URI as data (for `plan` and `plan --json`); ``daemon``: libvirt's own shutdown
+    handling for that URI (QEMU only), which says who acts at a host shutdown through logind."""
     parallel = config.parallel_shutdown > 1
     groups = []
     for group in plan.groups:
@@ -44,6 +47,7 @@ def describe_stop(plan: UriStopPlan, config: Config, planned: Planned | None = N
                 "peer_can_take": None if item.peer_reasons is None else not item.peer_reasons,
                 "peer_reasons": item.peer_reasons or [],
                 **({"planned": describe_decision(planned.by_uuid.get(item.guest.uuid))} if planned else {}),
+                **({} if daemon is None else {"at_host_shutdown": who_acts(daemon, item.persistent)}),
             })
         groups.append(entries)
     return {
@@ -53,6 +57,7 @@ def describe_stop(plan: UriStopPlan, config: Config, planned: Planned | None = N
         "skipped": [g.name for g in plan.skipped],
         "warnings": plan.warnings + (planned.warnings if planned else []),
         **({"budget": describe_budget(planned.budget)} if planned else {}),
+        **({} if daemon is None else {"libvirt_shutdown": {"state": daemon.state, "reason": daemon.reason}}),
     }
 
 
@@ -89,7 +94,9 @@ def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any])
         for problem in problems:
             ctx.out.warn(problem)
         check_peers(plans, cfg.allowed_peers())  # before anything is done: can each guest's peer take it?
-        report = [describe_stop(plan, cfg, planned) for plan, planned in zip(plans, budgets, strict=True)]
+        daemons = {uri: of_hypervisor(hv) for uri, hv in hvs.items() if hv is not None}
+        report = [describe_stop(plan, cfg, planned, daemons.get(plan.uri))
+                  for plan, planned in zip(plans, budgets, strict=True)]
         fallback = not all(planned.budget.all_as_configured for planned in budgets)
         # The original's rule, as stop applies it: a list left by a completed stop makes the next stop a no-op.
         if previous.entries is not None and not previous.resumable:
@@ -125,6 +132,9 @@ def plan_command(ctx: Context, which: str, as_json: bool, about: dict[str, Any])
                     f"{shown_uri(guest['peer'])} (migrated by the last stop): {guest['next_start']}")
     for uri_report in report:
         ctx.out.say(f"{which} on {shown_uri(uri_report['uri'])}:")
+        daemon = uri_report.get("libvirt_shutdown")
+        if daemon and daemon["state"] != "off":
+            ctx.out.say(f"  libvirt's own shutdown handling: {daemon['state']} ({daemon['reason']})")
         totals = budget_lines(uri_report.get("budget"))
         for number, group in enumerate(uri_report["groups"], 1):
             for entry in group:
@@ -166,4 +176,9 @@ def _describe_entry(which: str, entry: dict[str, Any], predicted: bool = False) 
         planned = entry["planned"]
         text += (f" (save: about {plain_number(round(planned['predicted_seconds'], 1))} s, "
                  f"up to {planned['bound_bytes'] // MIB} MiB)")
+    actor = entry.get("at_host_shutdown")
+    if actor == "libvirtd":
+        text += " [at a host shutdown through logind: libvirtd acts, we wait for it, then act if it still runs]"
+    elif actor == "unknown":
+        text += " [at a host shutdown: libvirtd may act too (its settings are unknown)]"
     return text

@@ -22,6 +22,7 @@ import libvirt
 
 from libvirt_guests.outcomes import StartOutcome
 from libvirt_guests.output import ERR, INFO, WARNING, shown, tr
+from libvirt_guests.start.daemonstart import started_by_daemon
 from libvirt_guests.start.plan import StartAction, StartItem
 from libvirt_guests.start.scope import StartScope
 from libvirt_guests.virt.errors import VirtError
@@ -126,6 +127,9 @@ class Starting(StartUnit):
     def perform(self, item: StartItem, label: str) -> StartOutcome:
         guest = item.guest
         assert guest is not None
+        if self.action is not StartAction.RESUME and started_by_daemon(guest):  # libvirt's auto_shutdown_restore
+            self.out.say(label + "started by libvirtd itself (autostart once)")
+            return StartOutcome.ALREADY_ACTIVE
         self.scope.pacing.gap()
         self.act(guest)
         self.out.say(label + tr("done"))

@@ -48,6 +48,7 @@ from libvirt_guests.state.previous import load_previous
 from libvirt_guests.stop.actions import ACTIONS
 from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.chains import RunScope, UriWork
+from libvirt_guests.stop.handoff import hand_off
 from libvirt_guests.stop.items import UriStopPlan
 from libvirt_guests.stop.plan import plan_stop
 from libvirt_guests.stop.planned import apply_budget, load_memory
@@ -222,9 +223,10 @@ class StopRun:
             return
         self.tally.total = sum(len(p.items) for p in self.plans.values())
         self.stage = "acting on the guests of"
+        shared = RunScope(self.ctx.config, self.ctx.out, self.bounds, self.journal, self.tally, self.lines.unlist,
+                          self.host_chain, self.ctx.paths.refusals_file)
+        hand_off(shared, hvs, self.plans)  # libvirt's own shutdown handling: defer to it, or say the conflict
         if self.tally.total:
-            shared = RunScope(self.ctx.config, self.ctx.out, self.bounds, self.journal, self.tally, self.lines.unlist,
-                              self.host_chain, self.ctx.paths.refusals_file)
             busy = [UriWork(shared, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
             each_at_once(UriWork.execute, busy)
         self.stage = "closing"

@@ -103,17 +103,23 @@ class Tool(Sandbox):
 
 @dataclass
 class Original(Sandbox):
-    """A copy of Debian's libvirt-guests.sh whose /etc and /var point into root."""
+    """A copy of Debian's libvirt-guests.sh whose /etc and /var point into root: this host's (``source`` None)
+    or another release's (Debian 13's reads its file from ``initconfdir="/etc/default"``, Debian 12's from
+    ``$sysconfdir/default``: both are redirected, never the host's own file)."""
+
+    source: Path | None = None
 
     @property
     def script(self) -> Path:
         return self.root / "libvirt-guests.sh"
 
     def __post_init__(self) -> None:
-        text = original_path().read_text()
+        text = (self.source or original_path()).read_text()
         assert 'sysconfdir="/etc"' in text and 'localstatedir="/var"' in text, "unexpected original script"
         text = text.replace('sysconfdir="/etc"', f'sysconfdir="{self.root}/etc"')
         text = text.replace('localstatedir="/var"', f'localstatedir="{self.root}/var"')
+        text = text.replace('initconfdir="/etc/default"', f'initconfdir="{self.root}/etc/default"')
+        assert '"/etc' not in text and "'/etc" not in text, "the copy would read a file of this host's /etc"
         self.root.mkdir(parents=True, exist_ok=True)
         self.script.write_text(text)
         self.script.chmod(0o755)

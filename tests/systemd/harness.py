@@ -211,11 +211,13 @@ class Container:
     # -- guests -----------------------------------------------------------------------------------------------
 
     def define_guests(self, count: int, *, memory_mib: int = 128, dirty_mib: int = 0, mode: str = "normal",
-                      prefix: str = GUEST_PREFIX, start: bool = True) -> list[str]:
-        """Define (and start) ``count`` test-bed guests in the container's qemu:///system."""
+                      prefix: str = GUEST_PREFIX, start: bool = True, slow_seconds: int = 5) -> list[str]:
+        """Define (and start) ``count`` test-bed guests in the container's qemu:///system (``slow_seconds``:
+        how long a ``slow`` guest takes to power off after the ACPI button)."""
         names = [f"{prefix}{i}" for i in range(1, count + 1)]
         for name in names:
-            xml = domain_xml(name, mode=mode, memory_mib=memory_mib, dirty_mib=dirty_mib, images=self.images)
+            xml = domain_xml(name, mode=mode, memory_mib=memory_mib, dirty_mib=dirty_mib, images=self.images,
+                             slow_seconds=slow_seconds)
             xml = xml.replace(str(self.images.cache_dir / "serial"), SERIAL_DIR)
             xml = xml.replace("<domain type='kvm'>", "<domain type='qemu'>")  # no KVM inside
             self.write(f"/root/{name}.xml", xml)

@@ -30,6 +30,7 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Files:
     monkeypatch.setenv("LIBVIRT_GUESTS_LIST_FILE", str(f.list_file))
     monkeypatch.setenv("LIBVIRT_GUESTS_LOCK_FILE", str(f.lock_file))
     monkeypatch.setenv("LIBVIRT_GUESTS_STATE_FILE", str(f.state_file))
+    monkeypatch.setenv("LIBVIRT_GUESTS_QEMU_CONF", str(tmp_path / "qemu.conf"))  # never the host's
     f.write_config()
     return f
 
