@@ -30,6 +30,8 @@ ENV_CONFIG = "LIBVIRT_GUESTS_CONFIG"
 ENV_LIST_FILE = "LIBVIRT_GUESTS_LIST_FILE"
 ENV_LOCK_FILE = "LIBVIRT_GUESTS_LOCK_FILE"
 ENV_STATE_FILE = "LIBVIRT_GUESTS_STATE_FILE"
+ENV_HISTORY_FILE = "LIBVIRT_GUESTS_HISTORY_FILE"
+ENV_REFUSALS_FILE = "LIBVIRT_GUESTS_REFUSALS_FILE"
 ENV_DEFAULTS = "LIBVIRT_GUESTS_DEFAULTS"
 FLAVOURS = ("upstream", "debian")
 # The most read of a configuration file: the original's is a few KiB; a
@@ -58,6 +60,10 @@ class Paths:
     lock_file: Path
     state_file: Path
     run_lock: Path
+    # What happened to each guest (read by reports and predictions only), and
+    # which guests' saves were refused (read by the next stop's plan).
+    history_file: Path = Path("/dev/null")
+    refusals_file: Path = Path("/dev/null")
 
     @classmethod
     def resolve(
@@ -77,7 +83,9 @@ class Paths:
         listf = Path(list_file or env.get(ENV_LIST_FILE) or DEFAULT_LIST_FILE)
         lockf = Path(lock_file or env.get(ENV_LOCK_FILE) or DEFAULT_LOCK_FILE)
         statef = Path(state_file or env.get(ENV_STATE_FILE) or f"{listf}.state")
-        return cls(config_path, listf, lockf, statef, Path(f"{statef}.lock"))
+        historyf = Path(env.get(ENV_HISTORY_FILE) or f"{listf}.history")
+        refusalsf = Path(env.get(ENV_REFUSALS_FILE) or f"{listf}.refused")
+        return cls(config_path, listf, lockf, statef, Path(f"{statef}.lock"), historyf, refusalsf)
 
 
 @dataclass(frozen=True)
