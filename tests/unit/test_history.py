@@ -13,8 +13,18 @@ import libvirt
 import pytest
 
 from libvirt_guests.config.load import Paths
-from libvirt_guests.state.history import KEEP_PER_GUEST, KEEP_PER_URI, MAX_TEXT, GuestEvent, History, StopRecord, record
+from libvirt_guests.state.history import (
+    KEEP_PER_GUEST,
+    KEEP_PER_URI,
+    MAX_TEXT,
+    GuestEvent,
+    History,
+    Recorder,
+    StopRecord,
+    record,
+)
 from libvirt_guests.state.refusals import Refusal, Refusals, devices_fingerprint, forget, remember
+from libvirt_guests.virt import saveimage
 
 from .support import TEST_URI, Driver, Files
 
@@ -236,3 +246,47 @@ def test_history_and_refusals_default_beside_the_list_file(files: Files) -> None
     assert paths.history_file == Path(f"{files.list_file}.history")
     assert paths.refusals_file == Path(f"{files.list_file}.refused")
     assert TEST_URI  # the fixture's layout
+
+
+# --- the recorder and the image sizes --------------------------------------------------------------------
+
+
+def test_recorder_times_each_guest_and_each_uris_saves(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([10.0, 11.0, 12.0, 15.0, 20.0, 21.0, 22.0])
+    monkeypatch.setattr("libvirt_guests.state.history.time.monotonic", lambda: next(clock))
+    rec = Recorder("stop")
+    rec.began("qemu:///system", UUID, "suspend", saves=True)  # 10
+    rec.began("qemu:///system", OTHER, "suspend", saves=True)  # 11
+    rec.finished("qemu:///system", UUID, "web", result="saved", bytes_written=100, memory_bytes=1, saved=True)  # 12
+    rec.began("qemu:///system", OTHER, "shutdown")  # 15: its save failed, the chain goes on
+    rec.finished("qemu:///system", OTHER, "db", planned="suspend", reason="failed: no", result="shutdown")  # 20
+    rec.finished("lxc:///", UUID, "x", action="", result="vanished")  # 21: never begun
+    web, db, gone = rec.events()
+    assert (web.action, web.planned, web.seconds, web.bytes_written) == ("suspend", "suspend", 2.0, 100)
+    assert (db.action, db.planned, db.reason, db.seconds) == ("shutdown", "suspend", "failed: no", 9.0)
+    assert (gone.action, gone.seconds) == ("", 0.0)
+    (saves,) = rec.stop_records(4, True, False)
+    assert (saves.uri, saves.saved, saves.bytes_saved, saves.save_seconds) == ("qemu:///system", 1, 100, 2.0)
+    assert (saves.parallel_save, saves.pause_before_save, saves.bypass_cache) == (4, True, False)
+
+
+def test_recorder_makes_no_rate_from_unknown_sizes() -> None:
+    rec = Recorder("stop")
+    rec.began("qemu+ssh://h/system", UUID, "suspend", saves=True)
+    rec.finished("qemu+ssh://h/system", UUID, "web", result="saved", saved=True)
+    assert rec.stop_records(0, False, False) == [] and len(rec.events()) == 1
+
+
+def test_image_bytes_of_a_local_save_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LIBVIRT_GUESTS_SAVE_DIR", raising=False)
+    assert saveimage.save_dir("qemu:///system") == Path("/var/lib/libvirt/qemu/save")
+    assert saveimage.save_dir("qemu+ssh://host/system") is None
+    assert saveimage.save_dir(TEST_URI) is None and saveimage.image_bytes(TEST_URI, "web") is None
+    monkeypatch.setenv("LIBVIRT_GUESTS_SAVE_DIR", str(tmp_path))
+    (tmp_path / "web.save").write_bytes(b"x" * 1234)
+    (tmp_path / "link.save").symlink_to(tmp_path / "web.save")
+    assert saveimage.image_bytes("qemu:///system", "web") == 1234
+    assert saveimage.image_bytes("qemu:///system", "link") is None
+    assert saveimage.image_bytes("qemu:///system", "none") is None
+    for name in ("../web", "", "..", "a\0b"):
+        assert saveimage.image_bytes("qemu:///system", name) is None
