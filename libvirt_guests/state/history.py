@@ -237,6 +237,7 @@ def _record(path: Path, events: Sequence[GuestEvent], stops: Sequence[StopRecord
 class _Open:
     began: float  # monotonic, when its first action began
     action: str = ""
+    reason: str = ""  # why an action did not settle it (the chain went on)
 
 
 class Recorder:
@@ -260,6 +261,13 @@ class Recorder:
             if saves:
                 self._saves_began.setdefault(uri, now)
 
+    def note(self, uri: str, uuid: str, reason: str) -> None:
+        """Why the guest's current action did not settle it (its chain goes on)."""
+        with self._lock:
+            opened = self._open.get((uri, uuid))
+            if opened is not None:
+                opened.reason = reason
+
     def finished(self, uri: str, uuid: str, name: str, *, action: str | None = None, planned: str = "",
                  reason: str = "", result: str, bytes_written: int | None = None, memory_bytes: int | None = None,
                  saved: bool = False) -> None:
@@ -270,7 +278,7 @@ class Recorder:
             done = action if action is not None else (opened.action if opened else "")
             event = GuestEvent(
                 when=time.time(), kind=self.kind, uri=uri, uuid=uuid, name=name, action=done,
-                planned=planned or done, reason=reason, result=result,
+                planned=planned or done, reason=reason or (opened.reason if opened else ""), result=result,
                 seconds=round(now - opened.began, 3) if opened else 0.0,
                 bytes_written=bytes_written, memory_bytes=memory_bytes)
             self._events.append(event)

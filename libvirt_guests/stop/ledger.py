@@ -11,18 +11,21 @@ import libvirt
 from libvirt_guests.engine import Tally
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import ERR, Output, shown
+from libvirt_guests.state.history import Recorder
 from libvirt_guests.state.journal import KEEP, Journal, Keep
 from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.saveimage import image_bytes, memory_bytes
 
 
 class GuestLedger:
     """What happened to each guest of one URI: the journal and the tally."""
 
     def __init__(self, uri: str, journal: Journal, tally: Tally, bounds: StopBounds, out: Output,
-                 unlist: Callable[[str, str], None]) -> None:
+                 unlist: Callable[[str, str], None], recorder: Recorder | None = None) -> None:
         self.uri = uri
+        self._recorder = recorder if recorder is not None else Recorder("stop")  # for the history
         self._journal = journal
         self._tally = tally
         self._bounds = bounds
@@ -32,6 +35,19 @@ class GuestLedger:
     def finish(self, item: StopItem, outcome: Outcome, detail: str = "") -> None:
         self._journal.update(self.uri, item.guest.uuid, outcome=outcome, detail=detail)
         self._tally.add(outcome)
+        guest, saved = item.guest, outcome == Outcome.SAVED
+        self._recorder.finished(
+            self.uri, guest.uuid, guest.name, planned=item.chain[0] if item.chain else "",
+            reason="" if saved else detail, result=outcome.value, saved=saved,
+            bytes_written=image_bytes(self.uri, guest.name) if saved else None, memory_bytes=memory_bytes(guest))
+
+    def began(self, item: StopItem, action: str, saves: bool) -> None:
+        """An action of the guest's chain begins (for the history: its seconds, the URI's save span)."""
+        self._recorder.began(self.uri, item.guest.uuid, action, saves)
+
+    def fell_back(self, item: StopItem, why: str) -> None:
+        """The action did not settle the guest: its chain goes on (for the history)."""
+        self._recorder.note(self.uri, item.guest.uuid, why)
 
     def leave(self, item: StopItem, outcome: Outcome, detail: str) -> None:
         """The guest stays running: resume it if we paused it, then record why."""

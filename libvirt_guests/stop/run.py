@@ -40,6 +40,7 @@ from libvirt_guests.engine import (
 )
 from libvirt_guests.outcomes import Outcome, summary_counts
 from libvirt_guests.output import INFO, WARNING, Output, shown, shown_error, shown_uri, tr
+from libvirt_guests.state import history
 from libvirt_guests.state.files import StateError
 from libvirt_guests.state.journal import GuestRecord, Journal, remove
 from libvirt_guests.state.listfile import ListEntries, write_list
@@ -50,6 +51,7 @@ from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.chains import RunScope, UriWork
 from libvirt_guests.stop.items import UriStopPlan
 from libvirt_guests.stop.plan import plan_stop
+from libvirt_guests.stop.ups import stop_deadline
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -132,6 +134,7 @@ class StopRun:
         self.tally = Tally()
         self.journal = Journal(ctx.paths.state_file)
         self.bounds = StopBounds(ctx.interrupt, ctx.config.stop_deadline)
+        self.recorder = history.Recorder("stop")  # what happened to each guest, for the history
         self.failed = False
         self.stage = "connecting to"  # what the libvirt work is doing, for the give-up message
         self.lines = ListLines([])
@@ -164,6 +167,7 @@ class StopRun:
             if not carried:
                 self._record(lambda: remove(paths.state_file))
         self.lines = ListLines(previous)
+        self._deadline_from_ups()
         worker = threading.Thread(target=self._work_safely, name="stop-libvirt", daemon=True)
         with Heartbeat(self._status):
             worker.start()
@@ -188,7 +192,21 @@ class StopRun:
             out.error(f"the per-guest journal could not be kept: {self.journal.write_error}")
             self.failed = True
         self._summary(started, finished)
+        cfg = self.ctx.config
+        problem = history.record(paths.history_file, self.recorder.events(), self.recorder.stop_records(
+            cfg.parallel_save, cfg.pause_before_save, cfg.bypass_cache))
+        if problem:  # never changes the outcome, never touches the other state files
+            out.warn(problem)
         return 1 if self.failed else 0
+
+    def _deadline_from_ups(self) -> None:
+        """NUT_UPS on battery: the deadline becomes its runtime less NUT_RESERVE, if shorter."""
+        cfg, out = self.ctx.config, self.main_ctx.out
+        found = stop_deadline(cfg.stop_deadline, cfg.nut_ups, cfg.nut_reserve)
+        if found.message:
+            (out.warn if found.problem else out.say)(found.message)
+        if found.seconds != cfg.stop_deadline:
+            self.bounds = StopBounds(self.ctx.interrupt, found.seconds)
 
     def _work_safely(self) -> None:
         try:
@@ -223,7 +241,7 @@ class StopRun:
         self.stage = "acting on the guests of"
         if self.tally.total:
             shared = RunScope(self.ctx.config, self.ctx.out, self.bounds, self.journal, self.tally, self.lines.unlist,
-                              self.host_chain)
+                              self.host_chain, self.recorder)
             busy = [UriWork(shared, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
             each_at_once(UriWork.execute, busy)
         self.stage = "closing"

@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from libvirt_guests.virt.guest import Guest
+
 SYSTEM_SAVE_DIR = Path("/var/lib/libvirt/qemu/save")
 ENV_SAVE_DIR = "LIBVIRT_GUESTS_SAVE_DIR"  # tests: where a local daemon saves (test:///default has no directory)
 
@@ -42,3 +44,12 @@ def image_bytes(uri: str, name: str) -> int | None:
     except (OSError, ValueError):
         return None
     return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def memory_bytes(guest: Guest) -> int | None:
+    """The guest's memory (its definition's <memory>, as libvirt's info
+    reports it), in bytes; None when libvirt cannot say."""
+    try:
+        return int(guest.dom.info()[1]) * 1024
+    except Exception:  # noqa: BLE001 - for the history only: never costs the guest anything
+        return None

@@ -163,8 +163,33 @@ def test_damaged_history_never_makes_a_stop_set_its_state_aside(files: Files, dr
     assert "list" in names and not any(".damaged-" in n and not n.startswith("list.history") for n in names), names
     assert not any(".untrusted-" in n for n in names), names
     assert Refusals.load(refusals).refused(OTHER, "f" * 64) is not None  # the refusals are untouched
+    assert "history" in result.err and "set aside" in result.err  # one line about the history alone
+    assert [n for n in names if ".damaged-" in n][0].startswith("list.history.damaged-")
+    assert [e.kind for e in History.load(history).guest(a.UUIDString())] == ["stop"]
     assert run("start").code == 0
     assert driver.state(a) == "running"
+
+
+def test_stop_and_start_on_the_test_driver_are_recorded(files: Files, driver: Driver, run) -> None:
+    saved, down = driver.guest(), driver.guest(policy='<policy on_shutdown="shutdown"/>')
+    files.write_config(ON_SHUTDOWN="suspend", ON_BOOT="start", PARALLEL_SAVE="3")
+    files.lock_file.touch()
+    assert run("stop").code == 0
+    assert run("start").code == 0
+    history = History.load(Path(f"{files.list_file}.history"))
+    stop_saved, start_saved = history.guest(saved.UUIDString())
+    assert (stop_saved.kind, stop_saved.action, stop_saved.planned, stop_saved.result) == \
+        ("stop", "suspend", "suspend", "saved")
+    assert stop_saved.uri == TEST_URI and stop_saved.name == saved.name() and stop_saved.reason == ""
+    assert stop_saved.bytes_written is None  # the test driver writes no image
+    assert stop_saved.memory_bytes == 65536 * 1024 and stop_saved.seconds >= 0
+    assert (start_saved.kind, start_saved.action, start_saved.result) == ("start", "restore", "restored")
+    stop_down, start_down = history.guest(down.UUIDString())
+    assert (stop_down.action, stop_down.planned, stop_down.result) == ("shutdown", "shutdown", "shutdown")
+    assert (start_down.action, start_down.planned, start_down.result) == ("boot", "start", "booted")
+    assert history.stops(TEST_URI) == []  # no image size known: no rate learnt from it
+    shown = run("report")
+    assert shown.code == 0 and f"{saved.name()} ({saved.UUIDString()}) on {TEST_URI}:" in shown.out
 
 
 # --- refusals --------------------------------------------------------------------------------------------
