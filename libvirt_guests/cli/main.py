@@ -175,10 +175,9 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
     about = _about(opts, paths)
     config = _config_for_reports(out, opts, paths)
     try:
-        if opts.command == "status":
-            return status(paths, out, about, opts.json)
-        if opts.command == "report":
-            return report(paths.history_file, out, about, opts.json)
+        if opts.command in ("status", "report"):  # the state files only: no connection
+            return (status(paths, out, about, opts.json) if opts.command == "status"
+                    else report(paths.history_file, out, about, opts.json))
         ctx = Context(config, paths, out)
         if opts.command == "gueststatus":
             return gueststatus(ctx, about, opts.json)

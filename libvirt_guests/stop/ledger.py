@@ -5,12 +5,15 @@ and the actions (the run owns the list file's lines: `unlist`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import libvirt
 
+from libvirt_guests.config.load import Config
 from libvirt_guests.engine import Tally
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import ERR, Output, shown
+from libvirt_guests.state import history
 from libvirt_guests.state.history import Recorder
 from libvirt_guests.state.journal import KEEP, Journal, Keep
 from libvirt_guests.stop.bounds import StopBounds
@@ -100,3 +103,13 @@ class GuestLedger:
                    else "every action of its chain failed")
             self.leave(item, Outcome.LEFT_RUNNING, why)
             self._out.say(f"Guest {shown(guest.name)} is still running: {why}", level=ERR)
+
+
+def record_history(cfg: Config, path: Path, recorder: history.Recorder, out: Output) -> None:
+    """What happened to each guest, kept; a problem is one warning, never the
+    exit code, and never touches the other state files."""
+    problem = history.record(path, recorder.events(), recorder.stop_records(
+        cfg.parallel_save, cfg.pause_before_save, cfg.bypass_cache))
+    if problem:
+        out.warn(problem)
+

@@ -50,8 +50,9 @@ from libvirt_guests.stop.actions import ACTIONS
 from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.chains import RunScope, UriWork
 from libvirt_guests.stop.items import UriStopPlan
+from libvirt_guests.stop.ledger import record_history
 from libvirt_guests.stop.plan import plan_stop
-from libvirt_guests.stop.ups import stop_deadline
+from libvirt_guests.stop.ups import ups_deadline
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -167,7 +168,8 @@ class StopRun:
             if not carried:
                 self._record(lambda: remove(paths.state_file))
         self.lines = ListLines(previous)
-        self._deadline_from_ups()
+        if (deadline := ups_deadline(self.ctx.config, out)) != self.ctx.config.stop_deadline:
+            self.bounds = StopBounds(self.ctx.interrupt, deadline)
         worker = threading.Thread(target=self._work_safely, name="stop-libvirt", daemon=True)
         with Heartbeat(self._status):
             worker.start()
@@ -192,21 +194,8 @@ class StopRun:
             out.error(f"the per-guest journal could not be kept: {self.journal.write_error}")
             self.failed = True
         self._summary(started, finished)
-        cfg = self.ctx.config
-        problem = history.record(paths.history_file, self.recorder.events(), self.recorder.stop_records(
-            cfg.parallel_save, cfg.pause_before_save, cfg.bypass_cache))
-        if problem:  # never changes the outcome, never touches the other state files
-            out.warn(problem)
+        record_history(self.ctx.config, paths.history_file, self.recorder, out)
         return 1 if self.failed else 0
-
-    def _deadline_from_ups(self) -> None:
-        """NUT_UPS on battery: the deadline becomes its runtime less NUT_RESERVE, if shorter."""
-        cfg, out = self.ctx.config, self.main_ctx.out
-        found = stop_deadline(cfg.stop_deadline, cfg.nut_ups, cfg.nut_reserve)
-        if found.message:
-            (out.warn if found.problem else out.say)(found.message)
-        if found.seconds != cfg.stop_deadline:
-            self.bounds = StopBounds(self.ctx.interrupt, found.seconds)
 
     def _work_safely(self) -> None:
         try:
@@ -400,3 +389,4 @@ def merge_list_lines(previous: ListEntries, plans: dict[str, UriStopPlan]) -> Li
 
 def stop(ctx: Context, forced_chain: tuple[str, ...] | None = None) -> int:
     return StopRun(ctx, forced_chain).run()
+

@@ -16,7 +16,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from libvirt_guests.config.load import Config
 from libvirt_guests.config.settings import split_nut_ups
+from libvirt_guests.output import Output
 from libvirt_guests.state.files import shown
 
 QUERY_SECONDS = 2.0
@@ -156,3 +158,11 @@ def stop_deadline(configured: int, nut_ups: str, reserve: int, timeout: float = 
                                        f"shorter than the runtime less NUT_RESERVE={reserve}")
     return UpsDeadline(left, f"UPS {name} is on battery with {runtime} s of runtime: the stop deadline is "
                              f"{left} s (the runtime less NUT_RESERVE={reserve})")
+
+def ups_deadline(cfg: Config, out: Output) -> int:
+    """STOP_DEADLINE, or with NUT_UPS on battery its runtime less NUT_RESERVE if shorter (one line says which)."""
+    found = stop_deadline(cfg.stop_deadline, cfg.nut_ups, cfg.nut_reserve)
+    if found.message:
+        (out.warn if found.problem else out.say)(found.message)
+    return found.seconds
+
