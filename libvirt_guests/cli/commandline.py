@@ -135,7 +135,7 @@ def usage_lines() -> list[str]:
         program_name=name,
     )
     indent = " " * max(first.find(name), 0)
-    ours = "|".join(["plan [stop|start]", "policy GUEST [SETTINGS]", "check-config [FILE]", "man", "help"])
+    ours = "|".join(["report", "plan [stop|start]", "policy GUEST [SETTINGS]", "check-config [FILE]", "man", "help"])
     return [first, f"{indent}{name} [OPTIONS] {{{ours}}}"]
 
 

@@ -42,6 +42,7 @@ from libvirt_guests.config.commands import (
 from libvirt_guests.config.load import Paths, load
 from libvirt_guests.engine import ABORT_WAIT, INTERRUPT_GRACE, TICK, Context, Interrupt
 from libvirt_guests.output import Output, discard_stdout, open_standard_streams, plain_number, tr
+from libvirt_guests.reports.history import report
 from libvirt_guests.reports.plan import plan_command
 from libvirt_guests.reports.status import gueststatus, status
 from libvirt_guests.start.run import start
@@ -174,8 +175,9 @@ def _report(out: Output, opts: Invocation, paths: Paths) -> int:
     about = _about(opts, paths)
     config = _config_for_reports(out, opts, paths)
     try:
-        if opts.command == "status":
-            return status(paths, out, about, opts.json)
+        if opts.command in ("status", "report"):  # the state files only: no connection
+            return (status(paths, out, about, opts.json) if opts.command == "status"
+                    else report(paths.history_file, out, about, opts.json))
         ctx = Context(config, paths, out)
         if opts.command == "gueststatus":
             return gueststatus(ctx, about, opts.json)
@@ -228,7 +230,6 @@ def _early(out: Output, opts: Invocation) -> int | None:
     if opts.command == Command.CHECK_CONFIG:
         if opts.check_file:
             paths = Paths.resolve(opts.check_file, opts.list_file, opts.lock_file, opts.state_file)
-
         return checkconfig.check_config(out, paths, opts.defaults, opts.json)
     if opts.command == COMPLETE_GUESTS:
         return _complete_guests(opts, paths)

@@ -21,6 +21,7 @@ class Command(StrEnum):
     FORCE_RELOAD = "force-reload"
     STATUS = "status"
     GUESTSTATUS = "gueststatus"
+    REPORT = "report"
     PLAN = "plan"
     POLICY = "policy"
     CHECK_CONFIG = "check-config"
@@ -54,13 +55,14 @@ class Command(StrEnum):
         return _COMMAND_DOCS[self]
 
 
-_LSB = frozenset(Command) - {Command.PLAN, Command.POLICY, Command.CHECK_CONFIG, Command.MAN, Command.HELP}
+_LSB = frozenset(Command) - {Command.REPORT, Command.PLAN, Command.POLICY, Command.CHECK_CONFIG, Command.MAN,
+                             Command.HELP}
 _OPERATIONS: dict[Command, tuple[str, ...]] = {
     Command.START: ("start",), Command.STOP: ("stop",), Command.SHUTDOWN: ("stop",),
     Command.RESTART: ("stop", "start"), Command.CONDRESTART: ("stop", "start"),
     Command.TRY_RESTART: ("stop", "start"),
 }
-_REPORTS = frozenset({Command.STATUS, Command.GUESTSTATUS, Command.PLAN, Command.POLICY})
+_REPORTS = frozenset({Command.STATUS, Command.GUESTSTATUS, Command.REPORT, Command.PLAN, Command.POLICY})
 _JSON = _REPORTS | {Command.CHECK_CONFIG}
 _COMMAND_DOCS: dict[Command, str] = {
     Command.START: "Start or restore every guest recorded by the last stop (ON_BOOT=start), then create the "
@@ -78,6 +80,9 @@ _COMMAND_DOCS: dict[Command, str] = {
                     "(exit 3); then the guests still to be started, and 'a stop is running (pid N)' while one "
                     "runs. Exit 4 when the files cannot be examined.",
     Command.GUESTSTATUS: "The running guests of each URI. Always exit 0.",
+    Command.REPORT: "What happened to each guest in the last stops and starts (the action taken, the one planned and "
+                    "why it changed, bytes written, seconds, the result), and each URI's saves, from the history "
+                    "file (LIBVIRT_GUESTS_HISTORY_FILE). Exit 1 when it cannot be read.",
     Command.PLAN: "plan [stop|start]: print what stop (the default) or start would do to each guest, touching none; "
                   "plan stop exits 150 when not every guest can be saved as configured.",
     Command.POLICY: "policy GUEST [--uri URI] [--on-shutdown ACTIONS] [--on-boot start|ignore] [--order N] "

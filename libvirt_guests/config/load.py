@@ -108,6 +108,8 @@ class Config:
     parallel_start: int
     save_timeout: int
     stop_deadline: int
+    nut_ups: str
+    nut_reserve: int
     connect_timeout: int
     migrate_uri: str
     migrate_data_uri: str

@@ -69,6 +69,32 @@ def parse_data_uri_list(text: str) -> tuple[str, ...]:
     return words
 
 
+# NUT's name of a UPS (upsname[@hostname[:port]], RFC 9271 section 5.1), the
+# host in brackets when it is an IPv6 address.
+_NUT_UPS = re.compile(r"(?P<name>[A-Za-z0-9_.-]{1,64})"
+                      r"(@(?P<host>[A-Za-z0-9_.-]{1,253}|\[(?P<ip6>[0-9A-Fa-f:.]{2,45})\])(:(?P<port>[0-9]{1,5}))?)?")
+NUT_PORT = 3493
+
+
+def split_nut_ups(text: str) -> tuple[str, str, int] | None:
+    """(ups name, host, port) of a NUT_UPS value, None if it is not one."""
+    match = _NUT_UPS.fullmatch(text.strip())
+    if match is None:
+        return None
+    port = int(match["port"] or NUT_PORT)
+    if not 0 < port < 65536:
+        return None
+    return match["name"], match["ip6"] or match["host"] or "localhost", port
+
+
+def parse_nut_ups(text: str) -> str:
+    """NUT_UPS: a UPS as NUT names it (ups@host[:port]), or nothing."""
+    text = text.strip()
+    if text and split_nut_ups(text) is None:
+        raise SettingError("expected a UPS as NUT names it, such as ups@localhost or ups@10.0.0.5:3493, or nothing")
+    return text
+
+
 def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -432,6 +458,18 @@ SETTINGS: tuple[Setting, ...] = (
         name="STOP_DEADLINE", default="0", parse=parse_seconds, accepts="seconds, 0 or more",
         doc="Seconds the whole stop may take (0: no limit). At the deadline every "
         "guest not yet done gets the last action of its chain at once.",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="NUT_UPS", default="", parse=parse_nut_ups, accepts="a UPS as NUT names it (ups@host[:port]), or nothing",
+        doc="A UPS served by NUT's upsd (ups@localhost). When stop begins and it reports being on battery "
+        "(ups.status OB), the stop's deadline becomes the smaller of STOP_DEADLINE and its battery.runtime "
+        "less NUT_RESERVE. The query takes at most about 2 s; if it fails, STOP_DEADLINE is used. Empty: off.",
+        since_original=False, used_by=("stop",),
+    ),
+    Setting(
+        name="NUT_RESERVE", default="60", parse=parse_seconds, accepts="seconds, 0 or more",
+        doc="Seconds of battery runtime kept for the rest of the host's shutdown when NUT_UPS is on battery.",
         since_original=False, used_by=("stop",),
     ),
     Setting(

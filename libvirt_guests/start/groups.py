@@ -92,6 +92,7 @@ class UriStart:
 
     def _start_one(self, item: StartItem, countdown: Countdown) -> None:
         try:
+            self.ledger.began(self.hv.uri, item)
             outcome = self._act_safely(item)
             self.ledger.settle(self.hv.uri, item, outcome)
         finally:

@@ -11,7 +11,11 @@ from libvirt_guests.engine import Tally
 from libvirt_guests.outcomes import StartOutcome, start_summary_counts
 from libvirt_guests.output import INFO, WARNING, Output
 from libvirt_guests.start.plan import StartItem
+from libvirt_guests.state.history import Recorder
 from libvirt_guests.state.journal import GuestRecord, Journal
+
+# The action that settled a guest, by its outcome, for the history.
+_DONE_BY = {StartOutcome.RESTORED: "restore", StartOutcome.BOOTED: "boot", StartOutcome.RESUMED: "resume"}
 
 
 class StartLedger:
@@ -25,6 +29,7 @@ class StartLedger:
         self.retained: dict[str, list[str]] = {}  # guests to try again at the next start
         self.outcomes: dict[tuple[str, str], StartOutcome] = {}
         self._lock = threading.Lock()
+        self.recorder = Recorder("start")  # what happened to each guest, for the history
 
     @property
     def failed(self) -> bool:
@@ -50,11 +55,18 @@ class StartLedger:
             if uuid not in line:
                 line.append(uuid)
 
+    def began(self, uri: str, item: StartItem) -> None:
+        """The guest's unit begins (for the history: its seconds)."""
+        self.recorder.began(uri, item.uuid, str(item.action))
+
     def settle(self, uri: str, item: StartItem, outcome: StartOutcome) -> None:
         """Count the guest's outcome, keep it listed or not, and journal it."""
         journal = self._journal
         self.tally.add(outcome)
         self.outcomes[(uri, item.uuid)] = outcome
+        self.recorder.finished(uri, item.uuid, item.guest.name if item.guest else "",
+                               action=_DONE_BY.get(outcome, str(item.action)), planned=str(item.action),
+                               reason=item.detail if outcome == StartOutcome.FAILED else "", result=outcome.value)
         name = item.guest.name if item.guest else ""
         word = outcome.recorded_as()
         if outcome == StartOutcome.HELD:  # kept listed; its journal record says what it said

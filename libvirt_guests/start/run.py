@@ -21,6 +21,7 @@ from libvirt_guests.start.pacing import Pacing
 from libvirt_guests.start.peers import ask_peer, bring_all_back
 from libvirt_guests.start.plan import StartAction, StartItem, UriStartPlan, plan_start
 from libvirt_guests.start.scope import StartScope
+from libvirt_guests.state import history
 from libvirt_guests.state.files import StateError
 from libvirt_guests.state.journal import Journal, remove
 from libvirt_guests.state.listfile import ListEntries, write_list
@@ -81,6 +82,9 @@ class StartRun:
         self._record(entries)
         self.mark_started()
         self.ledger.summary(time.monotonic() - started)
+        problem = history.record(paths.history_file, self.ledger.recorder.events(), ())
+        if problem:  # never changes the outcome, never touches the other state files
+            out.warn(problem)
         return 1 if self.ledger.failed else 0
 
     def mark_started(self) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -229,3 +231,73 @@ def _record(path: Path, events: Sequence[GuestEvent], stops: Sequence[StopRecord
     except StateError as err:
         return f"{problem}; {err}" if problem else f"cannot record the history: {err}"
     return problem
+
+
+@dataclass
+class _Open:
+    began: float  # monotonic, when its first action began
+    action: str = ""
+    reason: str = ""  # why an action did not settle it (the chain went on)
+
+
+class Recorder:
+    """One run's events, collected from the threads that handle the guests,
+    then recorded at once (record). began() marks the start of a guest's
+    first action (and of a URI's first save); finished() its end."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, str], _Open] = {}
+        self._events: list[GuestEvent] = []
+        self._saves_began: dict[str, float] = {}  # uri -> monotonic
+        self._saves_ended: dict[str, float] = {}
+        self._saved: dict[str, list[GuestEvent]] = {}  # uri -> the guests saved
+
+    def began(self, uri: str, uuid: str, action: str, saves: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._open.setdefault((uri, uuid), _Open(now)).action = action
+            if saves:
+                self._saves_began.setdefault(uri, now)
+
+    def note(self, uri: str, uuid: str, reason: str) -> None:
+        """Why the guest's current action did not settle it (its chain goes on)."""
+        with self._lock:
+            opened = self._open.get((uri, uuid))
+            if opened is not None:
+                opened.reason = reason
+
+    def finished(self, uri: str, uuid: str, name: str, *, action: str | None = None, planned: str = "",
+                 reason: str = "", result: str, bytes_written: int | None = None, memory_bytes: int | None = None,
+                 saved: bool = False) -> None:
+        """The guest's handling ended: action (default: the last one begun) settled it with result."""
+        now = time.monotonic()
+        with self._lock:
+            opened = self._open.pop((uri, uuid), None)
+            done = action if action is not None else (opened.action if opened else "")
+            event = GuestEvent(
+                when=time.time(), kind=self.kind, uri=uri, uuid=uuid, name=name, action=done,
+                planned=planned or done, reason=reason or (opened.reason if opened else ""), result=result,
+                seconds=round(now - opened.began, 3) if opened else 0.0,
+                bytes_written=bytes_written, memory_bytes=memory_bytes)
+            self._events.append(event)
+            if saved:
+                self._saves_ended[uri] = now
+                self._saved.setdefault(uri, []).append(event)
+
+    def events(self) -> list[GuestEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def stop_records(self, parallel_save: int, pause_before_save: bool, bypass_cache: bool) -> list[StopRecord]:
+        """Per URI with saves whose every image size is known: what the save rate learns from."""
+        records = []
+        with self._lock:
+            for uri, saved in self._saved.items():
+                began, ended = self._saves_began.get(uri), self._saves_ended[uri]
+                if began is None or any(e.bytes_written is None for e in saved):
+                    continue
+                records.append(StopRecord(time.time(), uri, len(saved), sum(e.bytes_written or 0 for e in saved),
+                                          round(ended - began, 3), parallel_save, pause_before_save, bypass_cache))
+        return records

@@ -28,6 +28,7 @@ from libvirt_guests.config.load import Config
 from libvirt_guests.engine import PROGRESS_EVERY, TICK, Countdown, Tally, Workers
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import ERR, WARNING, Output, shown, shown_error, shown_uri, tr
+from libvirt_guests.state.history import Recorder
 from libvirt_guests.state.journal import Journal
 from libvirt_guests.stop.actions import ACTIONS
 from libvirt_guests.stop.actions.base import Action, ActionScope, OffWaiter, Step
@@ -61,6 +62,7 @@ class RunScope:
     tally: Tally
     unlist: Callable[[str, str], None]
     host_chain: tuple[str, ...]
+    recorder: Recorder  # what happened to each guest, for the history
     refusals_file: Path | None = None  # where a refused save is remembered (issue 22)
 
 
@@ -75,7 +77,7 @@ class UriWork:
         self.bounds = run.bounds
         self.hv = hv
         self.plan = plan
-        self.ledger = GuestLedger(hv.uri, run.journal, run.tally, run.bounds, run.out, run.unlist)
+        self.ledger = GuestLedger(hv.uri, run.journal, run.tally, run.bounds, run.out, run.unlist, run.recorder)
         scope = ActionScope(run.config, run.out, run.bounds, hv.uri, self.ledger, run.refusals_file)
         self.units: dict[str, Action] = {name: unit(scope) for name, unit in ACTIONS.items()}
         self.pools = {name: Workers(cap, f"stop-{name}")
@@ -254,6 +256,8 @@ class GuestChain:
                 if step is WATCHED:
                     return False
             else:
+                if resumed is None:
+                    ledger.began(item, self.action, work.units[self.action].saves)
                 step = self._perform(resumed or functools.partial(work.units[self.action].perform, item, last))
             resumed = None
             if step is Step.VANISHED:
@@ -265,6 +269,7 @@ class GuestChain:
                 ledger.chain_exhausted(item)
                 return True
             if step is Step.NEXT:
+                ledger.fell_back(item, f"{self.action} did not settle it")
                 self.index += 1
             if not (bounds.interrupted() or bounds.past_deadline()):
                 work.dispatch(self)  # the back of the next action's queue (or the same, after a reconnect)

@@ -5,24 +5,30 @@ and the actions (the run owns the list file's lines: `unlist`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import libvirt
 
+from libvirt_guests.config.load import Config
 from libvirt_guests.engine import Tally
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import ERR, Output, shown
+from libvirt_guests.state import history
+from libvirt_guests.state.history import Recorder
 from libvirt_guests.state.journal import KEEP, Journal, Keep
 from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.items import StopItem
 from libvirt_guests.virt.errors import VirtError
+from libvirt_guests.virt.saveimage import image_bytes, memory_bytes
 
 
 class GuestLedger:
     """What happened to each guest of one URI: the journal and the tally."""
 
     def __init__(self, uri: str, journal: Journal, tally: Tally, bounds: StopBounds, out: Output,
-                 unlist: Callable[[str, str], None]) -> None:
+                 unlist: Callable[[str, str], None], recorder: Recorder | None = None) -> None:
         self.uri = uri
+        self._recorder = recorder if recorder is not None else Recorder("stop")  # for the history
         self._journal = journal
         self._tally = tally
         self._bounds = bounds
@@ -32,6 +38,19 @@ class GuestLedger:
     def finish(self, item: StopItem, outcome: Outcome, detail: str = "") -> None:
         self._journal.update(self.uri, item.guest.uuid, outcome=outcome, detail=detail)
         self._tally.add(outcome)
+        guest, saved = item.guest, outcome == Outcome.SAVED
+        self._recorder.finished(
+            self.uri, guest.uuid, guest.name, planned=item.chain[0] if item.chain else "",
+            reason="" if saved else detail, result=outcome.value, saved=saved,
+            bytes_written=image_bytes(self.uri, guest.name) if saved else None, memory_bytes=memory_bytes(guest))
+
+    def began(self, item: StopItem, action: str, saves: bool) -> None:
+        """An action of the guest's chain begins (for the history: its seconds, the URI's save span)."""
+        self._recorder.began(self.uri, item.guest.uuid, action, saves)
+
+    def fell_back(self, item: StopItem, why: str) -> None:
+        """The action did not settle the guest: its chain goes on (for the history)."""
+        self._recorder.note(self.uri, item.guest.uuid, why)
 
     def leave(self, item: StopItem, outcome: Outcome, detail: str) -> None:
         """The guest stays running: resume it if we paused it, then record why."""
@@ -84,3 +103,13 @@ class GuestLedger:
                    else "every action of its chain failed")
             self.leave(item, Outcome.LEFT_RUNNING, why)
             self._out.say(f"Guest {shown(guest.name)} is still running: {why}", level=ERR)
+
+
+def record_history(cfg: Config, path: Path, recorder: history.Recorder, out: Output) -> None:
+    """What happened to each guest, kept; a problem is one warning, never the
+    exit code, and never touches the other state files."""
+    problem = history.record(path, recorder.events(), recorder.stop_records(
+        cfg.parallel_save, cfg.pause_before_save, cfg.bypass_cache))
+    if problem:
+        out.warn(problem)
+

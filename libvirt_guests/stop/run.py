@@ -40,6 +40,7 @@ from libvirt_guests.engine import (
 )
 from libvirt_guests.outcomes import Outcome, summary_counts
 from libvirt_guests.output import INFO, WARNING, Output, shown, shown_error, shown_uri, tr
+from libvirt_guests.state import history
 from libvirt_guests.state.files import StateError
 from libvirt_guests.state.journal import GuestRecord, Journal, remove
 from libvirt_guests.state.listfile import ListEntries, write_list
@@ -50,8 +51,10 @@ from libvirt_guests.stop.bounds import StopBounds
 from libvirt_guests.stop.chains import RunScope, UriWork
 from libvirt_guests.stop.handoff import hand_off
 from libvirt_guests.stop.items import UriStopPlan
+from libvirt_guests.stop.ledger import record_history
 from libvirt_guests.stop.plan import plan_stop
 from libvirt_guests.stop.planned import apply_budget, load_memory
+from libvirt_guests.stop.ups import ups_deadline
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.guest import Guest
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -134,6 +137,7 @@ class StopRun:
         self.tally = Tally()
         self.journal = Journal(ctx.paths.state_file)
         self.bounds = StopBounds(ctx.interrupt, ctx.config.stop_deadline)
+        self.recorder = history.Recorder("stop")  # what happened to each guest, for the history
         self.failed = False
         self.stage = "connecting to"  # what the libvirt work is doing, for the give-up message
         self.lines = ListLines([])
@@ -166,6 +170,8 @@ class StopRun:
             if not carried:
                 self._record(lambda: remove(paths.state_file))
         self.lines = ListLines(previous)
+        if (deadline := ups_deadline(self.ctx.config, out)) != self.ctx.config.stop_deadline:
+            self.bounds = StopBounds(self.ctx.interrupt, deadline)
         worker = threading.Thread(target=self._work_safely, name="stop-libvirt", daemon=True)
         with Heartbeat(self._status):
             worker.start()
@@ -190,6 +196,7 @@ class StopRun:
             out.error(f"the per-guest journal could not be kept: {self.journal.write_error}")
             self.failed = True
         self._summary(started, finished)
+        record_history(self.ctx.config, paths.history_file, self.recorder, out)
         return 1 if self.failed else 0
 
     def _work_safely(self) -> None:
@@ -224,7 +231,7 @@ class StopRun:
         self.tally.total = sum(len(p.items) for p in self.plans.values())
         self.stage = "acting on the guests of"
         shared = RunScope(self.ctx.config, self.ctx.out, self.bounds, self.journal, self.tally, self.lines.unlist,
-                          self.host_chain, self.ctx.paths.refusals_file)
+                          self.host_chain, self.recorder, self.ctx.paths.refusals_file)
         hand_off(shared, hvs, self.plans)  # libvirt's own shutdown handling: defer to it, or say the conflict
         if self.tally.total:
             busy = [UriWork(shared, hv, plan) for uri, plan in self.plans.items() if plan.items and (hv := hvs[uri])]
@@ -392,3 +399,4 @@ def merge_list_lines(previous: ListEntries, plans: dict[str, UriStopPlan]) -> Li
 
 def stop(ctx: Context, forced_chain: tuple[str, ...] | None = None) -> int:
     return StopRun(ctx, forced_chain).run()
+

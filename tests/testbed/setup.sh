@@ -24,6 +24,10 @@ PACKAGES=(
     debian-archive-keyring
     systemd-container
     util-linux
+    # issue 22's UPS case: NUT's upsd and dummy-ups driver, run by the tests on
+    # a private port and configuration directory (tests/nut.py); the package
+    # starts nothing here (nut.conf's MODE=none, policy-rc.d below)
+    nut-server
 )
 # Debian 12's own packages bootstrap trixie from these versions on (Debian
 # 12.11's point release): debootstrap's trixie script without usr-is-merged,

@@ -39,7 +39,7 @@ ORIGINAL_USAGE = ("Usage: libvirt-guests {start|stop|status|restart|condrestart|
     (["status", "--jsno"], "unknown option --jsno (did you mean --json?)"),
     (["--config"], "--config needs a value (FILE)"),
     (["--json=1", "status"], "--json takes no value"),
-    (["reload", "--json"], "--json applies to status, gueststatus, plan, policy, check-config; not to reload"),
+    (["reload", "--json"], "--json applies to status, gueststatus, report, plan, policy, check-config; not to reload"),
     (["check-config", "a", "b"], "check-config takes one configuration file at most"),
     (["--stauts"], "unknown option --stauts"),
 ])
@@ -68,7 +68,7 @@ def test_usage_lists_the_new_commands_after_the_original_line(files: Files, run)
     lines = run("bogus").out.splitlines()
     assert lines[0] == ORIGINAL_USAGE
     assert lines[1] == ("       libvirt-guests [OPTIONS] "
-                        "{plan [stop|start]|policy GUEST [SETTINGS]|check-config [FILE]|man|help}")
+                        "{report|plan [stop|start]|policy GUEST [SETTINGS]|check-config [FILE]|man|help}")
     assert len(lines) == 2
 
 

@@ -13,8 +13,18 @@ import libvirt
 import pytest
 
 from libvirt_guests.config.load import Paths
-from libvirt_guests.state.history import KEEP_PER_GUEST, KEEP_PER_URI, MAX_TEXT, GuestEvent, History, StopRecord, record
+from libvirt_guests.state.history import (
+    KEEP_PER_GUEST,
+    KEEP_PER_URI,
+    MAX_TEXT,
+    GuestEvent,
+    History,
+    Recorder,
+    StopRecord,
+    record,
+)
 from libvirt_guests.state.refusals import Refusal, Refusals, devices_fingerprint, forget, remember
+from libvirt_guests.virt import saveimage
 
 from .support import TEST_URI, Driver, Files
 
@@ -153,8 +163,33 @@ def test_damaged_history_never_makes_a_stop_set_its_state_aside(files: Files, dr
     assert "list" in names and not any(".damaged-" in n and not n.startswith("list.history") for n in names), names
     assert not any(".untrusted-" in n for n in names), names
     assert Refusals.load(refusals).refused(OTHER, "f" * 64) is not None  # the refusals are untouched
+    assert "history" in result.err and "set aside" in result.err  # one line about the history alone
+    assert [n for n in names if ".damaged-" in n][0].startswith("list.history.damaged-")
+    assert [e.kind for e in History.load(history).guest(a.UUIDString())] == ["stop"]
     assert run("start").code == 0
     assert driver.state(a) == "running"
+
+
+def test_stop_and_start_on_the_test_driver_are_recorded(files: Files, driver: Driver, run) -> None:
+    saved, down = driver.guest(), driver.guest(policy='<policy on_shutdown="shutdown"/>')
+    files.write_config(ON_SHUTDOWN="suspend", ON_BOOT="start", PARALLEL_SAVE="3")
+    files.lock_file.touch()
+    assert run("stop").code == 0
+    assert run("start").code == 0
+    history = History.load(Path(f"{files.list_file}.history"))
+    stop_saved, start_saved = history.guest(saved.UUIDString())
+    assert (stop_saved.kind, stop_saved.action, stop_saved.planned, stop_saved.result) == \
+        ("stop", "suspend", "suspend", "saved")
+    assert stop_saved.uri == TEST_URI and stop_saved.name == saved.name() and stop_saved.reason == ""
+    assert stop_saved.bytes_written is None  # the test driver writes no image
+    assert stop_saved.memory_bytes == 65536 * 1024 and stop_saved.seconds >= 0
+    assert (start_saved.kind, start_saved.action, start_saved.result) == ("start", "restore", "restored")
+    stop_down, start_down = history.guest(down.UUIDString())
+    assert (stop_down.action, stop_down.planned, stop_down.result) == ("shutdown", "shutdown", "shutdown")
+    assert (start_down.action, start_down.planned, start_down.result) == ("boot", "start", "booted")
+    assert history.stops(TEST_URI) == []  # no image size known: no rate learnt from it
+    shown = run("report")
+    assert shown.code == 0 and f"{saved.name()} ({saved.UUIDString()}) on {TEST_URI}:" in shown.out
 
 
 # --- refusals --------------------------------------------------------------------------------------------
@@ -236,3 +271,47 @@ def test_history_and_refusals_default_beside_the_list_file(files: Files) -> None
     assert paths.history_file == Path(f"{files.list_file}.history")
     assert paths.refusals_file == Path(f"{files.list_file}.refused")
     assert TEST_URI  # the fixture's layout
+
+
+# --- the recorder and the image sizes --------------------------------------------------------------------
+
+
+def test_recorder_times_each_guest_and_each_uris_saves(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([10.0, 11.0, 12.0, 15.0, 20.0, 21.0, 22.0])
+    monkeypatch.setattr("libvirt_guests.state.history.time.monotonic", lambda: next(clock))
+    rec = Recorder("stop")
+    rec.began("qemu:///system", UUID, "suspend", saves=True)  # 10
+    rec.began("qemu:///system", OTHER, "suspend", saves=True)  # 11
+    rec.finished("qemu:///system", UUID, "web", result="saved", bytes_written=100, memory_bytes=1, saved=True)  # 12
+    rec.began("qemu:///system", OTHER, "shutdown")  # 15: its save failed, the chain goes on
+    rec.finished("qemu:///system", OTHER, "db", planned="suspend", reason="failed: no", result="shutdown")  # 20
+    rec.finished("lxc:///", UUID, "x", action="", result="vanished")  # 21: never begun
+    web, db, gone = rec.events()
+    assert (web.action, web.planned, web.seconds, web.bytes_written) == ("suspend", "suspend", 2.0, 100)
+    assert (db.action, db.planned, db.reason, db.seconds) == ("shutdown", "suspend", "failed: no", 9.0)
+    assert (gone.action, gone.seconds) == ("", 0.0)
+    (saves,) = rec.stop_records(4, True, False)
+    assert (saves.uri, saves.saved, saves.bytes_saved, saves.save_seconds) == ("qemu:///system", 1, 100, 2.0)
+    assert (saves.parallel_save, saves.pause_before_save, saves.bypass_cache) == (4, True, False)
+
+
+def test_recorder_makes_no_rate_from_unknown_sizes() -> None:
+    rec = Recorder("stop")
+    rec.began("qemu+ssh://h/system", UUID, "suspend", saves=True)
+    rec.finished("qemu+ssh://h/system", UUID, "web", result="saved", saved=True)
+    assert rec.stop_records(0, False, False) == [] and len(rec.events()) == 1
+
+
+def test_image_bytes_of_a_local_save_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LIBVIRT_GUESTS_SAVE_DIR", raising=False)
+    assert saveimage.save_dir("qemu:///system") == Path("/var/lib/libvirt/qemu/save")
+    assert saveimage.save_dir("qemu+ssh://host/system") is None
+    assert saveimage.save_dir(TEST_URI) is None and saveimage.image_bytes(TEST_URI, "web") is None
+    monkeypatch.setenv("LIBVIRT_GUESTS_SAVE_DIR", str(tmp_path))
+    (tmp_path / "web.save").write_bytes(b"x" * 1234)
+    (tmp_path / "link.save").symlink_to(tmp_path / "web.save")
+    assert saveimage.image_bytes("qemu:///system", "web") == 1234
+    assert saveimage.image_bytes("qemu:///system", "link") is None
+    assert saveimage.image_bytes("qemu:///system", "none") is None
+    for name in ("../web", "", "..", "a\0b"):
+        assert saveimage.image_bytes("qemu:///system", name) is None

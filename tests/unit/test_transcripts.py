@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import fcntl
 import gettext
+import json
 import os
 import re
 import socket
@@ -686,3 +687,43 @@ def test_usage_errors_and_help(files: Files, transcript: Transcript) -> None:
     transcript("help")
     transcript("--help")
     transcript.compare("usage_errors_and_help")
+
+
+HISTORY_EVENTS = [  # as a stop and a start record them (state/history.py's format, written here by hand)
+    {"when": 1765000000.0, "kind": "stop", "uri": "qemu+ssh://admin:s3cret@host/system?keyfile=/k&password=pw",
+     "uuid": GUESTS["web server"], "name": "web server\x1b[31m", "action": "shutdown", "planned": "suspend",
+     "reason": "room", "result": "done", "seconds": 12.25, "bytes_written": None, "memory_bytes": 1 << 30},
+    {"when": 1765000100.0, "kind": "start", "uri": "qemu+ssh://admin:s3cret@host/system?keyfile=/k&password=pw",
+     "uuid": GUESTS["web server"], "name": "web server\x1b[31m", "action": "boot", "planned": "boot", "reason": "",
+     "result": "done", "seconds": 0.5, "bytes_written": None, "memory_bytes": None},
+    {"when": 1765000000.0, "kind": "stop", "uri": TEST_URI, "uuid": GUESTS["café"], "name": "café\u202e",
+     "action": "poweroff", "planned": "suspend", "reason": "failed: internal error: qemu+tcp://u:pw@x/ said no",
+     "result": "powered-off", "seconds": 3.0, "bytes_written": None, "memory_bytes": 65536 * 1024},
+    {"when": 1765000000.0, "kind": "stop", "uri": TEST_URI, "uuid": GUESTS["alpha"], "name": "alpha",
+     "action": "suspend", "planned": "suspend", "reason": "", "result": "saved", "seconds": 4.0,
+     "bytes_written": 812345678, "memory_bytes": 1 << 30},
+]
+HISTORY_STOPS = [{"when": 1765000000.0, "uri": TEST_URI, "saved": 1, "bytes_saved": 812345678, "save_seconds": 4.0,
+                  "parallel_save": 8, "pause_before_save": True, "bypass_cache": False}]
+
+
+def test_report(files: Files, transcript: Transcript, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`report` from a history file: names escaped, URIs and reasons redacted;
+    none yet; a damaged one (exit 1, nothing set aside)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    history = Path(f"{files.list_file}.history")
+    try:
+        transcript("report")
+        history.write_text(json.dumps({"version": 1, "events": HISTORY_EVENTS, "stops": HISTORY_STOPS}))
+        transcript("report")
+        transcript("report", "--json")
+        history.write_bytes(b'{"version": 1, "events": [{"when": "yesterday"}]}')
+        transcript("report")
+        transcript("report", "--json")
+        transcript("report", "extra")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert history.read_bytes() == b'{"version": 1, "events": [{"when": "yesterday"}]}'
+    transcript.compare("report")
