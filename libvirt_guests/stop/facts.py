@@ -16,16 +16,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.state.history import GuestEvent, History, StopRecord
 from libvirt_guests.state.refusals import Refusals, devices_fingerprint
 from libvirt_guests.stop.budget import GuestFacts, HostFacts, SaveRecord
+from libvirt_guests.virt.saveimage import save_dir_of
 
-SYSTEM_SAVE_DIR = Path("/var/lib/libvirt/qemu/save")
 SYSTEM_QEMU_CONF = Path("/etc/libvirt/qemu.conf")
-ENV_SAVE_DIR = "LIBVIRT_GUESTS_SAVE_DIR"  # tests: where a local daemon saves (test:///default has no directory)
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000**2, "m": 1024**2, "mib": 1024**2,
           "gb": 1000**3, "g": 1024**3, "gib": 1024**3, "tb": 1000**4, "t": 1024**4, "tib": 1024**4}
 _FORMAT = re.compile(r'^\s*save_image_format\s*=\s*"([^"]*)"', re.M)
@@ -92,25 +90,6 @@ def blockers(root: ET.Element) -> tuple[str, ...]:
         if feature.get("name") == "invtsc" and feature.get("policy") in ("require", "force"):
             found.append("CPU feature invtsc (invariant TSC)")
     return tuple(found)
-
-
-def save_dir_of(uri: str) -> tuple[Path | None, str]:
-    """libvirt's save directory for a URI, or None and why it is not known."""
-    override = os.environ.get(ENV_SAVE_DIR)
-    if override:
-        return Path(override), ""
-    parts = urlsplit(uri)
-    driver, _, transport = parts.scheme.partition("+")
-    if parts.hostname or transport not in ("", "unix"):
-        return None, f"{uri} is a remote daemon: its save directory cannot be seen from here"
-    if driver != "qemu":
-        return None, f"no managed save directory known for the {driver or uri} driver"
-    if parts.path == "/system":
-        return SYSTEM_SAVE_DIR, ""
-    if parts.path == "/session":
-        config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-        return config / "libvirt/qemu/save", ""
-    return None, f"no managed save directory known for {uri}"
 
 
 def free_bytes(path: Path) -> tuple[int | None, str]:

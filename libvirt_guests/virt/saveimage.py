@@ -16,21 +16,29 @@ SYSTEM_SAVE_DIR = Path("/var/lib/libvirt/qemu/save")
 ENV_SAVE_DIR = "LIBVIRT_GUESTS_SAVE_DIR"  # tests: where a local daemon saves (test:///default has no directory)
 
 
+def save_dir_of(uri: str) -> tuple[Path | None, str]:
+    """libvirt's save directory for a URI, or None and why it is not known."""
+    override = os.environ.get(ENV_SAVE_DIR)
+    if override:
+        return Path(override), ""
+    parts = urlsplit(uri)
+    driver, _, transport = parts.scheme.partition("+")
+    if parts.hostname or transport not in ("", "unix"):
+        return None, f"{uri} is a remote daemon: its save directory cannot be seen from here"
+    if driver != "qemu":
+        return None, f"no managed save directory known for the {driver or uri} driver"
+    if parts.path == "/system":
+        return SYSTEM_SAVE_DIR, ""
+    if parts.path == "/session":
+        config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        return config / "libvirt/qemu/save", ""
+    return None, f"no managed save directory known for {uri}"
+
+
 def save_dir(uri: str) -> Path | None:
     """libvirt's managed save directory for a local qemu URI (or the
     LIBVIRT_GUESTS_SAVE_DIR override); None for any other."""
-    override = os.environ.get(ENV_SAVE_DIR)
-    if override:
-        return Path(override)
-    parts = urlsplit(uri)
-    driver, _, transport = parts.scheme.partition("+")
-    if driver != "qemu" or parts.hostname or transport not in ("", "unix"):
-        return None
-    if parts.path == "/system":
-        return SYSTEM_SAVE_DIR
-    if parts.path == "/session":
-        return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "libvirt/qemu/save"
-    return None
+    return save_dir_of(uri)[0]
 
 
 def image_bytes(uri: str, name: str) -> int | None:

@@ -15,7 +15,7 @@ from libvirt_guests.config.commands import EXIT_OK, EXIT_PLAN_FALLBACK
 from libvirt_guests.outcomes import Outcome
 from libvirt_guests.state.history import GuestEvent, StopRecord, record
 from libvirt_guests.state.refusals import Refusal, devices_fingerprint, remember
-from libvirt_guests.stop.facts import ENV_SAVE_DIR
+from libvirt_guests.virt.saveimage import ENV_SAVE_DIR
 
 from .support import Driver, Files
 

@@ -14,6 +14,7 @@ from libvirt_guests.state.history import GuestEvent, History, StopRecord, record
 from libvirt_guests.state.refusals import Refusal, Refusals, devices_fingerprint, remember
 from libvirt_guests.stop import facts
 from libvirt_guests.stop.budget import MIB
+from libvirt_guests.virt import saveimage
 
 PLAIN = """<domain type='qemu'><name>g</name><memory unit='MiB'>512</memory>
 <devices><serial type='pty'/></devices></domain>"""
@@ -68,8 +69,8 @@ def test_video_ram_counts_and_bad_xml_gives_nothing() -> None:
 
 
 @pytest.mark.parametrize(("uri", "expect"), [
-    ("qemu:///system", facts.SYSTEM_SAVE_DIR),
-    ("qemu+unix:///system", facts.SYSTEM_SAVE_DIR),
+    ("qemu:///system", saveimage.SYSTEM_SAVE_DIR),
+    ("qemu+unix:///system", saveimage.SYSTEM_SAVE_DIR),
     ("qemu+ssh://root@host/system", None),
     ("qemu+tcp://10.0.0.2/system", None),
     ("qemu://host/system", None),
@@ -77,8 +78,8 @@ def test_video_ram_counts_and_bad_xml_gives_nothing() -> None:
     ("lxc:///system", None),
 ])
 def test_save_dir_of(uri: str, expect: Path | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(facts.ENV_SAVE_DIR, raising=False)
-    directory, why = facts.save_dir_of(uri)
+    monkeypatch.delenv(saveimage.ENV_SAVE_DIR, raising=False)
+    directory, why = saveimage.save_dir_of(uri)
     assert directory == expect
     assert bool(why) == (expect is None)
     if "//" in uri.split(":", 1)[1] and uri.split("/")[2]:
@@ -86,9 +87,9 @@ def test_save_dir_of(uri: str, expect: Path | None, monkeypatch: pytest.MonkeyPa
 
 
 def test_session_save_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(facts.ENV_SAVE_DIR, raising=False)
+    monkeypatch.delenv(saveimage.ENV_SAVE_DIR, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    assert facts.save_dir_of("qemu:///session")[0] == tmp_path / "libvirt/qemu/save"
+    assert saveimage.save_dir_of("qemu:///session")[0] == tmp_path / "libvirt/qemu/save"
 
 
 def test_free_bytes(tmp_path: Path) -> None:
@@ -149,7 +150,7 @@ def test_gather_from_a_real_definition_history_and_refusals(tmp_path: Path) -> N
 
 
 def test_save_dir_override_for_a_local_test_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(facts.ENV_SAVE_DIR, str(tmp_path))
+    monkeypatch.setenv(saveimage.ENV_SAVE_DIR, str(tmp_path))
     settings = facts.HostSettings(0, None, 8, True, False, 0, 300)
     host = facts.host_facts("test:///default", settings, History.load(tmp_path / "none"), tmp_path / "qemu.conf")
     assert host.save_dir == str(tmp_path) and host.free_bytes is not None and host.image_format == "raw"
