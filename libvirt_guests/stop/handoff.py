@@ -20,6 +20,7 @@ from libvirt_guests.outcomes import Outcome
 from libvirt_guests.output import shown, shown_uri
 from libvirt_guests.stop.chains import RunScope
 from libvirt_guests.stop.items import StopItem, UriStopPlan
+from libvirt_guests.stop.ledger import GuestLedger
 from libvirt_guests.virt.daemonshutdown import DaemonShutdown, daemon_kind, of_hypervisor
 from libvirt_guests.virt.errors import VirtError
 from libvirt_guests.virt.hypervisor import Hypervisor
@@ -77,7 +78,8 @@ def _defer(run: RunScope, hv: Hypervisor, plan: UriStopPlan, daemon: DaemonShutd
                 return False
 
     offs = each_at_once(wait, covered)
-    out, journal = run.out, run.journal
+    out = run.out
+    ledger = GuestLedger(plan.uri, run.journal, run.tally, run.bounds, out, run.unlist, run.recorder)
     for item, off in zip(covered, offs, strict=True):
         name = shown(item.guest.name)
         if not off:
@@ -89,6 +91,5 @@ def _defer(run: RunScope, hv: Hypervisor, plan: UriStopPlan, daemon: DaemonShutd
             saved = False
         outcome = Outcome.SAVED if saved else Outcome.SHUTDOWN
         out.say(f"Guest {name}: {'saved' if saved else 'shut down'} by libvirt's own shutdown handling")
-        journal.update(plan.uri, item.guest.uuid, outcome=outcome, detail="by libvirtd")
-        run.tally.add(outcome)
+        ledger.finish(item, outcome, "by libvirtd")
         plan.items.remove(item)

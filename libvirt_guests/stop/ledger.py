@@ -40,8 +40,9 @@ class GuestLedger:
         self._tally.add(outcome)
         guest, saved = item.guest, outcome == Outcome.SAVED
         self._recorder.finished(
-            self.uri, guest.uuid, guest.name, planned=item.chain[0] if item.chain else "",
-            reason="" if saved else detail, result=outcome.value, saved=saved,
+            self.uri, guest.uuid, guest.name, planned=(item.configured or item.chain or ("",))[0],
+            reason="; ".join(why for why in (item.budget_reason, "" if saved else detail) if why),
+            result=outcome.value, saved=saved,
             bytes_written=image_bytes(self.uri, guest.name) if saved else None, memory_bytes=memory_bytes(guest))
 
     def began(self, item: StopItem, action: str, saves: bool) -> None:

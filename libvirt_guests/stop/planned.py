@@ -99,7 +99,9 @@ def apply_budget(
 def _rewrite(item: StopItem, decision: Decision, deadline: bool) -> None:
     if decision.as_configured:
         return
-    item.configured, item.budget_reason = item.chain, decision.reason
+    # what was configured: a transient guest's chain lost its save in plan_stop already
+    item.configured = item.chain if item.persistent else item.policy.on_shutdown
+    item.budget_reason = decision.reason
     item.chain = decision.chain
     item.note = "; ".join(n for n in (item.note if item.note != "transient: cannot be saved" else "",
                                       f"not saved ({decision.reason}): {decision.why}") if n)

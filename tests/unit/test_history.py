@@ -192,6 +192,18 @@ def test_stop_and_start_on_the_test_driver_are_recorded(files: Files, driver: Dr
     assert shown.code == 0 and f"{saved.name()} ({saved.UUIDString()}) on {TEST_URI}:" in shown.out
 
 
+def test_the_budgets_reason_is_recorded_with_the_configured_action(files: Files, driver: Driver, run) -> None:
+    """A guest whose chain the stop's budget changed (here: transient, so it cannot be saved) is recorded with
+    the action configured for it and why the budget changed it, not only with what settled it."""
+    transient = driver.guest(transient=True)
+    files.write_config(ON_SHUTDOWN="suspend", PERSISTENT_ONLY="false")
+    files.lock_file.touch()
+    assert run("stop").code == 0
+    (event,) = History.load(Path(f"{files.list_file}.history")).guest(transient.UUIDString())
+    assert (event.planned, event.action, event.result) == ("suspend", "shutdown", "shutdown")
+    assert event.reason.split("; ")[0] == "blocker", event.reason
+
+
 # --- refusals --------------------------------------------------------------------------------------------
 
 DOMAIN = """<domain type='kvm'><name>g</name><uuid>{uuid}</uuid><memory>65536</memory>
