@@ -95,6 +95,8 @@ def bench_mix(factory: GuestFactory, conn: libvirt.virConnect, name: str, spec: 
         row["planned"] = {"plan_exit": code, "took_s": round(took, 2), "saved": states.count("saved"),
                           "off": states.count("off"), "running": states.count("running"), "exit": result.returncode}
         assert tool.run("start").returncode == 0
+        # those shut down boot afresh: wait until their memory is dirtied again before today's stop
+        factory.wait_ready([d for d, s in zip(doms, states, strict=True) if s == "off"])
         if today is not None:
             row["today_code"] = code_of(tool, today)
             took, result = timed_run(tool, "stop", checkout=today)
