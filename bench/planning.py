@@ -3,7 +3,8 @@
     python -m bench.planning [--json bench/results-planning.json] [--today /work/main]
 
 For each mix of guest sizes (dirtied memory, so that images are as large as
-the guests): one recorded stop (suspend, no deadline) and a start, then
+the guests): --warmups recorded stops (suspend, no deadline; default 2: the
+first after the guests boot is slower than later ones) each with a start, then
 `plan stop --json` (its predicted total) and a second stop, measured: the
 prediction against the measured duration. Then, with a deadline shorter than
 saving everyone takes, the planned stop against today's code (--today: a
@@ -52,8 +53,15 @@ def timed_run(
     return time.monotonic() - started, result
 
 
+def code_of(tool: Tool, checkout: Path | None) -> str:
+    """Where the package that `timed_run(..., checkout=)` runs comes from."""
+    env = tool.env({"PYTHONPATH": str(checkout)} if checkout else None)
+    return subprocess.run([sys.executable, "-c", "import libvirt_guests; print(libvirt_guests.__file__)"], env=env,
+                          cwd=checkout, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def bench_mix(factory: GuestFactory, conn: libvirt.virConnect, name: str, spec: list[tuple[int, int]],
-              today: Path | None) -> dict[str, object]:
+              today: Path | None, warmups: int) -> dict[str, object]:
     doms = []
     for mib, dirty in spec:
         doms += factory.create(1, memory_mib=mib, dirty_mib=dirty)
@@ -61,16 +69,20 @@ def bench_mix(factory: GuestFactory, conn: libvirt.virConnect, name: str, spec: 
     with tempfile.TemporaryDirectory(prefix="lgt-bench-plan-") as tmp:
         tool = Tool(Path(tmp) / "ours")
         tool.configure(ON_SHUTDOWN="suspend", SAVE_RESERVE="0")
-        first, result = timed_run(tool, "stop")
-        assert result.returncode == 0, result
-        assert tool.run("start").returncode == 0
+        recorded = []
+        for _ in range(warmups):
+            took, result = timed_run(tool, "stop")
+            assert result.returncode == 0, result
+            recorded.append(round(took, 2))
+            assert tool.run("start").returncode == 0
         plan = json.loads(tool.run("plan", "stop", "--json").stdout)
         budget = plan["uris"][0]["budget"]
         measured, result = timed_run(tool, "stop")
         assert result.returncode == 0, result
         assert all(state(conn, d) == "saved" for d in doms)
         assert tool.run("start").returncode == 0
-        row.update(first_stop_s=round(first, 2), predicted_s=budget["predicted_seconds"],
+        row.update(recorded_stops_s=recorded, rate_source=budget["save_rate_source"],
+                   predicted_s=budget["predicted_seconds"],
                    measured_s=round(measured, 2), rate_mib_s=round(budget["save_rate_bytes_per_second"] / 2**20),
                    error_pct=round(100 * (budget["predicted_seconds"] - measured) / measured, 1))
         # A deadline of half the measured stop: not everyone can be saved.
@@ -83,7 +95,10 @@ def bench_mix(factory: GuestFactory, conn: libvirt.virConnect, name: str, spec: 
         row["planned"] = {"plan_exit": code, "took_s": round(took, 2), "saved": states.count("saved"),
                           "off": states.count("off"), "running": states.count("running"), "exit": result.returncode}
         assert tool.run("start").returncode == 0
+        # those shut down boot afresh: wait until their memory is dirtied again before today's stop
+        factory.wait_ready([d for d, s in zip(doms, states, strict=True) if s == "off"])
         if today is not None:
+            row["today_code"] = code_of(tool, today)
             took, result = timed_run(tool, "stop", checkout=today)
             states = [state(conn, d) for d in doms]
             row["today"] = {"took_s": round(took, 2), "saved": states.count("saved"), "off": states.count("off"),
@@ -114,15 +129,17 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--today", type=Path, help="a checkout of the code without planning (e.g. /work/main)")
     parser.add_argument("--mixes", nargs="+", default=list(MIXES))
+    parser.add_argument("--warmups", type=int, default=2, help="recorded stops before the plan")
     args = parser.parse_args()
     ensure_libvirtd()
     conn = libvirt.open(URI)
     sweep_leftovers(conn)
     factory = GuestFactory(conn, ensure_images())
+    print(json.dumps({"ours_code": code_of(Tool(Path("/nonexistent")), None)}), flush=True)
     rows = []
     try:
         for name in args.mixes:
-            rows.append(bench_mix(factory, conn, name, MIXES[name], args.today))
+            rows.append(bench_mix(factory, conn, name, MIXES[name], args.today, args.warmups))
     finally:
         factory.cleanup()
     print(markdown(rows))

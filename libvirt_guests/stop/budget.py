@@ -14,9 +14,14 @@ The rules, in order (README "Planning the stop"):
 3. Room: walking the ranking, a guest is admitted to save while the sum of
    the admitted guests' upper bounds (save_bound) fits the free space less
    SAVE_RESERVE: all admitted saves can run at once and finish.
-4. Time (STOP_DEADLINE set): the saves of an order group take the sum of
-   their predicted image sizes over the host's aggregate save rate; each
-   group starts when the previous one ends (its saves and its shutdowns).
+4. Time (STOP_DEADLINE set): the saves of an order group take a fixed
+   window cost plus the sum of their predicted image sizes over the host's
+   aggregate save rate (save_model: a least-squares line over the recent
+   stops with the same PARALLEL_SAVE, PAUSE_BEFORE_SAVE and BYPASS_CACHE
+   when their sizes differ enough, else the median of their rates and no
+   window cost); each group starts when the previous one ends (its saves
+   and its shutdowns); the whole stop adds STOP_OVERHEAD_SECONDS (starting,
+   connecting, listing, writing the list: not in any record's save window).
    Walking the ranking again, a guest is admitted to save while every
    group's saves still end before the deadline less a margin (the guests
    not admitted count as shut down); the others are shut down instead.
@@ -54,6 +59,14 @@ DEFAULT_SHUTDOWN_SECONDS = 10.0
 DEADLINE_FIXED_MARGIN = 2.0
 DEADLINE_SHARE_MARGIN = 0.10
 RATE_RECORDS = 5  # the last few matching stops make the rate
+# A line (fixed window cost + bytes over a rate) is fitted only when the
+# records' sizes differ by this factor: else the intercept is noise.
+LINE_MIN_SPREAD = 1.5
+# The stop's own work outside the saves' window (process start, connecting,
+# listing, planning, writing the list and the journal), seconds: the gap
+# between a stop's wall time and its recorded save window on the test bed
+# was 0.3-0.5 s (BENCHMARKS.md "Predicted against measured").
+STOP_OVERHEAD_SECONDS = 0.4
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,7 @@ class Budget:
     bound_bytes: int = 0  # the admitted saves' bounds together
     save_rate: float = DEFAULT_SAVE_RATE
     rate_source: str = ""
+    window_seconds: float = 0.0  # a group's saves' fixed cost, besides bytes over the rate
     predicted_seconds: float = 0.0  # the whole stop, groups one after another
     deadline: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -151,24 +165,55 @@ def predicted_image(guest: GuestFacts, image_format: str) -> int:
     return bound
 
 
-def save_rate(host: HostFacts) -> tuple[float, str]:
-    """The aggregate save rate (bytes/s) of this URI and where it comes from.
-    The model: a group's saves together take the sum of their image sizes
-    over one rate, the rate this host reached in its last RATE_RECORDS stops
-    with the same PARALLEL_SAVE, PAUSE_BEFORE_SAVE and BYPASS_CACHE (bytes
-    over seconds of those stops together). No stop with these settings: the
-    slowest rate of the other records, never above DEFAULT_SAVE_RATE."""
-    same = [r for r in host.records
+def _matching(host: HostFacts) -> list[SaveRecord]:
+    return [r for r in host.records
             if (r.parallel_save, r.pause_before_save, r.bypass_cache)
             == (host.parallel_save, host.pause_before_save, host.bypass_cache)
             and r.bytes_saved > 0 and r.save_seconds > 0][-RATE_RECORDS:]
+
+
+def fit_line(records: Sequence[SaveRecord]) -> tuple[float, float] | None:
+    """Least squares of save_seconds = window + bytes / rate over the
+    records: (rate, window), or None when their sizes are too alike
+    (max < LINE_MIN_SPREAD x min) or the line is not physical (a rate or a
+    window below zero)."""
+    xs = [float(r.bytes_saved) for r in records]
+    ys = [r.save_seconds for r in records]
+    if len(records) < 2 or max(xs) < LINE_MIN_SPREAD * min(xs):
+        return None
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    window = my - slope * mx
+    if slope <= 0 or window < 0:
+        return None
+    return 1 / slope, window
+
+
+def save_model(host: HostFacts) -> tuple[float, float, str]:
+    """The aggregate save rate (bytes/s) of this URI, a group's fixed window
+    cost (s), and where they come from. From the last RATE_RECORDS stops with
+    the same PARALLEL_SAVE, PAUSE_BEFORE_SAVE and BYPASS_CACHE: a fitted line
+    when their sizes differ enough (fit_line), else the median of their rates
+    (a cold first stop after boot does not drag the others down once there are
+    three) with no window cost. No stop with these settings: the slowest rate
+    of the other records, never above DEFAULT_SAVE_RATE."""
+    same = _matching(host)
     if same:
-        rate = sum(r.bytes_saved for r in same) / sum(r.save_seconds for r in same)
-        return rate, f"{len(same)} earlier stop{'s' if len(same) > 1 else ''} with these settings"
+        plural = f"{len(same)} earlier stop{'s' if len(same) > 1 else ''} with these settings"
+        line = fit_line(same)
+        if line is not None:
+            return line[0], line[1], f"{plural}, fitted line"
+        return statistics.median(r.bytes_saved / r.save_seconds for r in same), 0.0, plural
     others = [r.bytes_saved / r.save_seconds for r in host.records if r.bytes_saved > 0 and r.save_seconds > 0]
     if others and min(others) < DEFAULT_SAVE_RATE:
-        return min(others), "the slowest earlier stop (none with these settings)"
-    return float(DEFAULT_SAVE_RATE), "no earlier stop: the conservative default"
+        return min(others), 0.0, "the slowest earlier stop (none with these settings)"
+    return float(DEFAULT_SAVE_RATE), 0.0, "no earlier stop: the conservative default"
+
+
+def save_rate(host: HostFacts) -> tuple[float, str]:
+    """The rate and its source of save_model (without the window cost)."""
+    rate, _window, source = save_model(host)
+    return rate, source
 
 
 def shutdown_seconds(guest: GuestFacts, host: HostFacts) -> float:
@@ -219,7 +264,7 @@ def _rank_key(g: _Guest) -> tuple[int, int, int, str]:
 def plan_budget(guests: Sequence[GuestFacts], host: HostFacts) -> Budget:
     """Decide every guest (rules in the module's docstring)."""
     budget = Budget(deadline=host.deadline)
-    budget.save_rate, budget.rate_source = save_rate(host)
+    budget.save_rate, budget.window_seconds, budget.rate_source = save_model(host)
     state = [_Guest(g, "suspend" in g.chain) for g in guests]
     for g in state:
         if not g.saves:
@@ -234,7 +279,7 @@ def plan_budget(guests: Sequence[GuestFacts], host: HostFacts) -> Budget:
     _admit_room(ranked, host, budget)
     if host.deadline is not None:
         _fit_time(ranked, state, host, budget)
-    budget.predicted_seconds = _timeline(state, host, budget.save_rate)[-1][2]
+    budget.predicted_seconds = _timeline(state, host, budget)[-1][2]
     for g in state:
         budget.decisions.append(_decide(g, host, budget.save_rate))
     return budget
@@ -262,15 +307,17 @@ def _admit_room(ranked: list[_Guest], host: HostFacts, budget: Budget) -> None:
     budget.bound_bytes = used
 
 
-def _timeline(state: list[_Guest], host: HostFacts, rate: float) -> list[tuple[int, float, float]]:
+def _timeline(state: list[_Guest], host: HostFacts, budget: Budget) -> list[tuple[int, float, float]]:
     """Per order group, in order: (group, when it starts, when its saves
-    end), predicted in seconds from the stop's start; each group starts when
-    the previous one's saves and shutdowns are over."""
+    end), predicted in seconds from the stop's start (STOP_OVERHEAD_SECONDS
+    first); each group starts when the previous one's saves and shutdowns
+    are over."""
     spans = []
-    start = 0.0
+    start = STOP_OVERHEAD_SECONDS
     for index in sorted({g.facts.group for g in state}):
         members = [g for g in state if g.facts.group == index and not g.pending]
-        saves = sum(g.predicted for g in members if g.saves) / rate
+        saved = sum(g.predicted for g in members if g.saves)
+        saves = saved / budget.save_rate + (budget.window_seconds if saved else 0.0)
         downs = [shutdown_seconds(g.facts, host) for g in members if not g.saves and _shuts_down(g)]
         spans.append((index, start, start + saves))
         start += max(saves, makespan(downs, host.parallel_shutdown))
@@ -297,15 +344,15 @@ def _fit_time(ranked: list[_Guest], state: list[_Guest], host: HostFacts, budget
         g.pending = True
     for g in candidates:
         g.pending = False
-        if _late_group(state, host, budget.save_rate, limit) is not None:
+        if _late_group(state, host, budget, limit) is not None:
             _too_late(g, host, budget, limit)
-    while (late := _late_group(state, host, budget.save_rate, limit)) is not None:
+    while (late := _late_group(state, host, budget, limit)) is not None:
         _too_late([g for g in ranked if g.saves and g.facts.group == late][-1], host, budget, limit)
 
 
-def _late_group(state: list[_Guest], host: HostFacts, rate: float, limit: float) -> int | None:
+def _late_group(state: list[_Guest], host: HostFacts, budget: Budget, limit: float) -> int | None:
     """The first order group whose saves would end after limit."""
-    for index, _start, saves_end in _timeline(state, host, rate)[:-1]:
+    for index, _start, saves_end in _timeline(state, host, budget)[:-1]:
         if saves_end > limit and any(g.saves and not g.pending and g.facts.group == index for g in state):
             return index
     return None

@@ -9,12 +9,15 @@ from libvirt_guests.stop.budget import (
     DEFAULT_SHUTDOWN_SECONDS,
     DEVICE_STATE_BYTES,
     MIB,
+    STOP_OVERHEAD_SECONDS,
     GuestFacts,
     HostFacts,
     SaveRecord,
+    fit_line,
     makespan,
     plan_budget,
     save_bound,
+    save_model,
     save_rate,
     without_save,
 )
@@ -165,7 +168,8 @@ def test_deadline_prediction_before_history_uses_the_bound() -> None:
     assert by_name(budget)["a"].reason == "time"
     budget = plan_budget([guest("a", 128)], host(deadline=10.0))
     assert by_name(budget)["a"].saves
-    assert abs(budget.predicted_seconds - (128 * MIB + DEVICE_STATE_BYTES) / DEFAULT_SAVE_RATE) < 0.01
+    assert abs(budget.predicted_seconds - (128 * MIB + DEVICE_STATE_BYTES) / DEFAULT_SAVE_RATE
+               - STOP_OVERHEAD_SECONDS) < 0.01
 
 
 def test_groups_run_one_after_another_and_later_groups_lose_first() -> None:
@@ -179,7 +183,7 @@ def test_groups_run_one_after_another_and_later_groups_lose_first() -> None:
     assert d["later"].reason == "time"  # would start at 10 s and end at 13 s
     assert d["down"].predicted_seconds == 10.0
     budget = plan_budget([first, down, later], host(deadline=20.0, records=(rate,)))  # limit 16 s
-    assert by_name(budget)["later"].saves and abs(budget.predicted_seconds - 13.0) < 0.01
+    assert by_name(budget)["later"].saves and abs(budget.predicted_seconds - 13.0 - STOP_OVERHEAD_SECONDS) < 0.01
 
 
 def test_shutdown_prediction_uses_its_history_within_the_timeout_and_the_parallel_cap() -> None:
@@ -187,8 +191,10 @@ def test_shutdown_prediction_uses_its_history_within_the_timeout_and_the_paralle
     b = guest("b", 128, ("shutdown",))
     d = by_name(plan_budget([a, b], host(shutdown_timeout=8)))
     assert d["a"].predicted_seconds == 4.0 and d["b"].predicted_seconds == 8.0
-    assert plan_budget([a, b], host(shutdown_timeout=0, parallel_shutdown=0)).predicted_seconds == 14.0
-    assert plan_budget([a, b], host(shutdown_timeout=0, parallel_shutdown=4)).predicted_seconds == 10.0
+    assert plan_budget([a, b], host(shutdown_timeout=0, parallel_shutdown=0)).predicted_seconds \
+        == 14.0 + STOP_OVERHEAD_SECONDS
+    assert plan_budget([a, b], host(shutdown_timeout=0, parallel_shutdown=4)).predicted_seconds \
+        == 10.0 + STOP_OVERHEAD_SECONDS
 
 
 def test_makespan() -> None:
@@ -199,7 +205,7 @@ def test_makespan() -> None:
 
 def test_no_guest_no_problem() -> None:
     budget = plan_budget([], host(deadline=5))
-    assert budget.decisions == [] and budget.predicted_seconds == 0 and budget.all_as_configured
+    assert budget.decisions == [] and budget.predicted_seconds == STOP_OVERHEAD_SECONDS and budget.all_as_configured
 
 
 def test_nothing_fits_the_time_every_saver_is_shut_down_but_none_powered_off_without_shutdown() -> None:
@@ -230,3 +236,28 @@ def test_time_a_ranked_guest_that_fits_keeps_its_place() -> None:
               guest("a", 300, last_image_bytes=300 * MIB), guest("b", 300, last_image_bytes=300 * MIB)]
     d = by_name(plan_budget(guests, host(deadline=12.0, records=(rate,))))  # 8.8 s: 880 MiB
     assert d["ranked"].saves and d["a"].reason == d["b"].reason == "time"
+
+
+def record(mib: float, seconds: float, parallel: int = 8) -> SaveRecord:
+    return SaveRecord(int(mib * MIB), seconds, parallel, True, False)
+
+
+def test_model_fits_a_line_when_the_recent_sizes_differ() -> None:
+    # 1 s of window cost and 200 MiB/s, exactly
+    rate, window, source = save_model(host(records=(record(200, 2.0), record(600, 4.0), record(1000, 6.0))))
+    assert abs(rate - 200 * MIB) < 1 and abs(window - 1.0) < 1e-9 and "fitted line" in source
+    budget = plan_budget([guest("a", 384)], host(records=(record(200, 2.0), record(1000, 6.0))))
+    # (384 MiB + 16 MiB) / 200 MiB/s + 1 s window + the stop's overhead
+    assert abs(budget.predicted_seconds - (2.0 + 1.0 + STOP_OVERHEAD_SECONDS)) < 1e-6
+    # only the settings of this stop count
+    assert fit_line([record(200, 2.0, parallel=1), record(1000, 6.0, parallel=1)]) is not None
+    assert save_model(host(records=(record(200, 2.0, parallel=1), record(1000, 6.0, parallel=1))))[1] == 0.0
+
+
+def test_model_without_spread_or_physics_is_the_median_rate_and_no_window() -> None:
+    assert fit_line([record(500, 2.0), record(600, 3.0)]) is None  # sizes too alike
+    assert fit_line([record(200, 6.0), record(1000, 2.0)]) is None  # bigger was faster: no rate
+    assert fit_line([record(200, 0.5), record(1000, 6.0)]) is None  # negative window
+    # a cold first stop (half the rate) does not drag the median once there are three
+    rate, window, source = save_model(host(records=(record(500, 5.0), record(500, 2.5), record(500, 2.5))))
+    assert rate == 200 * MIB and window == 0.0 and "3 earlier stops" in source

@@ -58,7 +58,7 @@ def test_room_for_everyone_exit_0_and_totals(files: Files, driver: Driver, run, 
     assert result.code == EXIT_OK, result
     assert f"{dom.name()}: suspend (save: about 2 s, up to 80 MiB)" in result.out
     assert "saves: 1 of 1 guests, up to 80 MiB of" in result.out
-    assert "predicted: 2 s of the 600 s deadline; saves at 40 MiB/s (no earlier stop" in result.out
+    assert "predicted: 2.4 s of the 600 s deadline; saves at 40 MiB/s (no earlier stop" in result.out
     budget = json.loads(run("plan", "stop", "--json").out)["uris"][0]["budget"]
     assert budget["all_as_configured"] is True and budget["deadline_seconds"] == 600
 
